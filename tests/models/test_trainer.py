@@ -1,0 +1,242 @@
+"""Training core: resumption after a real kill, PIA is training-only, data parallelism, configuration errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.batches import make_batch
+from models.pia import ItemAnchors, LambdaSchedule, alignment_loss, alignment_loss_monte_carlo
+from models.readers import RawInteractions
+from models.split import SplitConfig, build_split
+from models.synthetic import make_synthetic
+from models.train import main as train_main
+from models.trainer import ConfigError, TrainConfig, beta_at, build_model, load_trained, train
+from models.vae import MultiVAE
+
+TINY = {"hidden": (32,), "latent_dim": 8, "batch_size": 64, "eval_batch_size": 50}
+
+
+@pytest.fixture(scope="module")
+def tiny_split():
+    data = make_synthetic(n_users=400, n_items=150, n_groups=3, cohort_activity=(5, 20, 60), n_far_related_pairs=10)
+    raw = RawInteractions(user=data.users, item=data.items, rating=None, sources=("synthetic",))
+    return build_split(raw, SplitConfig(min_rating=None, n_heldout=50), "tiny")
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_after_stop_matches_uninterrupted(tmp_path, tiny_split):
+    config = TrainConfig(model="multvae", epochs=4, rho=0.5, pia=0.2, pia_warmup=2, seed=3, **TINY)
+    full = train(config, tmp_path / "full", split=tiny_split, progress=False)
+    train(config, tmp_path / "cut", split=tiny_split, progress=False, stop_after_epochs=2)
+    resumed = train(config, tmp_path / "cut", split=tiny_split, progress=False, resume=True)
+    assert [h["val_ndcg@100"] for h in resumed.history] == [h["val_ndcg@100"] for h in full.history]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3]
+
+
+def test_resume_after_kill_of_cli_run(tmp_path, tiny_split):
+    """Kill a real `python -m models.train` process mid-run, resume it, compare with an uninterrupted run."""
+    data = np.column_stack([tiny_split.train.nonzero()[0], tiny_split.train.nonzero()[1]])
+    csv = tmp_path / "plays.csv"
+    csv.write_text("user,item\n" + "\n".join(f"{u},{i}" for u, i in data) + "\n")
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"hidden": [32], "latent_dim": 8, "batch_size": 32, "eval_batch_size": 50}))
+    env = {**os.environ, "VAECF_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    base = [
+        sys.executable,
+        "-m",
+        "models.train",
+        "--config",
+        str(cfg),
+        "--dataset",
+        f"csv:{csv}",
+        "--heldout",
+        "0.1",
+        "--epochs",
+        "6",
+        "--no-progress",
+    ]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*base, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = killed / "metrics.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len((killed / "metrics.jsonl").read_text().splitlines())
+    assert 2 <= done < 6, "the kill must land mid-run"
+    assert subprocess.run([*base, "--out", str(killed), "--resume"], env=env, capture_output=True).returncode == 0
+    assert subprocess.run([*base, "--out", str(tmp_path / "whole")], env=env, capture_output=True).returncode == 0
+    a = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["val_ndcg@100"] for x in a] == [x["val_ndcg@100"] for x in b]
+    assert [x["nll"] for x in a] == [x["nll"] for x in b]
+
+
+def test_pia_scores_do_not_depend_on_anchors(tmp_path, tiny_split):
+    config = TrainConfig(model="multvae", epochs=2, pia=0.5, **TINY)
+    train(config, tmp_path / "pia", split=tiny_split, progress=False)
+    model, _ = load_trained(tmp_path / "pia")
+    fold_in = tiny_split.test.fold_in
+    before = model.score(fold_in)
+    ckpt = torch.load(tmp_path / "pia" / "checkpoint.pt", weights_only=False)
+    assert ckpt["anchors"] is not None, "the anchors were trained"
+    # The inference model is the plain Multi-VAE: same parameters and shapes as a run without PIA, so the same
+    # inference cost, and nothing in it refers to the anchors.
+    plain = build_model(TrainConfig(model="multvae", pia=0.0, **TINY), tiny_split.n_items)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    # Scoring again with the anchors scrambled (they are not even loaded) gives identical scores.
+    ckpt["anchors"]["weight_param"].normal_()
+    assert torch.equal(model.score(fold_in), before)
+
+
+def test_alignment_closed_form_equals_monte_carlo():
+    gen = torch.Generator().manual_seed(0)
+    rows = (torch.rand(6, 30, generator=gen) < 0.3).numpy().astype(np.float32)
+    rows[:, 0] = 1
+    import scipy.sparse as sp
+
+    batch = make_batch(sp.csr_matrix(rows), rho=0.5, generator=gen)
+    mu = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    logvar = torch.randn(6, 4, generator=gen, dtype=torch.float64) * 0.5
+    anchors = torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    exact = alignment_loss(mu, logvar, anchors, batch)
+    mc = alignment_loss_monte_carlo(mu, logvar, anchors, batch, n_samples=40_000, generator=gen)
+    torch.testing.assert_close(mc, exact, rtol=0.02, atol=0.02)
+    # Definition check without sampling: sigma = 0 reduces L_A to the mean squared distance to the anchors.
+    zero_var = torch.full_like(logvar, -200.0)
+    direct = torch.stack(
+        [((mu[u] - anchors[torch.from_numpy(np.flatnonzero(rows[u]))]) ** 2).sum(1).mean() for u in range(6)]
+    )
+    torch.testing.assert_close(alignment_loss(mu, zero_var, anchors, batch), direct)
+
+
+def test_lambda_schedule_and_beta():
+    sched = LambdaSchedule(0.4, warmup_epochs=4)
+    assert [sched.value(e) for e in range(6)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    assert LambdaSchedule(0.4).value(0) == 0.4
+    with pytest.raises(ValueError, match="lambda_A must be >= 0"):
+        LambdaSchedule(-0.1)
+    c = TrainConfig(beta_cap=0.2, anneal_steps=1000)
+    assert beta_at(c, 100, 10) == pytest.approx(0.1)
+    assert beta_at(c, 10_000, 10) == pytest.approx(0.2)
+    c = TrainConfig(beta_cap=0.2, anneal_epochs=5)
+    assert beta_at(c, 5 * 10, 10) == pytest.approx(0.2)
+    assert beta_at(c, 25, 10) == pytest.approx(0.1)
+
+
+def test_tied_anchors_need_a_linear_decoder():
+    with pytest.raises(ValueError, match="tied"):
+        ItemAnchors(50, 8, tied_to=MultiVAE(50, (32,), 8).decoder[-1])
+    with pytest.raises(ConfigError, match="linear decoder"):
+        TrainConfig(model="multvae", pia=0.1, pia_anchors="tied").validate()
+
+
+def test_multdae_weight_decay_is_in_the_loss(tmp_path, tiny_split):
+    """With a huge weight decay and no data signal, the weights must shrink: the L2 term reaches the update."""
+    config = TrainConfig(model="multdae", epochs=1, weight_decay=10.0, lr=1e-2, **{**TINY, "hidden": ()})
+    model0 = build_model(config, tiny_split.n_items)
+    norm0 = float(model0.weight_penalty().detach())
+    train(config, tmp_path / "dae", split=tiny_split, progress=False)
+    ckpt = torch.load(tmp_path / "dae" / "checkpoint.pt", weights_only=False)
+    model0.load_state_dict(ckpt["model"])
+    assert float(model0.weight_penalty()) < 0.5 * norm0
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model", "nope"], None),
+        (["--dataset", "nope"], "unknown dataset"),
+        (["--rho", "0"], "rho must lie in (0, 1]"),
+        (["--rho", "1.2"], "rho must lie in (0, 1]"),
+        (["--pia", "-0.1"], "lambda_A"),
+    ],
+)
+def test_cli_rejects_bad_configurations(tmp_path, capsys, flags, message):
+    if message is None:
+        with pytest.raises(SystemExit):
+            train_main([*flags, "--out", str(tmp_path / "r")])
+        return
+    assert train_main([*flags, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "r").exists(), "nothing is written before the configuration is valid"
+
+
+def test_not_a_run_folder(tmp_path, capsys):
+    from models.evaluate import main as eval_main
+
+    (tmp_path / "empty").mkdir()
+    assert eval_main([str(tmp_path / "empty")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+    assert train_main(["--out", str(tmp_path / "empty"), "--resume", "--dataset", "synthetic"]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_config_file_values_are_overridden_by_flags(tmp_path):
+    from models.train import config_from_args, parse_args
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": "multdae", "rho": 0.3, "epochs": 7}))
+    config = config_from_args(parse_args(["--config", str(cfg), "--rho", "0.8", "--out", "x"]))
+    assert (config.model, config.rho, config.epochs) == ("multdae", 0.8, 7)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rhoo": 0.3}))
+    with pytest.raises(ConfigError, match="unknown keys"):
+        config_from_args(parse_args(["--config", str(bad), "--out", "x"]))
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, split) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        config = TrainConfig(model="multvae", epochs=2, pia=0.3, seed=5, device="cpu", **TINY)
+        train(config, Path(out), split=split, progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp"), tiny_split), nprocs=2, join=True)
+    torch.set_num_threads(1)
+    config = TrainConfig(model="multvae", epochs=2, pia=0.3, seed=5, device="cpu", **TINY)
+    train(config, tmp_path / "single", split=tiny_split, progress=False)
+    a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a["anchors"]["weight_param"], b["anchors"]["weight_param"], rtol=1e-4, atol=1e-5)
+    assert a["history"][-1]["val_ndcg@100"] == pytest.approx(b["history"][-1]["val_ndcg@100"], abs=1e-4)
