@@ -379,7 +379,7 @@ def train(
     for epoch in bar:
         start = time.perf_counter()
         lam = schedule.value(epoch)
-        sums = {"nll": 0.0, "kl": 0.0, "pia": 0.0}
+        sums = {"nll": 0.0, "kl": 0.0, "kl_weighted": 0.0, "pia": 0.0}
         n_seen = 0
         beta = beta_at(c, state.updates, updates_per_epoch)
         for phase_idx, phase in enumerate(phases):
@@ -393,7 +393,7 @@ def train(
                     lo, hi = rank * bsz // world, (rank + 1) * bsz // world
                     batch = full.rows(lo, hi).to(device)
                     beta = beta_at(c, state.updates, updates_per_epoch)
-                    fwd = model.forward_train(batch, eps[lo:hi].to(device))
+                    fwd = model.forward_train(batch, eps[lo:hi].to(device), compute_kl=phase.use_kl)
                     per_user = fwd.nll
                     kl_term = torch.zeros((), device=device)
                     if phase.use_kl:
@@ -419,19 +419,22 @@ def train(
                     if phase.name != "decoder":
                         sums["nll"] += float(per_user.sum().detach())
                         sums["kl"] += float(fwd.kl.sum().detach())
+                        sums["kl_weighted"] += float(kl_term.detach())
                         sums["pia"] += float(pia_term.detach())
                         n_seen += hi - lo
             if phase.after is not None:
                 phase.after()
         record = {"epoch": epoch, "updates": state.updates, "beta": beta, "lambda_a": lam, "seconds": 0.0}
         if world > 1:
-            totals = torch.tensor([sums["nll"], sums["kl"], sums["pia"], float(n_seen)], dtype=torch.float64)
+            keys = ["nll", "kl", "kl_weighted", "pia"]
+            totals = torch.tensor([sums[k] for k in keys] + [float(n_seen)], dtype=torch.float64)
             dist.all_reduce(totals)
-            sums.update(nll=float(totals[0]), kl=float(totals[1]), pia=float(totals[2]))
-            n_seen = int(totals[3])
+            sums.update({k: float(v) for k, v in zip(keys, totals[:-1], strict=True)})
+            n_seen = int(totals[-1])
         n_seen = max(n_seen, 1)
         record.update({"nll": sums["nll"] / n_seen, "kl": sums["kl"] / n_seen, "pia": sums["pia"] / n_seen})
-        record["loss"] = record["nll"] + beta * record["kl"] + lam * record["pia"]
+        # The objective actually minimised (RecVAE weighs its KL by gamma |x_u| rather than beta).
+        record["loss"] = record["nll"] + sums["kl_weighted"] / n_seen + lam * record["pia"]
         values = [0.0]
         if rank == 0:
             ev = evaluate(model.score, split.validation, metrics=VALIDATION_METRICS, batch_size=c.eval_batch_size)

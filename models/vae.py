@@ -136,11 +136,11 @@ class MultiVAE(AutoencoderBase):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return _run(self.decoder, z)
 
-    def forward_train(self, batch: SparseBatch, eps: torch.Tensor) -> Forward:
+    def forward_train(self, batch: SparseBatch, eps: torch.Tensor, compute_kl: bool = True) -> Forward:
         """One training pass; ``eps`` (B, d) standard normal noise drawn by the caller (seeded)."""
         mu, logvar = self.encode(batch)
         z = mu + eps * torch.exp(0.5 * logvar)
-        kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(dim=1)
+        kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(dim=1) if compute_kl else torch.zeros_like(mu[:, 0])
         return Forward(_nll(self.decode(z), batch), kl, mu, logvar)
 
 
@@ -163,6 +163,6 @@ class MultiDAE(AutoencoderBase):
         # tanh between the code and the output layer: the reference [I-200-I] has tanh after its hidden layer.
         return _run(self.decoder, z, first_done=True)
 
-    def forward_train(self, batch: SparseBatch, eps: torch.Tensor | None = None) -> Forward:
+    def forward_train(self, batch: SparseBatch, eps: torch.Tensor | None = None, compute_kl: bool = True) -> Forward:
         code, _ = self.encode(batch)
         return Forward(_nll(self.decode(code), batch), torch.zeros(batch.n_rows, device=code.device), code, None)
