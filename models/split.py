@@ -169,8 +169,8 @@ def _fold_in_targets(
         if n >= 5:
             picked = rs.choice(n, size=int(config.test_prop * n), replace=False)
             is_target[order[start + picked]] = True
-        else:
-            without += 1
+        # also a user whose int(test_prop * n) is 0 (test_prop < 0.2): no targets, excluded from metrics
+        without += n < 5 or int(config.test_prop * n) == 0
     return is_target, without
 
 
@@ -204,6 +204,8 @@ def build_split(raw: RawInteractions, config: SplitConfig, name: str) -> Split:
     sources = ", ".join(raw.sources) or name
     report: dict = {"dataset": name, "sources": list(raw.sources), "config": asdict(config)}
     report["rows_read"] = raw.n_rows
+    report["users_read"] = int(np.unique(raw.user).size)
+    report["items_read"] = int(np.unique(raw.item).size)
     if raw.n_rows == 0:
         raise EmptySplitError(f"{name}: no interactions were read from {sources}; check the file.")
     user, item = raw.user, raw.item

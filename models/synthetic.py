@@ -128,9 +128,7 @@ class SyntheticData:
         indptr = np.zeros(self.n_users + 1, dtype=np.int32)
         np.cumsum(self.n_interactions, out=indptr[1:])
         data = np.ones(self.items.shape[0], dtype=np.float32)
-        x = sp.csr_matrix(
-            (data, self.items.astype(np.int32), indptr), shape=(self.n_users, self.n_items), copy=False
-        )
+        x = sp.csr_matrix((data, self.items.astype(np.int32), indptr), shape=(self.n_users, self.n_items), copy=False)
         x.has_sorted_indices = True
         return x
 
@@ -269,9 +267,7 @@ def make_synthetic(
     restricted = far_half >= 0
     h_u = np.where(restricted, far_half, 0)
     cap_in = np.where(restricted, half_in[h_u, taste_group], cluster_size[taste_group])
-    cap_out = np.where(
-        restricted, half_total[h_u] - half_in[h_u, taste_group], n_items - cluster_size[taste_group]
-    )
+    cap_out = np.where(restricted, half_total[h_u] - half_in[h_u, taste_group], n_items - cluster_size[taste_group])
     n_u = np.minimum(n_u, cap_in + cap_out)
     k_in = np.clip(rng.binomial(n_u, affinity), n_u - cap_out, cap_in)
     k_out = n_u - k_in
@@ -312,9 +308,7 @@ def make_synthetic(
     )
     x = partial.matrix()
     threshold = same_group_distance_median(x, taste_group)
-    pairs = _select_far_pairs(
-        rng, x, taste_group, far_half, matched, threshold, n_far_related_pairs, n_groups
-    )
+    pairs = _select_far_pairs(rng, x, taste_group, far_half, matched, threshold, n_far_related_pairs, n_groups)
     return SyntheticData(
         users=users,
         items=items,
@@ -528,14 +522,10 @@ def _validate(
     integer("n_far_related_pairs", n_far_related_pairs, 0)
     integer("seed", seed, 0)
     if n_groups > n_items:
-        raise ValueError(
-            f"n_groups ({n_groups}) must not exceed n_items ({n_items}): every group needs items."
-        )
+        raise ValueError(f"n_groups ({n_groups}) must not exceed n_items ({n_items}): every group needs items.")
     activity = np.asarray(cohort_activity)
     if activity.ndim != 1 or activity.size == 0 or not np.issubdtype(activity.dtype, np.integer):
-        raise ValueError(
-            f"cohort_activity must be a non-empty sequence of integers, got {cohort_activity!r}."
-        )
+        raise ValueError(f"cohort_activity must be a non-empty sequence of integers, got {cohort_activity!r}.")
     if activity.min() < MIN_ACTIVITY or activity.max() > n_items:
         raise ValueError(
             f"cohort_activity values must lie in [{MIN_ACTIVITY}, n_items={n_items}] (users need at least "
@@ -543,9 +533,7 @@ def _validate(
         )
     shares = np.asarray(cohort_shares, dtype=np.float64)
     if shares.shape != activity.shape:
-        raise ValueError(
-            f"cohort_shares needs one share per cohort ({activity.size}), got {shares.size} values."
-        )
+        raise ValueError(f"cohort_shares needs one share per cohort ({activity.size}), got {shares.size} values.")
     if not np.all(np.isfinite(shares)) or shares.min() < 0 or abs(shares.sum() - 1.0) > 1e-6:
         raise ValueError(
             f"cohort_shares must be non-negative and sum to 1, got {tuple(shares.tolist())} "
@@ -562,10 +550,6 @@ def _validate(
             f"popularity_exponent must lie in [0, {_MAX_EXPONENT}] (0 = uniform popularity; real CF data is "
             f"near 1), got {popularity_exponent!r}."
         )
-    if not (
-        isinstance(activity_jitter, numbers.Real)
-        and np.isfinite(activity_jitter)
-        and 0 <= activity_jitter < 1
-    ):
+    if not (isinstance(activity_jitter, numbers.Real) and np.isfinite(activity_jitter) and 0 <= activity_jitter < 1):
         raise ValueError(f"activity_jitter must lie in [0, 1), got {activity_jitter!r}.")
     return activity.astype(np.int64), shares

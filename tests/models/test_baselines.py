@@ -14,9 +14,7 @@ from models.evaluation import evaluate
 from models.split import HeldOut, Split
 
 
-def _blocks(
-    n_users: int, n_blocks: int, block: int, rng: np.random.Generator, keep: float = 0.8
-) -> sp.csr_matrix:
+def _blocks(n_users: int, n_blocks: int, block: int, rng: np.random.Generator, keep: float = 0.8) -> sp.csr_matrix:
     """Users of block b consume a random ``keep`` share of block b's items (block-diagonal 'checkerboard')."""
     rows, cols = [], []
     for u in range(n_users):
@@ -81,9 +79,7 @@ def test_ease_recommends_the_right_block_and_beats_popularity():
 
     model, search = select_ease_lambda(split, (1.0, 10.0, 100.0))
     assert search.best in (1.0, 10.0, 100.0)
-    top = torch.topk(
-        model.score(fold_in).masked_fill(torch.from_numpy(fold_in.toarray() > 0), -np.inf), 7
-    ).indices
+    top = torch.topk(model.score(fold_in).masked_fill(torch.from_numpy(fold_in.toarray() > 0), -np.inf), 7).indices
     blocks_of_user = 1 + np.arange(40) % (n_blocks - 1)
     # The 7 best unseen items of every user are exactly the rest of the user's own block.
     assert np.all(top.numpy() // block == blocks_of_user[:, None])
@@ -104,9 +100,7 @@ def test_ease_sparse_scoring_equals_dense():
     x = sp.random(30, 12, density=0.3, random_state=2, format="csr", dtype=np.float32)
     x.data[:] = 1
     model = EASE.fit(x, 5.0)
-    np.testing.assert_allclose(
-        model.score(x).numpy(), x.toarray() @ model.weights.numpy(), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(model.score(x).numpy(), x.toarray() @ model.weights.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_cli_writes_results_json(tmp_path, monkeypatch, capsys):

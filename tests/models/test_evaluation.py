@@ -27,9 +27,7 @@ from models.split import HeldOut
 # ----------------------------------------------------------------------------------------------- helpers
 def csr_from_sets(sets: list[set[int]] | list[list[int]], n_items: int) -> sp.csr_matrix:
     indptr = np.cumsum([0] + [len(s) for s in sets])
-    indices = np.concatenate(
-        [np.sort(np.fromiter(s, dtype=np.int32)) for s in sets] + [np.zeros(0, np.int32)]
-    )
+    indices = np.concatenate([np.sort(np.fromiter(s, dtype=np.int32)) for s in sets] + [np.zeros(0, np.int32)])
     data = np.ones(indices.size, dtype=np.float32)
     return sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(len(sets), n_items))
 
@@ -59,9 +57,7 @@ class LinearScorer:
         return torch.from_numpy(scores) if self.as_tensor else scores
 
 
-def brute_force(
-    scores: np.ndarray, fold: sp.csr_matrix, targ: sp.csr_matrix, ks: list[int]
-) -> dict[str, np.ndarray]:
+def brute_force(scores: np.ndarray, fold: sp.csr_matrix, targ: sp.csr_matrix, ks: list[int]) -> dict[str, np.ndarray]:
     """Reference: per user, full argsort of the masked scores, loop over ranks (independent of the module)."""
     out: dict[str, list[float]] = {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg")}
     for u in range(scores.shape[0]):
@@ -221,9 +217,7 @@ def test_evaluate_matches_brute_force(n_users, n_items, batch_size, ks, as_tenso
     assert len(scorer.batches) == math.ceil(has_t.sum() / batch_size)
     np.testing.assert_array_equal(ev.rows, np.flatnonzero(has_t))
     assert ev.n_excluded == int((~has_t).sum()) and ev.n_users == n_users
-    np.testing.assert_array_equal(
-        ev.n_interactions, [len(f) + len(t) for f, t in zip(fold, targ, strict=True) if t]
-    )
+    np.testing.assert_array_equal(ev.n_interactions, [len(f) + len(t) for f, t in zip(fold, targ, strict=True) if t])
     json.dumps(ev.to_dict(), allow_nan=False)  # no NaN anywhere
 
 
@@ -237,10 +231,7 @@ def test_evaluate_matches_brute_force(n_users, n_items, batch_size, ks, as_tenso
 def test_top_k_never_returns_fold_in(n_rows, n_items, k_frac, seed):
     rng = np.random.default_rng(seed)
     k = max(1, round(k_frac * n_items))
-    fold = [
-        set(rng.choice(n_items, int(rng.integers(0, n_items + 1)), replace=False).tolist())
-        for _ in range(n_rows)
-    ]
+    fold = [set(rng.choice(n_items, int(rng.integers(0, n_items + 1)), replace=False).tolist()) for _ in range(n_rows)]
     fold_csr = csr_from_sets(fold, n_items)
     scores = rng.normal(size=(n_rows, n_items)) + 50.0 * fold_csr.toarray()
     before = scores.copy()

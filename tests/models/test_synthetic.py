@@ -239,9 +239,7 @@ def test_no_pairs_requested_plants_nothing():
 
 def test_too_many_pairs_is_a_clear_error():
     with pytest.raises(ValueError, match="far-but-related"):
-        make_synthetic(
-            n_users=60, n_items=200, n_groups=3, cohort_activity=(5, 50, 100), n_far_related_pairs=500
-        )
+        make_synthetic(n_users=60, n_items=200, n_groups=3, cohort_activity=(5, 50, 100), n_far_related_pairs=500)
 
 
 # ----------------------------------------------------------------------------------------------- the sampler
@@ -293,9 +291,7 @@ def test_labels_for_follows_the_given_order(small):
     np.testing.assert_array_equal(labels["taste_group"], small.taste_group[ids])
     np.testing.assert_array_equal(labels["cohort"], small.cohort[ids])
     np.testing.assert_array_equal(labels["n_interactions"], np.diff(small.matrix().indptr)[ids])
-    np.testing.assert_array_equal(
-        labels["target_activity"], np.array(small.cohort_activity)[small.cohort[ids]]
-    )
+    np.testing.assert_array_equal(labels["target_activity"], np.array(small.cohort_activity)[small.cohort[ids]])
     np.testing.assert_array_equal(labels["far_half"], small.far_half[ids])
 
 
@@ -361,9 +357,7 @@ def test_invariants_hold_for_any_valid_parameters(
     n_groups = min(n_groups, n_items)
     shares = np.full(len(activity), 1.0 / len(activity))
     try:
-        d = make_synthetic(
-            n_users, n_items, n_groups, activity, shares, affinity, exponent, n_pairs, seed, jitter
-        )
+        d = make_synthetic(n_users, n_items, n_groups, activity, shares, affinity, exponent, n_pairs, seed, jitter)
     except ValueError as error:
         assert "far-but-related" in str(error)
         assume(False)
