@@ -41,12 +41,13 @@ def write_ratings(
     rng = np.random.default_rng(seed)
     # Users with log-normal activity, items drawn with Zipf-like popularity, duplicates removed per user.
     activity = rng.lognormal(mean=0.0, sigma=1.0, size=n_users)
-    per_user = np.maximum(1, np.round(activity / activity.sum() * n_rows * 1.02)).astype(np.int64)
+    per_user = np.maximum(1, np.round(activity / activity.sum() * n_rows * 1.3)).astype(np.int64)
     users = np.repeat(np.arange(1, n_users + 1), per_user)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
     items = rng.choice(n_items, size=users.size, p=popularity / popularity.sum()) + 1
     frame = pd.DataFrame({"userId": users, "movieId": items})
-    frame = frame.drop_duplicates().sort_values(["userId", "movieId"]).head(n_rows)
+    frame = frame.drop_duplicates()
+    frame = frame.sample(n=min(n_rows, len(frame)), random_state=seed).sort_values(["userId", "movieId"])
     frame["rating"] = rng.integers(1, 11, size=len(frame)) / 2.0
     frame["timestamp"] = rng.integers(8 * 10**8, 14 * 10**8, size=len(frame))
     frame.to_csv(path, index=False, float_format="%.1f")
