@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "0.01; recvae lr 5e-4, 50 outer epochs of 3 encoder + 1 decoder passes.",
     )
     p.add_argument("--config", type=Path, help="JSON/TOML file of settings (flags override it)")
-    p.add_argument("--model", choices=MODELS, default=argparse.SUPPRESS, help="default multvae")
+    p.add_argument("--model", default=argparse.SUPPRESS, help=f"{', '.join(MODELS)} (default multvae)")
     p.add_argument("--dataset", default=argparse.SUPPRESS, help=f"{', '.join(dataset_names())} (default ml-1m)")
     p.add_argument("--path", default=argparse.SUPPRESS, help="local copy of the dataset's raw files")
     p.add_argument(
@@ -120,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     dataset = values.get("dataset", "ml-1m")
     if dataset not in DATASETS and not dataset.startswith(TABLE_PREFIXES):
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(dataset_names())}")
+    if values.get("model", "multvae") not in MODELS:
+        raise ConfigError(f"unknown model {values['model']!r}; choose one of {', '.join(MODELS)}")
     config = TrainConfig.from_json(values)
     config.validate()
     return config
