@@ -29,6 +29,7 @@ from geometry.masking import (
     relative_threshold,
 )
 from geometry.neighbourhoods import global_transfer, knn, knn_drift, knn_w2, mask_variance, rank_threshold
+from geometry.sharing import estimate_sharing_radius, pair_w1_bounds, sharing_effects, sign_agreement
 from geometry.wasserstein import (
     iter_pairwise_w1_bounds,
     pairwise_w1_bounds,
@@ -45,6 +46,7 @@ __all__ = [
     "certified_lipschitz",
     "contraction_probability",
     "empirical_lipschitz_ratios",
+    "estimate_sharing_radius",
     "expansion_probability",
     "expected_pairwise_bound",
     "global_transfer",
@@ -65,9 +67,12 @@ __all__ = [
     "masked_distance_pmf",
     "monte_carlo_probabilities",
     "pair_overlaps",
+    "pair_w1_bounds",
     "pairwise_w1_bounds",
     "rank_threshold",
     "relative_threshold",
+    "sharing_effects",
+    "sign_agreement",
     "sliced_w1_diag_gaussian",
     "transport_bound",
     "transport_bound_check",
