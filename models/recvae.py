@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.batches import SparseBatch
-from models.vae import AutoencoderBase, Forward, SparseInput
+from models.vae import AutoencoderBase, Forward, SparseInput, multinomial_nll
 
 PRIOR_FORMS = ("per_dimension", "joint")
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -301,7 +301,7 @@ class RecVAE(AutoencoderBase):
         if eps.shape != mu.shape:
             raise ValueError(f"eps must have the posterior's shape {tuple(mu.shape)}, got {tuple(eps.shape)}")
         z = mu + eps * torch.exp(0.5 * logvar)
-        nll = -batch.target_sum(F.log_softmax(self.decode(z), dim=-1))
+        nll = multinomial_nll(self.decode(z), batch)
         if compute_kl:
             kl = gaussian_log_density(z, mu, logvar).sum(dim=1) - self.log_prior(batch, z)
         else:

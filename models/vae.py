@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import scipy.sparse as sp
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from models.batches import SparseBatch, make_batch
 
@@ -104,8 +103,13 @@ class AutoencoderBase(nn.Module):
         return sum((p.pow(2).sum() for n, p in self.named_parameters() if n.endswith("weight")), torch.zeros(()))
 
 
-def _nll(logits: torch.Tensor, batch: SparseBatch) -> torch.Tensor:
-    return -batch.target_sum(F.log_softmax(logits, dim=-1))
+def multinomial_nll(logits: torch.Tensor, batch: SparseBatch) -> torch.Tensor:
+    """``-sum_i x_ui log softmax(logits_u)_i = |S_u| logsumexp(logits_u) - sum_{i in S_u} logits_ui`` per user.
+
+    The right-hand form never materialises the ``(B, I)`` log-softmax (one pass fewer over the largest
+    tensor of the step, forward and backward).
+    """
+    return batch.counts.to(logits.dtype) * torch.logsumexp(logits, dim=-1) - batch.target_sum(logits)
 
 
 class MultiVAE(AutoencoderBase):
@@ -141,7 +145,7 @@ class MultiVAE(AutoencoderBase):
         mu, logvar = self.encode(batch)
         z = mu + eps * torch.exp(0.5 * logvar)
         kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(dim=1) if compute_kl else torch.zeros_like(mu[:, 0])
-        return Forward(_nll(self.decode(z), batch), kl, mu, logvar)
+        return Forward(multinomial_nll(self.decode(z), batch), kl, mu, logvar)
 
 
 class MultiDAE(AutoencoderBase):
@@ -165,4 +169,6 @@ class MultiDAE(AutoencoderBase):
 
     def forward_train(self, batch: SparseBatch, eps: torch.Tensor | None = None, compute_kl: bool = True) -> Forward:
         code, _ = self.encode(batch)
-        return Forward(_nll(self.decode(code), batch), torch.zeros(batch.n_rows, device=code.device), code, None)
+        return Forward(
+            multinomial_nll(self.decode(code), batch), torch.zeros(batch.n_rows, device=code.device), code, None
+        )
