@@ -38,7 +38,7 @@ FLAG_FIELDS = {
     "batch_size": "batch_size",
     "lr": "lr",
     "weight_decay": "weight_decay",
-    "latent": "latent_dim",
+    "latent": "latent_dim", "hidden": "hidden",
     "gamma": "gamma",
     "enc_epochs": "enc_epochs",
     "seed": "seed",
@@ -100,6 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=argparse.SUPPRESS)
     p.add_argument("--weight-decay", type=float, default=argparse.SUPPRESS, help="explicit L2 on weights")
     p.add_argument("--latent", type=int, default=argparse.SUPPRESS, help="latent dimension (200)")
+    p.add_argument(
+        "--hidden",
+        type=lambda text: tuple(int(v) for v in text.split(",") if v),
+        default=argparse.SUPPRESS,
+        help="hidden widths, comma-separated (multvae 600, multdae none: '', recvae 600)",
+    )
     p.add_argument("--gamma", type=float, default=argparse.SUPPRESS, help="RecVAE KL weight per interaction")
     p.add_argument("--enc-epochs", type=int, default=argparse.SUPPRESS, help="RecVAE encoder passes per epoch")
     p.add_argument("--seed", type=int, default=argparse.SUPPRESS)
