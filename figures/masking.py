@@ -1,0 +1,254 @@
+"""Figures of the masking job (PAPER.md section 4, Theorem 2.6): masked-distance laws and probability curves.
+
+Every function takes plain arrays and returns a :class:`matplotlib.figure.Figure` drawn in the project style
+(:mod:`figures.style`); jobs write it with :func:`figures.style.savefig`.
+
+* :func:`masked_distance_pmf_figure`: the exact pmf of ``D' = ||x_u ⊙ b_u - x_v ⊙ b_v||_1`` of typical pairs,
+  one panel per (rho, stratum), with the clean distance ``d``, ``E[D']`` and the thresholds marked and the
+  contraction mass ``Pr[D' <= delta]`` shaded.
+* :func:`probability_curves_figure`: mean ``Pr[D' <= delta]`` and ``Pr[D' >= delta]`` per stratum against
+  rho, for the clean and the masked-neighbourhood threshold, chosen rho(s) marked.
+* :func:`contraction_scatter_figure`: ``Pr[D' <= delta]`` of every pair against its clean distance ``d``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from figures.style import new_figure, palette, styled
+
+# Fixed stratum -> colour, so that one stratum has one colour in every figure of every run.
+STRATUM_ORDER = ("near", "far", "far-related", "planted")
+STRATUM_LABELS = {
+    "near": "near (in u's kNN)",
+    "far": "far (beyond u's median)",
+    "far-related": "far but related",
+    "planted": "planted far-related",
+}
+
+
+def stratum_colors(strata: Sequence[str]) -> dict[str, str]:
+    """Colour of each stratum: the known strata keep fixed palette slots, others take the next free ones."""
+    colours = palette()
+    mapping = {s: colours[i] for i, s in enumerate(STRATUM_ORDER)}
+    spare = iter(colours[len(STRATUM_ORDER) :])
+    return {s: mapping[s] if s in mapping else next(spare) for s in strata}
+
+
+def _ordered(strata: Sequence[str]) -> list[str]:
+    known = [s for s in STRATUM_ORDER if s in strata]
+    return known + sorted(set(strata) - set(known))
+
+
+def _row_major(rows: Sequence[Sequence[Line2D]], ncols: int) -> list[Line2D]:
+    """Legend handles laid out one given row per legend row (matplotlib fills legends column by column)."""
+    blank = Line2D([], [], linestyle="", label=" ")
+    grid = [list(r) + [blank] * (ncols - len(r)) for r in rows]
+    return [grid[i][j] for j in range(ncols) for i in range(len(grid))]
+
+
+@dataclass(frozen=True)
+class TypicalPair:
+    """The exact law of one pair's masked distance, for plotting.
+
+    Attributes
+    ----------
+    stratum : str
+    rho : float
+        Keep probability.
+    d, c : int
+        Clean distance ``|S_u Δ S_v|`` and overlap ``|S_u ∩ S_v|``.
+    pmf : numpy.ndarray, shape (d + c + 1,)
+        ``Pr[D' = j]`` (:func:`geometry.masking.masked_distance_pmf`).
+    delta, delta_masked : float
+        Clean and masked-neighbourhood thresholds of the pair.
+    """
+
+    stratum: str
+    rho: float
+    d: int
+    c: int
+    pmf: np.ndarray
+    delta: float
+    delta_masked: float
+
+
+def masked_distance_pmf_figure(pairs: Sequence[TypicalPair], delta_label: str = "δ") -> Figure:
+    """Grid of pmfs of ``D'``: rows are rho values, columns strata; contraction mass shaded.
+
+    Parameters
+    ----------
+    pairs : sequence of TypicalPair
+        One per (rho, stratum).
+    delta_label : str
+        How the clean threshold is described in the legend (e.g. ``"δ = u's 10-NN distance"``).
+    """
+    if not pairs:
+        raise ValueError("masked_distance_pmf_figure needs at least one pair")
+    rhos = sorted({p.rho for p in pairs})
+    strata = _ordered([p.stratum for p in pairs])
+    colours = stratum_colors(strata)
+    with styled():
+        fig = new_figure(len(rhos), len(strata), panel_size=(3.9, 2.9))
+        axes = np.asarray(fig.axes).reshape(len(rhos), len(strata))
+        for ax in axes.ravel():
+            ax.set_visible(False)
+        for p in pairs:
+            ax = axes[rhos.index(p.rho), strata.index(p.stratum)]
+            ax.set_visible(True)
+            colour = colours[p.stratum]
+            k = np.arange(p.pmf.size)
+            mean = float(np.dot(k, p.pmf))
+            # Show the bulk of the law: the support outside [0.1%, 99.9%] quantiles is invisible anyway.
+            cdf = np.cumsum(p.pmf)
+            lo = int(np.searchsorted(cdf, 1e-3))
+            hi = int(np.searchsorted(cdf, 1.0 - 1e-3))
+            lo = max(0, min(lo, int(np.floor(min(p.delta, p.delta_masked, p.d)))) - 2)
+            hi = min(p.pmf.size - 1, max(hi, int(np.ceil(max(p.delta, p.delta_masked, p.d)))) + 2)
+            ks, mass = k[lo : hi + 1], p.pmf[lo : hi + 1]
+            # one filled step polygon per region (not one patch per bar: keeps PNG/PDF fast and small)
+            edges = np.append(ks, ks[-1] + 1) - 0.5
+            inside = np.where(ks <= np.floor(p.delta), mass, 0.0)
+            ax.stairs(mass - inside, edges, fill=True, color=colour, alpha=0.35, linewidth=0)
+            ax.stairs(inside, edges, fill=True, color=colour, alpha=0.9, linewidth=0)
+            ax.stairs(mass, edges, color=colour, linewidth=0.8)
+            ax.axvline(p.d, color="black", lw=1.6)
+            ax.axvline(mean, color="0.35", lw=1.2, ls=(0, (1, 1.5)))
+            ax.axvline(p.delta, color="black", lw=1.3, ls="--")
+            if p.delta_masked != p.delta:
+                ax.axvline(p.delta_masked, color="0.45", lw=1.3, ls="-.")
+            contraction = float(p.pmf[: int(np.floor(p.delta)) + 1].sum()) if p.delta >= 0 else 0.0
+            ax.set_title(
+                f"{p.stratum}, ρ = {p.rho:g}\nd = {p.d}, c = {p.c}, Pr[D' ≤ δ] = {contraction:.2f}", fontsize=10
+            )
+            ax.set_xlabel("masked distance D'")
+            ax.set_ylabel("Pr[D' = j]")
+            ax.set_ylim(0, None)
+        handles = [
+            Line2D([], [], color="black", lw=1.6, label="clean distance d"),
+            Line2D([], [], color="0.35", lw=1.2, ls=(0, (1, 1.5)), label="E[D'] = ρd + 2ρ(1-ρ)c"),
+            Line2D([], [], color="black", lw=1.3, ls="--", label=delta_label),
+            Line2D([], [], color="0.45", lw=1.3, ls="-.", label="masked-neighbourhood δ"),
+            Line2D([], [], color="0.3", lw=6, alpha=0.9, label="mass with D' ≤ δ (contraction)"),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+        fig.suptitle("Exact law of the masked distance D' of typical pairs (independent masks)")
+    return fig
+
+
+def probability_curves_figure(
+    rho_grid: np.ndarray,
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    chosen: Sequence[float],
+    delta_label: str = "δ",
+) -> Figure:
+    """Mean contraction and expansion probability per stratum against rho.
+
+    Parameters
+    ----------
+    rho_grid : numpy.ndarray, shape (R,)
+        Keep probabilities in ``(0, 1]``, increasing.
+    curves : mapping stratum -> mapping
+        Arrays of shape (R,) under the keys ``p_contraction``, ``p_expansion`` (clean threshold) and
+        ``p_contraction_masked``, ``p_expansion_masked`` (masked-neighbourhood threshold).
+    chosen : sequence of float
+        The rho values of the run, marked by vertical lines.
+    delta_label : str
+        Description of the clean threshold, for the legend.
+    """
+    rho_grid = np.asarray(rho_grid, dtype=np.float64)
+    strata = _ordered(list(curves))
+    colours = stratum_colors(strata)
+    with styled():
+        fig = new_figure(1, 2, panel_size=(4.9, 3.7), sharey=True)
+        panels = (
+            ("p_contraction", "Contraction: Pr[D' ≤ δ]"),
+            ("p_expansion", "Expansion: Pr[D' ≥ δ]"),
+        )
+        for ax, (key, title) in zip(fig.axes, panels, strict=True):
+            for s in strata:
+                ax.plot(rho_grid, curves[s][key], color=colours[s], lw=2.0)
+                ax.plot(rho_grid, curves[s][f"{key}_masked"], color=colours[s], lw=1.6, ls="--")
+            for r in chosen:
+                ax.axvline(r, color="0.3", lw=1.0, ls=":")
+            # the chosen rho values label the top edge, where they cannot cover a curve; close values get
+            # shorter, then vertical labels so that they never overlap
+            marks = sorted(chosen)
+            gap = min(np.diff(marks), default=1.0)
+            labels = [f"ρ = {r:g}" if gap >= 0.13 else f"{r:g}" for r in marks]
+            top = ax.secondary_xaxis("top")
+            top.set_xticks(marks, labels=labels, rotation=90 if gap < 0.08 else 0)
+            top.tick_params(axis="x", length=3, labelsize=8.5, colors="0.25", pad=1)
+            ax.set_title(title)
+            ax.set_xlabel("keep probability ρ (1 = clean input)")
+            ax.set_xlim(0.0, 1.0)
+            ax.set_ylim(-0.02, 1.02)
+        fig.axes[0].set_ylabel("mean probability over pairs")
+        first = [Line2D([], [], color=colours[s], lw=2.0, label=STRATUM_LABELS.get(s, s)) for s in strata]
+        second = [
+            Line2D([], [], color="0.3", lw=2.0, label=f"solid: {delta_label}"),
+            Line2D([], [], color="0.3", lw=1.6, ls="--", label="dashed: masked-neighbourhood δ"),
+        ]
+        ncols = max(len(first), len(second))
+        fig.legend(handles=_row_major([first, second], ncols), loc="outside lower center", ncols=ncols, frameon=False)
+        fig.suptitle("Masking moves pairs into and out of u's sharing radius: exact probabilities per stratum")
+    return fig
+
+
+def contraction_scatter_figure(
+    d: np.ndarray,
+    probability: np.ndarray,
+    strata: np.ndarray,
+    rho: np.ndarray,
+    ylabel: str = "Pr[D' ≤ δ]",
+) -> Figure:
+    """``Pr[D' <= delta]`` of each pair against its clean distance ``d``, one panel per rho.
+
+    Parameters
+    ----------
+    d, probability, strata, rho : numpy.ndarray, shape (P,)
+        Clean distance, contraction probability, stratum name and keep probability of each row.
+    ylabel : str
+        Axis label of the probability.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    probability = np.asarray(probability, dtype=np.float64)
+    strata = np.asarray(strata).astype(str)
+    rho = np.asarray(rho, dtype=np.float64)
+    if not (d.shape == probability.shape == strata.shape == rho.shape) or d.ndim != 1:
+        raise ValueError("d, probability, strata and rho must be 1-D arrays of the same length")
+    rhos = sorted(set(rho.tolist()))
+    names = _ordered(list(set(strata.tolist())))
+    colours = stratum_colors(names)
+    with styled():
+        # at least 7.5 inches wide, so that the title and the one-row legend fit above a single panel
+        fig = new_figure(1, len(rhos), panel_size=(max(4.6, 7.5 / len(rhos)), 3.6), sharey=True)
+        for ax, r in zip(fig.axes, rhos, strict=True):
+            for s in names:
+                sel = (rho == r) & (strata == s)
+                ax.scatter(
+                    np.maximum(d[sel], 0.5),
+                    probability[sel],
+                    s=9,
+                    alpha=0.45,
+                    color=colours[s],
+                    linewidths=0,
+                    label=STRATUM_LABELS.get(s, s),
+                )
+            ax.set_xscale("log")
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xlabel("clean distance d = |S_u Δ S_v| (log scale)")
+            ax.set_title(f"ρ = {r:g}")
+        fig.axes[0].set_ylabel(ylabel)
+        handles = [
+            Line2D([], [], marker="o", ls="", color=colours[s], markersize=6, label=STRATUM_LABELS.get(s, s))
+            for s in names
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
+        fig.suptitle("Contraction probability of each sampled pair against its clean distance")
+    return fig

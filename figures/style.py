@@ -1,0 +1,152 @@
+"""One figure style for every job: seaborn theme, a colour-blind-safe palette, PNG + PDF output.
+
+Palette
+-------
+The categorical palette is Okabe & Ito's (``"okabe-ito"``), designed to stay distinguishable under the
+common colour-vision deficiencies (protanopia, deuteranopia, tritanopia). It is ordered for a white
+background: blue, vermillion, bluish green, reddish purple, orange, sky blue, yellow, black; yellow comes
+late because it is faint on white.
+
+Use
+---
+Plotting functions build a :class:`matplotlib.figure.Figure` directly (no pyplot state, so jobs run headless
+and nothing leaks between figures) inside :func:`styled`, and jobs write them with :func:`savefig`::
+
+    with styled():
+        fig = new_figure(1, 2)
+        ...
+    savefig(fig, out_dir, "probability_vs_rho")   # out_dir/probability_vs_rho.png and .pdf
+
+References
+----------
+Okabe & Ito, "Color Universal Design (CUD): how to make figures and presentations that are friendly to
+colorblind people", 2008 (https://jfly.uni-koeln.de/color/).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib as mpl
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from models.io import atomic_write_bytes
+
+PALETTE_NAME = "okabe-ito"
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+DPI = 150
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def palette(n: int | None = None) -> list[str]:
+    """The first ``n`` colours of the Okabe-Ito palette (all 8 by default), as hex strings.
+
+    Raises
+    ------
+    ValueError
+        If more colours are asked for than the palette holds (colours would repeat).
+    """
+    if n is None:
+        return list(OKABE_ITO)
+    if not 0 <= n <= len(OKABE_ITO):
+        raise ValueError(
+            f"the {PALETTE_NAME} palette has {len(OKABE_ITO)} colours, {n} were asked for; "
+            "group categories or use line styles as well"
+        )
+    return list(OKABE_ITO[:n])
+
+
+def rc_params() -> dict[str, object]:
+    """The rcParams of the project style: seaborn ``whitegrid`` + ``paper`` context and the palette."""
+    rc: dict[str, object] = {}
+    rc.update(sns.axes_style("whitegrid"))
+    rc.update(sns.plotting_context("paper", font_scale=1.25))
+    rc.update(
+        {
+            "axes.prop_cycle": mpl.cycler(color=list(OKABE_ITO)),
+            "axes.titleweight": "bold",
+            "axes.titlesize": 11,
+            "axes.labelsize": 10.5,
+            "legend.fontsize": 9,
+            "legend.title_fontsize": 9.5,
+            "legend.frameon": True,
+            "legend.framealpha": 0.9,
+            "figure.titlesize": 12,
+            "figure.titleweight": "bold",
+            "figure.dpi": 100,
+            "savefig.dpi": DPI,
+            "pdf.fonttype": 42,  # embed TrueType: text stays text in the PDF
+            "lines.linewidth": 1.8,
+            "image.cmap": "viridis",
+        }
+    )
+    return rc
+
+
+def apply_style() -> None:
+    """Apply the project style globally (for notebooks; jobs use :func:`styled`)."""
+    mpl.rcParams.update(rc_params())
+
+
+@contextmanager
+def styled() -> Iterator[None]:
+    """Context in which figures are created and drawn with the project style (global state restored)."""
+    with mpl.rc_context(rc_params()):
+        yield
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, panel_size: tuple[float, float] = (4.6, 3.4), **kwargs) -> Figure:
+    """A constrained-layout figure with ``nrows x ncols`` axes of about ``panel_size`` inches each.
+
+    Returns the figure; its axes are ``fig.axes`` (row-major). Extra keyword arguments go to
+    :meth:`matplotlib.figure.Figure.subplots` (``sharex``, ``sharey``, ...).
+    """
+    if nrows < 1 or ncols < 1:
+        raise ValueError(f"a figure needs at least one row and one column of panels, got {nrows} x {ncols}")
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig
+
+
+def savefig(fig: Figure, out_dir: str | Path, name: str, formats: Sequence[str] = FIGURE_FORMATS) -> list[Path]:
+    """Write ``fig`` as ``out_dir/name.png`` and ``out_dir/name.pdf`` (atomically), at :data:`DPI`.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    out_dir : path
+        Folder (created if needed).
+    name : str
+        File stem without extension or folder, e.g. ``"probability_vs_rho"``.
+    formats : sequence of str
+        Formats to write (default PNG and PDF).
+
+    Returns
+    -------
+    list of Path
+        The files written, in the order of ``formats``.
+    """
+    if not name or Path(name).name != name or Path(name).suffix.lower() in {f".{f}" for f in FIGURE_FORMATS}:
+        raise ValueError(f"name must be a bare file stem such as 'probability_vs_rho', got {name!r}")
+    out = Path(out_dir)
+    written = []
+    with styled():
+        for fmt in formats:
+            buf = io.BytesIO()
+            # constrained layout already fits everything: no "tight" bbox, which would draw the figure twice
+            fig.savefig(buf, format=fmt, dpi=DPI)
+            written.append(atomic_write_bytes(out / f"{name}.{fmt}", buf.getvalue()))
+    return written
