@@ -60,16 +60,6 @@ def _encode(model: torch.nn.Module, x: np.ndarray) -> tuple[torch.Tensor, torch.
 
 
 def _train(model: torch.nn.Sequential, x: np.ndarray, steps: int = 100) -> torch.nn.Sequential:
-    # a tiny model: intra-op threads only add contention on a shared machine (13 s instead of 0.5 s)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train_steps(model, x, steps)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_steps(model: torch.nn.Sequential, x: np.ndarray, steps: int) -> torch.nn.Sequential:
     torch.manual_seed(1)
     decoder = torch.nn.Linear(LATENT, N_ITEMS).double()
     opt = torch.optim.Adam([*model.parameters(), *decoder.parameters()], lr=1e-2)

@@ -31,16 +31,6 @@ from geometry.masking import (
     wilson_interval,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # tiny tensors: on a busy two-core machine the intra-op thread pool costs more than it saves
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 rhos = st.floats(min_value=0.02, max_value=1.0, allow_nan=False)
 

@@ -24,15 +24,6 @@ from geometry.neighbourhoods import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # thousands of tiny matmuls: a busy two-core machine makes the intra-op thread pool spin for ms each
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def random_binary_csr(n: int, m: int, density: float, seed: int) -> sp.csr_matrix:
     X = sp.random(n, m, density=density, format="csr", random_state=seed, dtype=np.float32)
     X.data[:] = 1.0

@@ -23,16 +23,6 @@ from geometry.wasserstein import w1_diag_gaussian_mc, w2_diag_gaussian
 from models.batches import make_batch
 from models.vae import MultiVAE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # many tiny forward passes: the intra-op thread pool only adds overhead on a busy two-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # --- quadratic losses L_u(theta) = 0.5 ||A_u theta - b_u||^2, theta = (t1 (3,), t2 (2, 2)) --------------------
 
 

@@ -21,15 +21,6 @@ from models.recvae import RecVAE, clean_input, composite_log_prior, gaussian_log
 N_ITEMS, HIDDEN, LATENT = 24, 16, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(seed: int = 0, **kwargs) -> RecVAE:
     torch.manual_seed(seed)
     return RecVAE(N_ITEMS, hidden=HIDDEN, latent_dim=LATENT, **kwargs)

@@ -227,7 +227,6 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp"), tiny_split), nprocs=2, join=True)
-    torch.set_num_threads(1)
     config = TrainConfig(model="multvae", epochs=2, pia=0.3, seed=5, device="cpu", **TINY)
     train(config, tmp_path / "single", split=tiny_split, progress=False)
     a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
