@@ -1,0 +1,357 @@
+"""beta versus masking: the KL budget, the pairwise latent distance it allows, and the ranking quality it buys.
+
+Usage::
+
+    python -m analyses.kl_budget                                   # ML-1M, beta caps 0 0.2 0.5 1 x rho 1 0.5
+    python -m analyses.kl_budget --quick                           # synthetic data, tiny models: about a minute
+    python -m analyses.kl_budget --betas 0.1 0.2 --rhos 0.3 0.5 0.8 --dataset synthetic
+
+PAPER.md section 5: for independent users and masks,
+
+    E_{u,v,b} W1(q(.|x_u ⊙ b_u), q(.|x_v ⊙ b_v))  <=  2 sqrt(2C) sqrt( E_{x,b} KL(q(.|x ⊙ b) || p) ),
+    E_{x,b} KL(q(.|x ⊙ b) || p)  =  I_q(X_h; Z) + KL(q_h || p),
+
+so the KL budget caps how far apart users can sit on average (C = 1 for the prior N(0, I)). Two levers move
+it: the KL weight beta (its cap ``--betas``) and the keep probability rho of the input mask (``--rhos``).
+For every (beta cap, rho) of the grid a Multi-VAE is taken from the run cache
+(:func:`analyses.trained.get_trained`; trained once, reused by every job) and ``--users`` training users
+(the same sample for every setting) are encoded as the model sees them in training: with rho < 1 under
+``--mask-draws`` independent mask draws each (:func:`models.batches.make_batch`, the trainer's masking), with
+rho = 1 once. On the K = draws x users posteriors:
+
+* mean KL, I_q(X_h; Z) (<= log K), I(X; Z) (mask draws of a user pooled, <= log users) and KL(q_h || p), with
+  95% intervals, from :func:`geometry.kl.kl_budget` (exact log-sum-exp over all K components, no minibatch
+  bias); the additivity gap mean KL - (I + KL(q_h || p)) is zero up to Monte Carlo error;
+* the mean over all pairs of the K posteriors of the W1 sandwich ``||Δmu|| <= W1 <= W2``
+  (:func:`geometry.wasserstein.pairwise_w1_bounds`) against the bound ``2 sqrt(2 E KL)``, and the per-pair
+  transport bound checked on every pair (:func:`geometry.bounds.transport_bound_check`; violations must be 0);
+* active units: latent dimensions whose posterior mean varies across users (variance > 0.01, Burda et al.
+  2016), the symptom of posterior collapse at large beta;
+* validation NDCG@100 of the model: the best epoch's value from the run's ``metrics.jsonl`` (the epoch whose
+  weights are used), with the beta in force at that epoch (``beta_at_best``: below the cap when the best
+  epoch comes before the end of the annealing).
+
+Outputs (folder printed at the end, default ``out/kl_budget/DATASET-betasB-rhosR``): ``budget.csv`` (one row
+per setting), ``summary.json`` (arguments, runs, table, column notes, timing) and the figures
+``kl_tradeoff`` (NDCG@100 against mean KL; mean pairwise W1 against its bound) and ``kl_decomposition``
+(mean KL = I + KL(q_h || p) per setting), PNG and PDF.
+
+Reference: Vuong et al., "On the Mechanisms of Collaborative Learning in VAE Recommenders", ICLR 2026,
+section 2 (beta-KL versus masking); Hoffman & Johnson (2016), "ELBO surgery".
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analyses.common import JobArgumentParser, JobError, default_out_dir, fail, format_table, write_csv, write_json
+from analyses.local_vs_global import (
+    add_model_arguments,
+    binary,
+    encode_posteriors,
+    load_split_for,
+    resolve_dataset,
+    run_record,
+    train_config,
+    trained_model,
+)
+from figures.geometry import kl_decomposition_figure, kl_tradeoff_figure
+from figures.style import savefig
+from geometry.bounds import expected_pairwise_bound, transport_bound_check
+from geometry.kl import kl_budget
+from geometry.masking import validate_rho
+from geometry.wasserstein import pairwise_w1_bounds
+from models.data import dataset_names
+
+JOB = "kl_budget"
+DEFAULTS = {"betas": [0.0, 0.2, 0.5, 1.0], "rhos": [1.0, 0.5], "users": 2000, "mask_draws": 5, "samples": 1}
+QUICK = {"betas": [0.0, 0.2, 1.0], "rhos": [1.0, 0.5], "users": 300, "mask_draws": 3, "samples": 2}
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+COLUMN_NOTES = {
+    "beta_cap": "cap of the KL weight beta (reached after anneal_epochs)",
+    "rho": "keep probability of the training mask (1 = clean input)",
+    "draws": "mask draws per user (1 when rho = 1)",
+    "components": "K = draws x users posteriors (mixture components of q_h)",
+    "best_epoch": "epoch of the weights used (best validation NDCG@100)",
+    "beta_at_best": "beta in force at the best epoch",
+    "val_ndcg@100": "validation NDCG@100 at the best epoch (metrics.jsonl of the run)",
+    "mean_kl": "mean KL(q(z|x ⊙ b) || N(0, I)) over the K posteriors (analytic)",
+    "mutual_information": "I_q(X_h; Z), direct estimate (<= log K)",
+    "mutual_information_users": "I(X; Z): the mask draws of each user pooled (<= log users)",
+    "kl_aggregate": "KL(q_h || p), q_h the mixture of the K posteriors",
+    "mutual_information_identity": "mean_kl - kl_aggregate (the identity's estimate of I)",
+    "additivity_gap": "mean_kl - (mutual_information + kl_aggregate): zero up to Monte Carlo error",
+    "*_low, *_high": "95% normal intervals (Monte Carlo error for fixed posteriors; mean_kl: between rows)",
+    "log_components": "log K, the ceiling of mutual_information",
+    "mean_w1_lower": "mean ||mu_i - mu_j|| over all pairs of the K posteriors (lower end of mean W1)",
+    "mean_w1_upper": "mean W2(q_i, q_j) over all pairs (upper end of mean W1)",
+    "expected_bound": "2 sqrt(2 mean_kl), the bound on the mean pairwise W1",
+    "bound_holds": "mean_w1_upper <= expected_bound (must be true)",
+    "transport_violations": "pairs with W2 > sqrt(2 KL_i) + sqrt(2 KL_j) (must be 0)",
+    "active_units": f"latent dimensions whose mean varies across users (variance > {ACTIVE_UNIT_THRESHOLD})",
+}
+
+
+def _beta_caps(values: list[float]) -> list[float]:
+    for v in values:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"--betas values must be finite KL weights >= 0, got {v}")
+    return sorted({float(v) for v in values})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's command line (one-line errors, exit code 2)."""
+    parser = JobArgumentParser(
+        prog=f"python -m analyses.{JOB}",
+        description="Sweep the KL weight cap beta and the mask keep probability rho: mean KL, I(X_h; Z), "
+        "KL(q_h || p), mean pairwise W1 against 2 sqrt(2 E KL), and validation NDCG@100 per setting.",
+        epilog="Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic. "
+        "Each setting trains one Multi-VAE once (cached for every later run and job).",
+    )
+    parser.add_argument("--dataset", help=f"one of {', '.join(dataset_names())} (default ml-1m; --quick: synthetic)")
+    parser.add_argument("--betas", type=float, nargs="+", help="beta caps, >= 0 (default 0 0.2 0.5 1; --quick 0 0.2 1)")
+    parser.add_argument("--rhos", type=float, nargs="+", help="keep probabilities in (0, 1] (default 1 0.5)")
+    parser.add_argument("--users", type=int, help=f"training users encoded per setting ({DEFAULTS['users']})")
+    parser.add_argument("--mask-draws", type=int, help=f"mask draws per user when rho < 1 ({DEFAULTS['mask_draws']})")
+    parser.add_argument("--samples", type=int, help="samples per posterior for the KL(q_h || p) estimate (1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the user sample, masks and samples (0)")
+    parser.add_argument("--out", type=Path, help=f"output folder (default out/{JOB}/DATASET-betasB-rhosR)")
+    parser.add_argument("--quick", action="store_true", help="synthetic data, tiny models, few users")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_arguments(parser)
+    return parser
+
+
+def _resolve(args: argparse.Namespace) -> dict:
+    base = QUICK if args.quick else DEFAULTS
+    sizes = {key: getattr(args, key) if getattr(args, key) is not None else base[key] for key in base}
+    sizes["betas"] = _beta_caps(sizes["betas"])
+    try:
+        sizes["rhos"] = sorted({validate_rho(r) for r in sizes["rhos"]}, reverse=True)
+    except ValueError as exc:
+        raise ValueError(f"--rhos: {exc}") from None
+    for key, low in (("users", 2), ("mask_draws", 1), ("samples", 1)):
+        if sizes[key] < low:
+            raise ValueError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {sizes[key]}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    return sizes
+
+
+def measure_setting(
+    model: torch.nn.Module,
+    X_users,
+    *,
+    rho: float,
+    mode: str,
+    draws: int,
+    samples: int,
+    seed: int,
+) -> dict:
+    """KL budget, mean pairwise W1 bounds, transport check and active units of one trained model.
+
+    ``X_users`` are the binary rows of the sampled users; rho < 1 encodes them under ``draws`` mask draws.
+    """
+    draws = draws if rho < 1.0 else 1
+    gen = torch.Generator().manual_seed(seed)
+    mu, logvar = encode_posteriors(model, X_users, rho=rho, mode=mode, draws=draws, generator=gen)
+    budget = kl_budget(mu, logvar, n_samples_per_user=samples, rng=np.random.default_rng(seed))
+    d = mu.shape[-1]
+    flat_mu, flat_lv = mu.reshape(-1, d), logvar.reshape(-1, d)
+    pairs = pairwise_w1_bounds(flat_mu, np.exp(0.5 * flat_lv), quantiles=(0.5,), rng=seed)
+    check = transport_bound_check(flat_mu, flat_lv)
+    bound = expected_pairwise_bound(budget.mean_kl)
+    row = {
+        "draws": draws,
+        "users": mu.shape[1],
+        "components": mu.shape[0] * mu.shape[1],
+    }
+    for name in ("mean_kl", "mutual_information", "mutual_information_users", "kl_aggregate", "additivity_gap"):
+        low, high = budget.ci(name)
+        row.update({name: getattr(budget, name), f"{name}_se": getattr(budget, f"{name}_se")})
+        row.update({f"{name}_low": low, f"{name}_high": high})
+    row.update(
+        {
+            "mutual_information_identity": budget.mutual_information_identity,
+            "log_components": budget.log_n_components,
+            "log_users": math.log(mu.shape[1]),
+            "mean_w1_lower": pairs.mean_lower,
+            "mean_w1_upper": pairs.mean_upper,
+            "median_w1_upper": float(pairs.quantiles_upper[0]),
+            "expected_bound": bound,
+            "mean_pair_bound": check.mean_pair_bound,
+            "bound_holds": bool(pairs.mean_upper <= bound * (1 + 1e-9)),
+            "transport_pairs": check.n_pairs,
+            "transport_violations": check.n_violations,
+            "min_relative_slack": check.min_relative_slack,
+            # activity of each latent dimension: variance across users of the (mask-averaged) mean
+            "active_units": int((mu.mean(axis=0).var(axis=0) > ACTIVE_UNIT_THRESHOLD).sum()),
+            "latent_dim": d,
+        }
+    )
+    return row
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Run the job from parsed arguments; returns the output folder. Raises JobError / ValueError."""
+    start = time.perf_counter()
+    timing: dict[str, float] = {"train": 0.0, "measure": 0.0}
+    sizes = _resolve(args)
+    progress = not args.no_progress
+    dataset = resolve_dataset(args)
+    configs = {
+        (beta, rho): train_config(args, rho=rho, beta_cap=beta) for rho in sizes["rhos"] for beta in sizes["betas"]
+    }
+    tag = "betas" + "-".join(f"{b:g}" for b in sizes["betas"]) + "-rhos" + "-".join(f"{r:g}" for r in sizes["rhos"])
+    out = args.out or default_out_dir(JOB, dataset, tag)
+
+    split = load_split_for(args, progress=progress)
+    X = binary(split.train)
+    n = X.shape[0]
+    if sizes["users"] > n:
+        raise JobError(f"--users {sizes['users']} exceeds the {n} training users of {dataset}")
+    users = np.sort(np.random.default_rng(args.seed).choice(n, size=sizes["users"], replace=False))
+    X_users = X[users]
+    timing["load"] = time.perf_counter() - start
+
+    rows = []
+    for i, ((beta, rho), config) in enumerate(configs.items()):
+        if progress:
+            print(f"[{i + 1}/{len(configs)}] beta cap {beta:g}, rho {rho:g}", file=sys.stderr)
+        t = time.perf_counter()
+        trained = trained_model(config, split, progress=progress)
+        record = run_record(trained)
+        timing["train"] += time.perf_counter() - t
+        t = time.perf_counter()
+        # float64 posteriors: the KL budget subtracts log-densities of nearly equal size
+        measured = measure_setting(
+            trained.model.double(),
+            X_users,
+            rho=rho,
+            mode=config.mask_mode,
+            draws=sizes["mask_draws"],
+            samples=sizes["samples"],
+            seed=args.seed + 1,
+        )
+        timing["measure"] += time.perf_counter() - t
+        rows.append(
+            {
+                "beta_cap": beta,
+                "rho": rho,
+                "best_epoch": record["best_epoch"],
+                "beta_at_best": record["beta_at_best"],
+                "val_ndcg@100": record["val_ndcg@100"],
+                **measured,
+                "run": record["run"],
+            }
+        )
+    table = pd.DataFrame(rows)
+
+    t = time.perf_counter()
+    figures = savefig(kl_tradeoff_figure(table), out, "kl_tradeoff")
+    figures += savefig(kl_decomposition_figure(table), out, "kl_decomposition")
+    timing["figures"] = time.perf_counter() - t
+    files = [write_csv(out / "budget.csv", table)]
+    timing["total"] = time.perf_counter() - start
+    first = next(iter(configs.values()))
+    result = {
+        "job": JOB,
+        "arguments": vars(args),
+        "resolved": {**sizes, "dataset": dataset},
+        "dataset": {
+            "name": dataset,
+            "train_users": n,
+            "items": int(X.shape[1]),
+            "interactions": int(X.nnz),
+            "split_cache": split.report.get("cache"),
+        },
+        "model": {
+            "architecture": f"Multi-VAE hidden {first.hidden}, latent {first.latent_dim}",
+            "epochs": first.epochs,
+            "anneal_epochs": first.anneal_epochs,
+            "batch_size": first.batch_size,
+            "mask_mode": first.mask_mode,
+            "train_seed": first.seed,
+        },
+        "columns": COLUMN_NOTES,
+        "table": table.to_dict(orient="records"),
+        "notes": [
+            "pairs are all pairs of the K posteriors (users x mask draws), so a user's own mask draws pair too; "
+            "the bound holds for every pair",
+            "intervals of I and KL(q_h || p) are Monte Carlo intervals for the fixed posteriors of the sample",
+        ],
+        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
+        "files": [p.name for p in [*files, *figures]] + ["summary.json"],
+    }
+    write_json(out / "summary.json", result)
+    _print_summary(table, dataset, n, X.shape[1], first, sizes)
+    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
+    print(f"output folder: {out}")
+    return out
+
+
+def _print_summary(table: pd.DataFrame, dataset: str, n: int, items: int, config, sizes: dict) -> None:
+    print(
+        f"KL budget on {dataset}: {n:,} training users, {items:,} items; Multi-VAE hidden {config.hidden}, latent "
+        f"{config.latent_dim}, {config.epochs} epochs (beta reaches its cap after {config.anneal_epochs}); "
+        f"{sizes['users']} users x {sizes['mask_draws']} mask draws when rho < 1"
+    )
+    formats = {
+        "beta_cap": "g",
+        "rho": "g",
+        "beta_at_best": ".3g",
+        "val_ndcg@100": ".4f",
+        "mean_kl": ".3f",
+        "mutual_information": ".3f",
+        "kl_aggregate": ".3f",
+        "additivity_gap": ".3f",
+        "mean_w1_lower": ".3f",
+        "mean_w1_upper": ".3f",
+        "expected_bound": ".3f",
+        "transport_violations": "d",
+        "active_units": "d",
+    }
+    headers = {
+        "beta_cap": "β cap",
+        "rho": "ρ",
+        "beta_at_best": "β@best",
+        "val_ndcg@100": "NDCG@100",
+        "mean_kl": "E KL",
+        "mutual_information": "I(X_h;Z)",
+        "kl_aggregate": "KL(q_h||p)",
+        "additivity_gap": "gap",
+        "mean_w1_lower": "E|Δμ|",
+        "mean_w1_upper": "E W2",
+        "expected_bound": "2√(2E KL)",
+        "transport_violations": "T-viol",
+        "active_units": "AU",
+    }
+    print(format_table(table, formats, headers))
+    print(
+        "  E KL = I(X_h;Z) + KL(q_h||p) up to the Monte Carlo gap; mean pairwise W1 lies in [E|Δμ|, E W2] and must\n"
+        "  stay under 2√(2 E KL); T-viol: pairs above the per-pair transport bound (must be 0); AU: active latent\n"
+        "  dimensions; NDCG@100 on validation users at the best epoch (β@best: beta in force there)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (JobError, ValueError, FileNotFoundError) as exc:
+        return fail(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,974 @@
+"""Result 2: with clean input, near users stay near, far users stay apart, and cohorts separate by activity.
+
+Usage::
+
+    python -m analyses.local_vs_global                          # ML-1M, clean Multi-VAE (trained once, cached)
+    python -m analyses.local_vs_global --quick                  # synthetic data, tiny model: seconds
+
+The model is a Multi-VAE trained with clean input (``rho = 1``, KL weight annealed to ``--beta-cap``) taken
+from the run cache (:func:`analyses.trained.get_trained`), so other jobs reuse it. Every training user is
+encoded with clean input into ``q_u = N(mu_u, diag sigma_u^2)`` (``z = mu`` at evaluation, as the model is
+used). Then, on sampled pairs:
+
+* **Lipschitz bound** (Lemma 2.4): ``W1(q_u, q_v) <= W2(q_u, q_v) <= L_phi ||x_u - x_v||_1``, with
+  ``||x_u - x_v||_1 = |S_u Δ S_v|`` and ``L_phi`` certified from the weights
+  (:func:`geometry.bounds.certified_lipschitz` on the encoder chain ``x / ||x||_2 -> Linear -> tanh -> ...
+  -> (mu, logvar)``). Two certificates: *domain-wide* (the logvar bound from interval propagation over every
+  binary input with at least one positive) and *within the encoded users* (the logvar bound = the largest
+  logvar seen per coordinate; valid for pairs of encoded users only). Both are products of operator norms:
+  valid, usually loose. Next to them the empirical ratios ``W / L1`` (max and quantiles), for ``W`` the
+  lower (``||mu_u - mu_v||``) and the upper (``W2``) end of the W1 sandwich; every ratio must lie under
+  the certificate (the count of violations is reported, it must be 0).
+* **Transport bound**: ``W1 <= W2 <= sqrt(2 KL(q_u || p)) + sqrt(2 KL(q_v || p))`` (T2 inequality of the
+  standard normal prior, C = 1): checked on every sampled pair and on all pairs of ``--all-pairs-users``
+  users (:func:`geometry.bounds.transport_bound_check`); violations must be 0.
+* **Cohorts by interaction level**: silhouette score of the cohort labels in latent space (Euclidean on
+  ``mu``, ``sklearn.metrics.silhouette_score``) on a balanced sample of ``--cohort-users`` users per cohort,
+  next to the same score in input space (L1 on the binary rows). Cohorts: on synthetic data the generator's
+  planted cohorts (about 5, 50 and 350 interactions); on real data the paper's figure's cohorts, users with
+  5-10, 40-60 and 280-420 training interactions, or activity tertiles when one of those has fewer than
+  ``MIN_COHORT`` users (``--cohorts`` chooses). On synthetic data the silhouette of the planted taste groups is
+  reported too: local structure (taste) against global structure (activity).
+* **Far-but-related users**: how far apart they sit in latent space. For each pair the *rank percentile* of
+  v among u's distances to all other encoded users (0 = u's nearest user, 100 = the farthest), in input
+  space (L1) and in latent space (``||mu_u - mu_v||``), and the *global percentile* of the pair's latent
+  distance among the random pairs.
+
+Pairs (``--anchors`` anchors u, drawn without replacement from the training users; one partner v each):
+
+=================  =========================================================================================
+stratum            partner v of anchor u
+=================  =========================================================================================
+``near``           uniform among u's ``k`` nearest users in L1 (ties towards the lower row)
+``random``         uniform among all other users
+``far-related``    uniform among users beyond u's median L1 distance, outside its kNN, sharing at least
+                   ``max(--min-shared, median overlap of u with its kNN)`` positives (none: no pair)
+``planted``        synthetic data only: the generator's far-but-related pairs (same taste group, at most one
+                   shared item, beyond the same-group median distance) with both users in training
+=================  =========================================================================================
+
+Outputs (folder printed at the end, default ``out/local_vs_global/DATASET-betaB``): ``pairs.csv`` (one row
+per pair), ``strata.csv`` (per-stratum summary), ``cohorts.csv`` (per-cohort silhouettes), ``summary.json``
+(arguments, model run, certificates and what they assume, ratios, violation counts, silhouettes, timing) and
+the figures ``lipschitz_transport``, ``cohorts`` and ``far_related`` (PNG and PDF).
+
+The helpers :func:`add_model_arguments`, :func:`train_config`, :func:`load_split_for`, :func:`encode_posteriors`
+and :func:`encoder_certificate` are shared with :mod:`analyses.kl_budget` and :mod:`analyses.sharing_radius`.
+
+Reference: Vuong et al., "On the Mechanisms of Collaborative Learning in VAE Recommenders", ICLR 2026,
+Lemma 2.4, Theorem 2.5 and the transport bound of section 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_samples
+
+from analyses.common import (
+    JobArgumentParser,
+    JobError,
+    default_out_dir,
+    fail,
+    format_table,
+    load_job_split,
+    write_csv,
+    write_json,
+)
+from analyses.trained import TrainedModel, get_trained
+from figures.geometry import cohort_figure, far_related_figure, lipschitz_transport_figure
+from figures.style import savefig
+from geometry.bounds import (
+    Linear,
+    LipschitzCertificate,
+    certified_lipschitz,
+    count_lipschitz_violations,
+    empirical_lipschitz_ratios,
+    layers_from_torch,
+    split_head,
+    transport_bound,
+    transport_bound_check,
+)
+from geometry.kl import kl_to_standard_normal
+from geometry.masking import pair_overlaps, validate_rho
+from geometry.sharing import pair_w1_bounds
+from models.batches import make_batch
+from models.data import dataset_names
+from models.split import Split
+from models.trainer import TrainConfig
+from models.vae import MultiVAE
+
+JOB = "local_vs_global"
+STRATA = ("near", "random", "far-related", "planted")
+DEFAULTS = {"anchors": 1000, "cohort_users": 500, "all_pairs_users": 2000}
+QUICK = {"anchors": 150, "cohort_users": 150, "all_pairs_users": 400}
+# Tiny model of --quick (seconds on synthetic data); anneal_epochs < epochs so beta reaches its cap.
+QUICK_MODEL = {"hidden": (64,), "latent_dim": 16, "epochs": 10, "anneal_epochs": 3, "batch_size": 128}
+# Full runs: the reference architecture and 200 epochs; beta reaches its cap after 50 epochs on any dataset
+# (the reference schedule in updates would leave beta below 0.01 on ML-1M, PROTOCOL.md).
+FULL_ANNEAL_EPOCHS = 50
+PAPER_COHORTS = (("≈5 (5-10)", 5, 10), ("≈50 (40-60)", 40, 60), ("≈350 (280-420)", 280, 420))
+MIN_COHORT = 20
+# Elements of one anchor-block x users distance block (float64: 16 MiB per working array).
+_BLOCK_ELEMENTS = 1 << 21
+
+CERTIFICATE_ASSUMES = (
+    "binary inputs with at least one positive, L2-normalised before the first layer (the Multi-VAE input at "
+    "rho = 1); the evaluation-time encoder (no dropout); the bound is on W2 between the Gaussian posteriors, "
+    "which dominates W1; Lipschitz constants of the layers multiply (operator norms, tanh 1-Lipschitz), so "
+    "the certificate is valid but loose; sigma = exp(logvar / 2) is bounded through an upper bound of logvar: "
+    "'domain' propagates intervals over every valid input, 'encoded' uses the largest logvar over the encoded "
+    "users and only certifies pairs among them"
+)
+
+STRATUM_NOTES = {
+    "pairs": "pairs in the stratum",
+    "mean_l1": "mean input distance |S_u Δ S_v|",
+    "mean_shared": "mean number of shared positives |S_u ∩ S_v|",
+    "mean_w1_lower": "mean ||mu_u - mu_v|| (lower end of the W1 sandwich)",
+    "mean_w1_upper": "mean W2(q_u, q_v) (upper end of the W1 sandwich)",
+    "mean_transport_bound": "mean sqrt(2 KL_u) + sqrt(2 KL_v)",
+    "transport_violations": "pairs with W2 above the transport bound (must be 0)",
+    "median_input_pct": "median rank percentile of v among u's input (L1) distances (0 = u's nearest user)",
+    "median_latent_pct": "median rank percentile of v among u's latent distances ||mu_u - mu_w||",
+    "share_latent_top10": "share of pairs with v among u's 10% latent-nearest users",
+    "median_global_pct": "median percentile of the pair's latent distance among the random pairs",
+}
+
+
+# ------------------------------------------------------------------------------------- shared job helpers
+
+
+def _hidden_arg(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in str(text).replace(" ", "").split(",") if w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden must be comma-separated widths like 600 or 64,32, got {text!r}"
+        ) from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"--hidden must be comma-separated positive widths, got {text!r}")
+    return widths
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the trained Multi-VAE (cache key of :func:`analyses.trained.get_trained`) and its data."""
+    g = parser.add_argument_group("model (trained once per configuration and cached)")
+    g.add_argument("--epochs", type=int, help="training epochs (default 200; --quick 10)")
+    g.add_argument(
+        "--anneal-epochs",
+        type=int,
+        help=f"epochs for beta to reach its cap (default {FULL_ANNEAL_EPOCHS}; --quick 3)",
+    )
+    g.add_argument("--hidden", type=_hidden_arg, help="encoder hidden widths, e.g. 600 (default) or 64,32")
+    g.add_argument("--latent", type=int, help="latent dimension (default 200; --quick 16)")
+    g.add_argument("--batch-size", type=int, help="training batch size (default 500; --quick 128)")
+    g.add_argument("--train-seed", type=int, default=0, help="seed of the model's training (0)")
+    g.add_argument("--mask", choices=("dropout", "bernoulli"), default="dropout", help="mask mode when rho < 1")
+    d = parser.add_argument_group("dataset")
+    d.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
+    d.add_argument("--heldout", type=float, help="held-out users per set: a count, or a fraction < 1")
+
+
+def resolve_dataset(args: argparse.Namespace) -> str:
+    """``--dataset``, else synthetic with ``--quick`` and ml-1m without."""
+    return args.dataset or ("synthetic" if args.quick else "ml-1m")
+
+
+def train_config(args: argparse.Namespace, *, rho: float, beta_cap: float) -> TrainConfig:
+    """The Multi-VAE configuration of a job: ``--quick`` tiny defaults, explicit options override them."""
+    base = dict(QUICK_MODEL) if args.quick else {"anneal_epochs": FULL_ANNEAL_EPOCHS}
+    explicit = {
+        "epochs": args.epochs,
+        "anneal_epochs": args.anneal_epochs,
+        "hidden": args.hidden,
+        "latent_dim": args.latent,
+        "batch_size": args.batch_size,
+    }
+    base.update({k: v for k, v in explicit.items() if v is not None})
+    heldout = args.heldout
+    if heldout is not None and heldout >= 1:
+        heldout = int(heldout)
+    config = TrainConfig(
+        model="multvae",
+        dataset=resolve_dataset(args),
+        dataset_path=str(args.path) if args.path else None,
+        heldout=heldout,
+        rho=rho,
+        mask_mode=args.mask,
+        beta_cap=beta_cap,
+        seed=args.train_seed,
+        **base,
+    )
+    config.validate()  # ConfigError (a ValueError) names the bad option
+    return config.resolved()
+
+
+def load_split_for(args: argparse.Namespace, *, progress: bool) -> Split:
+    """The split the models train on: ``--dataset`` with only ``--path`` / ``--heldout`` changed, so that the
+    cached runs (keyed by :class:`TrainConfig`, which knows only those two) always match it."""
+    heldout = args.heldout
+    if heldout is not None:
+        if not heldout > 0:
+            raise JobError(f"--heldout must be a positive count or a fraction < 1, got {heldout:g}")
+        heldout = int(heldout) if heldout >= 1 else heldout
+    ns = argparse.Namespace(
+        path=args.path,
+        heldout=heldout,
+        min_uc=None,
+        min_sc=None,
+        user_col="user",
+        item_col="item",
+        rating_col="rating",
+        sep=",",
+        refresh=False,
+    )
+    return load_job_split(resolve_dataset(args), ns, progress=progress)
+
+
+def trained_model(config: TrainConfig, split: Split, *, progress: bool) -> TrainedModel:
+    """:func:`analyses.trained.get_trained` on the job's split, in evaluation mode on the CPU."""
+    trained = get_trained(config, split=split, progress=progress)
+    trained.model.cpu().eval()
+    return trained
+
+
+def run_record(trained: TrainedModel) -> dict:
+    """Run folder, configuration and the best epoch of a cached run (from its ``metrics.jsonl``)."""
+    history = [json.loads(line) for line in (trained.run / "metrics.jsonl").read_text().splitlines() if line]
+    best = max(history, key=lambda h: h["val_ndcg@100"])
+    return {
+        "run": str(trained.run),
+        "config": trained.config.to_json(),
+        "epochs_done": len(history),
+        "best_epoch": int(best["epoch"]),
+        "beta_at_best": float(best["beta"]),
+        "val_ndcg@100": float(best["val_ndcg@100"]),
+        "val_recall@20": float(best.get("val_recall@20", float("nan"))),
+        "final_beta": float(history[-1]["beta"]),
+    }
+
+
+def encode_posteriors(
+    model: MultiVAE,
+    X: sp.csr_matrix,
+    *,
+    rho: float = 1.0,
+    mode: str = "dropout",
+    draws: int = 1,
+    generator: torch.Generator | None = None,
+    batch_size: int = 1000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior parameters of every row of ``X`` under ``draws`` mask draws, as the model sees them in training.
+
+    The encoder input is :func:`models.batches.make_batch` of the rows (L2 normalisation, then the mask of
+    keep probability ``rho``, :func:`geometry.masking.mask_sparse_values`); ``rho = 1`` is the clean input of
+    evaluation. Runs in the model's dtype (use ``model.double()`` for float64 posteriors).
+
+    Returns
+    -------
+    mu, logvar : numpy.ndarray of float64, shape (draws, N, d)
+    """
+    rho = validate_rho(rho)
+    param = next(model.parameters())
+    X = sp.csr_matrix(X)
+    n = X.shape[0]
+    mus, lvs = [], []
+    with torch.no_grad():
+        for _ in range(draws):
+            mu_d, lv_d = [], []
+            for s in range(0, n, batch_size):
+                batch = make_batch(X[s : s + batch_size], rho=rho, mode=mode, generator=generator)
+                batch.weights = batch.weights.to(param.dtype)
+                mu, logvar = model.encode(batch.to(param.device))
+                mu_d.append(mu.double().cpu().numpy())
+                lv_d.append(logvar.double().cpu().numpy())
+            mus.append(np.concatenate(mu_d))
+            lvs.append(np.concatenate(lv_d))
+    return np.stack(mus), np.stack(lvs)
+
+
+def encoder_layers(model: MultiVAE) -> tuple[list, Linear, Linear]:
+    """Multi-VAE encoder as ``(trunk, mu_head, logvar_head)`` for :func:`geometry.bounds.certified_lipschitz`.
+
+    The sparse input layer computes ``W_in^T n + b`` on the normalised row ``n`` (its ``EmbeddingBag`` weight is
+    stored (I, H)); then ``tanh -> Linear`` for every further encoder layer; the last layer emits
+    ``[mu, logvar]`` and is split with :func:`geometry.bounds.split_head`.
+    """
+    if not isinstance(model, MultiVAE):
+        raise JobError(f"the encoder certificate is written for Multi-VAE, got {type(model).__name__}")
+    trunk: list = [Linear(model.input.weight.detach().T, model.input.bias.detach())]
+    for layer in model.encoder[:-1]:
+        trunk += ["tanh", *layers_from_torch([layer])]
+    trunk.append("tanh")
+    head = model.encoder[-1]
+    mu_head, logvar_head = split_head(Linear(head.weight.detach(), head.bias.detach()), model.latent_dim)
+    return trunk, mu_head, logvar_head
+
+
+def encoder_certificate(model: MultiVAE, logvar_max: np.ndarray | None = None) -> LipschitzCertificate:
+    """Certified ``L`` with ``W2(q_u, q_v) <= L |S_u Δ S_v|`` for the clean Multi-VAE encoder (module docstring)."""
+    trunk, mu_head, logvar_head = encoder_layers(model)
+    return certified_lipschitz(trunk, mu_head, logvar_head, input_domain="l2_normalised_binary", logvar_max=logvar_max)
+
+
+def binary(X: sp.spmatrix) -> sp.csr_matrix:
+    """``X`` as a CSR matrix with every stored entry set to 1 (float32)."""
+    X = sp.csr_matrix(X)
+    return sp.csr_matrix((np.ones(X.nnz, dtype=np.float32), X.indices, X.indptr), shape=X.shape)
+
+
+def planted_rows(split: Split) -> tuple[dict | None, str | None]:
+    """Synthetic ground truth on the split's training rows: cohort, taste group and far-related pairs (rows).
+
+    ``models.data`` generates the synthetic split from ``models.synthetic.make_synthetic()`` defaults; the
+    interaction counts of the rows are checked against the generator, so a changed filter is detected.
+    """
+    from models.synthetic import make_synthetic
+
+    data = make_synthetic()
+    ids = np.asarray(split.train_users)
+    if not np.issubdtype(ids.dtype, np.integer) or ids.size == 0 or ids.max() >= data.n_users:
+        return None, "synthetic labels skipped: the split's user ids are not the generator's ids"
+    labels = data.labels_for(ids)
+    if not np.array_equal(labels["n_interactions"], np.diff(sp.csr_matrix(split.train).indptr)):
+        return None, "synthetic labels skipped: the split's rows differ from make_synthetic() (filters changed?)"
+    row_of = np.full(data.n_users, -1, dtype=np.int64)
+    row_of[ids] = np.arange(ids.size)
+    rows = row_of[data.far_related_pairs]
+    labels["pairs"] = rows[(rows >= 0).all(axis=1)]
+    labels["cohort_activity"] = data.cohort_activity
+    return labels, None
+
+
+# ------------------------------------------------------------------------------------------- pair sample
+
+
+@dataclass(frozen=True)
+class Partners:
+    """One partner per anchor and stratum (-1: none), from the anchors' input distances.
+
+    Attributes
+    ----------
+    anchors : numpy.ndarray of int64, shape (A,)
+    near, random, far_related : numpy.ndarray of int64, shape (A,)
+    median : numpy.ndarray, shape (A,)
+        Median L1 distance from the anchor to the other users.
+    related_min : numpy.ndarray, shape (A,)
+        Shared positives that make a far user related: ``max(min_shared, median overlap with the kNN)``.
+    """
+
+    anchors: np.ndarray
+    near: np.ndarray
+    random: np.ndarray
+    far_related: np.ndarray
+    median: np.ndarray
+    related_min: np.ndarray
+
+
+def _input_blocks(X: sp.csr_matrix, rows: np.ndarray):
+    """Yield ``(start, G, D)`` per block of ``rows``: overlaps ``G = X_rows X^T`` and ``D = |S_u Δ S_w|``."""
+    sizes = np.diff(X.indptr).astype(np.float64)
+    XT = X.T.tocsr()
+    block = max(1, _BLOCK_ELEMENTS // X.shape[0])
+    for start in range(0, rows.size, block):
+        r = rows[start : start + block]
+        G = (X[r] @ XT).toarray().astype(np.float64)
+        yield start, G, sizes[r, None] + sizes[None, :] - 2.0 * G
+
+
+def sample_partners(
+    X: sp.csr_matrix, anchors: np.ndarray, k: int, min_shared: int, rng: np.random.Generator
+) -> Partners:
+    """Partners of the anchors for the strata near, random and far-related (module docstring)."""
+    n = X.shape[0]
+    a = anchors.size
+    out = {name: np.full(a, -1, dtype=np.int64) for name in ("near", "random", "far_related")}
+    median, related_min = np.empty(a), np.empty(a)
+    lo, hi = (n - 2) // 2, (n - 1) // 2  # middle order statistics of the n - 1 other users
+    for start, G, D in _input_blocks(X, anchors):
+        r = np.arange(G.shape[0])
+        rows = anchors[start : start + r.size]
+        D[r, rows] = np.inf  # the anchor itself sorts last and is never drawn
+        # stable sort: ties go to the lower row, as geometry.neighbourhoods.knn
+        nbr = np.argsort(D, axis=1, kind="stable")[:, :k]
+        part = np.partition(D, [lo, hi], axis=1)
+        med = 0.5 * (part[:, lo] + part[:, hi])
+        rel = np.maximum(float(min_shared), np.median(G[r[:, None], nbr], axis=1))
+        candidates = (D > med[:, None]) & np.isfinite(D)
+        candidates[r[:, None], nbr] = False
+        related = candidates & (G >= rel[:, None])
+        # uniform choice per row: the largest of i.i.d. uniform keys over the allowed users
+        pick = np.where(related, rng.random(related.shape), -1.0).argmax(axis=1)
+        sl = slice(start, start + r.size)
+        out["far_related"][sl] = np.where(related.any(axis=1), pick, -1)
+        out["near"][sl] = nbr[r, rng.integers(0, k, size=r.size)]
+        other = rng.integers(0, n - 1, size=r.size)
+        out["random"][sl] = other + (other >= rows)
+        median[sl], related_min[sl] = med, rel
+    return Partners(anchors, out["near"], out["random"], out["far_related"], median, related_min)
+
+
+def rank_percentiles(distance_rows, n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``100 * #{w != u : dist(u, w) < dist(u, v)} / (n - 1)`` per pair: 0 when v is u's nearest user.
+
+    ``distance_rows(rows)`` returns the (len(rows), n) distances of ``rows`` to every user.
+    """
+    out = np.empty(u.size)
+    users, inverse = np.unique(u, return_inverse=True)
+    block = max(1, _BLOCK_ELEMENTS // n)
+    for s in range(0, users.size, block):
+        rows = users[s : s + block]
+        D = distance_rows(rows)
+        for j in range(rows.size):
+            idx = np.flatnonzero(inverse == s + j)
+            dv = D[j, v[idx]]
+            below = (D[j][None, :] < dv[:, None]).sum(axis=1)
+            below -= (D[j, rows[j]] < dv).astype(np.int64)  # u itself (distance 0) is not a competitor
+            out[idx] = 100.0 * below / (n - 1)
+    return out
+
+
+def input_distance_rows(X: sp.csr_matrix):
+    """``rows -> |S_u Δ S_w|`` for the given rows against every row of binary ``X``, shape (len(rows), N)."""
+    sizes = np.diff(X.indptr).astype(np.float64)
+    XT = X.T.tocsr()
+
+    def rows_fn(rows: np.ndarray) -> np.ndarray:
+        return sizes[rows, None] + sizes[None, :] - 2.0 * (X[rows] @ XT).toarray().astype(np.float64)
+
+    return rows_fn
+
+
+def latent_distance_rows(mu: np.ndarray):
+    """``rows -> ||mu_u - mu_w||`` for the given rows against every row of ``mu``, shape (len(rows), N)."""
+    t = torch.from_numpy(mu)
+
+    def rows_fn(rows: np.ndarray) -> np.ndarray:
+        return torch.cdist(t[torch.from_numpy(rows)], t).numpy()
+
+    return rows_fn
+
+
+# ------------------------------------------------------------------------------------------------ cohorts
+
+
+def cohort_labels(
+    mode: str, n_interactions: np.ndarray, planted: dict | None
+) -> tuple[np.ndarray, list[str], str, list[str]]:
+    """Cohort index per user (-1: in none), names, the rule used and notes.
+
+    ``mode``: ``auto`` (planted on synthetic data, else paper, else quantile), ``planted``, ``paper``
+    (:data:`PAPER_COHORTS` on the number of training interactions) or ``quantile`` (activity tertiles).
+    """
+    notes = []
+    if mode in ("auto", "planted") and planted is not None:
+        names = [f"≈{a} (planted)" for a in planted["cohort_activity"]]
+        return planted["cohort"].astype(np.int64), names, "planted", notes
+    if mode == "planted":
+        raise JobError("--cohorts planted needs the synthetic dataset (the generator's labels)")
+    if mode in ("auto", "paper"):
+        labels = np.full(n_interactions.size, -1, dtype=np.int64)
+        for i, (_, lo, hi) in enumerate(PAPER_COHORTS):
+            labels[(n_interactions >= lo) & (n_interactions <= hi)] = i
+        counts = np.bincount(labels[labels >= 0], minlength=len(PAPER_COHORTS))
+        if counts.min() >= MIN_COHORT:
+            return labels, [c[0] for c in PAPER_COHORTS], "paper", notes
+        small = ", ".join(f"{c[0]}: {k}" for c, k in zip(PAPER_COHORTS, counts, strict=True) if k < MIN_COHORT)
+        if mode == "paper":
+            raise JobError(f"--cohorts paper: too few users ({small}; need {MIN_COHORT}); use --cohorts quantile")
+        notes.append(f"paper cohorts too small ({small}); activity tertiles used instead")
+    edges = np.quantile(n_interactions, [1 / 3, 2 / 3])
+    labels = np.searchsorted(edges, n_interactions, side="right").astype(np.int64)
+    bounds = [n_interactions.min(), *edges, n_interactions.max()]
+    names = [f"T{i + 1} ({bounds[i]:.0f}-{bounds[i + 1]:.0f})" for i in range(3)]
+    return labels, names, "quantile", notes
+
+
+def balanced_sample(labels: np.ndarray, per_label: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``per_label`` rows of every label >= 0, drawn without replacement, sorted."""
+    picks = []
+    for lab in np.unique(labels[labels >= 0]):
+        rows = np.flatnonzero(labels == lab)
+        picks.append(rng.choice(rows, size=min(per_label, rows.size), replace=False))
+    return np.sort(np.concatenate(picks)) if picks else np.empty(0, dtype=np.int64)
+
+
+def silhouettes(points_or_distances: np.ndarray, labels: np.ndarray, metric: str) -> tuple[float, np.ndarray]:
+    """Overall silhouette and the per-sample values (``sklearn.metrics.silhouette_samples``)."""
+    values = silhouette_samples(points_or_distances, labels, metric=metric)
+    return float(values.mean()), values
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's command line (one-line errors, exit code 2)."""
+    parser = JobArgumentParser(
+        prog=f"python -m analyses.{JOB}",
+        description="Clean-input Multi-VAE: Lipschitz and transport bounds on user pairs, cohort separation by "
+        "interaction level (silhouette), and how far apart far-but-related users sit in latent space.",
+        epilog="Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic.",
+    )
+    parser.add_argument("--dataset", help=f"one of {', '.join(dataset_names())} (default ml-1m; --quick: synthetic)")
+    parser.add_argument("--beta-cap", type=float, default=0.2, help="KL weight cap of the model (0.2)")
+    parser.add_argument("--rho", type=float, default=1.0, help="keep probability the model trains with (1 = clean)")
+    parser.add_argument("--anchors", type=int, help=f"anchor users, one pair per stratum each ({DEFAULTS['anchors']})")
+    parser.add_argument("--k", type=int, default=10, help="input neighbourhood size of near pairs (10)")
+    parser.add_argument("--min-shared", type=int, default=3, help="far-related pairs share >= this many items (3)")
+    parser.add_argument(
+        "--cohorts",
+        choices=("auto", "planted", "paper", "quantile"),
+        default="auto",
+        help="cohort rule: planted (synthetic), paper (5-10, 40-60, 280-420 interactions) or activity tertiles",
+    )
+    parser.add_argument(
+        "--cohort-users", type=int, help=f"users per cohort for silhouettes ({DEFAULTS['cohort_users']})"
+    )
+    parser.add_argument(
+        "--all-pairs-users",
+        type=int,
+        help=f"users whose pairs all get the transport check ({DEFAULTS['all_pairs_users']})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (0)")
+    parser.add_argument("--out", type=Path, help=f"output folder (default out/{JOB}/DATASET-betaB)")
+    parser.add_argument("--quick", action="store_true", help="synthetic data, tiny model, few pairs: seconds")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_arguments(parser)
+    return parser
+
+
+def _resolve(args: argparse.Namespace) -> dict:
+    base = QUICK if args.quick else DEFAULTS
+    sizes = {key: getattr(args, key) if getattr(args, key) is not None else base[key] for key in base}
+    for key, low in (("anchors", 1), ("cohort_users", 2), ("all_pairs_users", 2)):
+        if sizes[key] < low:
+            raise ValueError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {sizes[key]}")
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    if args.min_shared < 1:
+        raise ValueError(f"--min-shared must be >= 1, got {args.min_shared}")
+    if not (math.isfinite(args.beta_cap) and args.beta_cap >= 0):
+        raise ValueError(f"--beta-cap must be a finite number >= 0, got {args.beta_cap}")
+    try:
+        validate_rho(args.rho)
+    except ValueError as exc:
+        raise ValueError(f"--rho: {exc}") from None
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    return sizes
+
+
+def summarise_strata(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per stratum of the pair table (the columns of :data:`STRATUM_NOTES`)."""
+    rows = []
+    for stratum in [s for s in STRATA if s in set(table["stratum"])]:
+        g = table[table["stratum"] == stratum]
+        rows.append(
+            {
+                "stratum": stratum,
+                "pairs": len(g),
+                "mean_l1": g["l1"].mean(),
+                "mean_shared": g["shared"].mean(),
+                "mean_w1_lower": g["w1_lower"].mean(),
+                "mean_w1_upper": g["w1_upper"].mean(),
+                "mean_transport_bound": g["transport_bound"].mean(),
+                "transport_violations": int(g["transport_violation"].sum()),
+                "median_input_pct": g["input_pct"].median(),
+                "median_latent_pct": g["latent_pct"].median(),
+                "share_latent_top10": (g["latent_pct"] < 10).mean(),
+                "median_global_pct": g["global_pct"].median(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Run the job from parsed arguments; returns the output folder. Raises JobError / ValueError."""
+    start = time.perf_counter()
+    timing: dict[str, float] = {}
+    sizes = _resolve(args)
+    progress = not args.no_progress
+    dataset = resolve_dataset(args)
+    config = train_config(args, rho=args.rho, beta_cap=args.beta_cap)
+    out = args.out or default_out_dir(
+        JOB, dataset, f"beta{args.beta_cap:g}" + ("" if args.rho == 1 else f"-rho{args.rho:g}")
+    )
+    rng = np.random.default_rng(args.seed)
+
+    split = load_split_for(args, progress=progress)
+    X = binary(split.train)
+    n = X.shape[0]
+    if not 1 <= args.k <= (n - 1) // 2:
+        raise JobError(f"--k must lie in [1, {(n - 1) // 2}] for {n} training users (kNN inside the median half)")
+    timing["load"] = time.perf_counter() - start
+    t = time.perf_counter()
+    trained = trained_model(config, split, progress=progress)
+    model = trained.model
+    record = run_record(trained)
+    timing["model"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    mu, logvar = (a[0] for a in encode_posteriors(model.double(), X))
+    kl = kl_to_standard_normal(mu, logvar)
+    timing["encode"] = time.perf_counter() - t
+
+    # ---- pairs
+    t = time.perf_counter()
+    notes: list[str] = []
+    planted, note = planted_rows(split) if dataset == "synthetic" else (None, None)
+    if note:
+        notes.append(note)
+    anchors = np.sort(rng.choice(n, size=min(sizes["anchors"], n), replace=False)).astype(np.int64)
+    partners = sample_partners(X, anchors, args.k, args.min_shared, rng)
+    parts = []
+    for name, partner in (("near", partners.near), ("random", partners.random), ("far-related", partners.far_related)):
+        ok = partner >= 0
+        parts.append((name, anchors[ok], partner[ok]))
+    if planted is not None and planted["pairs"].shape[0]:
+        pp = planted["pairs"]
+        if pp.shape[0] > sizes["anchors"]:
+            pp = pp[np.sort(rng.choice(pp.shape[0], size=sizes["anchors"], replace=False))]
+        parts.append(("planted", pp[:, 0], pp[:, 1]))
+    stratum = np.concatenate([np.full(p[1].size, p[0], dtype=object) for p in parts]).astype(str)
+    u = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    v = np.concatenate([p[2] for p in parts]).astype(np.int64)
+    overlap = pair_overlaps(X, u, v)
+    lower, upper = pair_w1_bounds(mu, logvar, np.stack([u, v], axis=1))
+    bound = transport_bound(kl[u], kl[v])
+    input_pct = rank_percentiles(input_distance_rows(X), n, u, v)
+    latent_pct = rank_percentiles(latent_distance_rows(mu), n, u, v)
+    random_sorted = np.sort(lower[stratum == "random"])
+    global_pct = 100.0 * np.searchsorted(random_sorted, lower, side="left") / max(random_sorted.size, 1)
+    n_interactions = np.diff(X.indptr)
+    table = pd.DataFrame(
+        {
+            "stratum": stratum,
+            "u": u,
+            "v": v,
+            "u_user": split.train_users[u],
+            "v_user": split.train_users[v],
+            "u_interactions": n_interactions[u],
+            "v_interactions": n_interactions[v],
+            "l1": overlap.d,
+            "shared": overlap.c,
+            "w1_lower": lower,
+            "w1_upper": upper,
+            "kl_u": kl[u],
+            "kl_v": kl[v],
+            "transport_bound": bound,
+            "transport_violation": upper > bound * (1.0 + 1e-9) + 1e-12,
+            # identical histories (L1 = 0) have no ratio
+            "ratio_lower": np.where(overlap.d > 0, lower / np.maximum(overlap.d, 1), np.nan),
+            "ratio_upper": np.where(overlap.d > 0, upper / np.maximum(overlap.d, 1), np.nan),
+            "input_pct": input_pct,
+            "latent_pct": latent_pct,
+            "global_pct": global_pct,
+        }
+    )
+    if planted is not None:
+        table["same_group"] = planted["taste_group"][u] == planted["taste_group"][v]
+    strata = summarise_strata(table)
+    timing["pairs"] = time.perf_counter() - t
+
+    # ---- bounds
+    t = time.perf_counter()
+    cert_domain = encoder_certificate(model)
+    cert_encoded = encoder_certificate(model, logvar_max=logvar.max(axis=0))
+    ratios = {
+        "lower": empirical_lipschitz_ratios(lower, overlap.d),
+        "upper": empirical_lipschitz_ratios(upper, overlap.d),
+    }
+    violations = {
+        f"{cert}_{end}": count_lipschitz_violations(w, overlap.d, c.l_w2)
+        for cert, c in (("domain", cert_domain), ("encoded", cert_encoded))
+        for end, w in (("lower", lower), ("upper", upper))
+    }
+    check_users = np.sort(rng.choice(n, size=min(sizes["all_pairs_users"], n), replace=False))
+    check = transport_bound_check(mu[check_users], logvar[check_users])
+    timing["bounds"] = time.perf_counter() - t
+
+    # ---- cohorts
+    t = time.perf_counter()
+    labels, names, rule, cohort_notes = cohort_labels(args.cohorts, n_interactions, planted)
+    notes += cohort_notes
+    sample = balanced_sample(labels, sizes["cohort_users"], rng)
+    lab = labels[sample]
+    if np.unique(lab).size < 2:
+        raise JobError("fewer than two non-empty cohorts: silhouettes need at least two; try --cohorts quantile")
+    sil_latent, sil_latent_values = silhouettes(mu[sample], lab, "euclidean")
+    D_in = input_distance_rows(X[sample])(np.arange(sample.size))  # sample x sample, never sample x N
+    np.fill_diagonal(D_in, 0.0)
+    sil_input, sil_input_values = silhouettes(D_in, lab, "precomputed")
+    cohort_rows = []
+    for i, name in enumerate(names):
+        sel = lab == i
+        members = labels == i
+        cohort_rows.append(
+            {
+                "cohort": name,
+                "users": int(members.sum()),
+                "sampled": int(sel.sum()),
+                "min_interactions": int(n_interactions[members].min()) if members.any() else 0,
+                "max_interactions": int(n_interactions[members].max()) if members.any() else 0,
+                "mean_interactions": float(n_interactions[members].mean()) if members.any() else float("nan"),
+                "mean_kl": float(kl[members].mean()) if members.any() else float("nan"),
+                "mean_mu_norm": float(np.linalg.norm(mu[members], axis=1).mean()) if members.any() else float("nan"),
+                "silhouette_latent": float(sil_latent_values[sel].mean()) if sel.any() else float("nan"),
+                "silhouette_input": float(sil_input_values[sel].mean()) if sel.any() else float("nan"),
+            }
+        )
+    cohorts = pd.DataFrame(cohort_rows)
+    taste = None
+    if planted is not None:
+        taste_sample = balanced_sample(planted["taste_group"], sizes["cohort_users"], rng)
+        taste = silhouettes(mu[taste_sample], planted["taste_group"][taste_sample], "euclidean")[0]
+    coords = PCA(n_components=2, random_state=args.seed).fit_transform(mu[sample])
+    timing["cohorts"] = time.perf_counter() - t
+
+    # ---- figures
+    t = time.perf_counter()
+    lines = {
+        "certified (all inputs)": cert_domain.l_w2,
+        "certified (encoded users)": cert_encoded.l_w2,
+        "max empirical W2/L1": ratios["upper"].max,
+        "median empirical W2/L1": float(ratios["upper"].quantiles[0]),
+    }
+    figures = []
+    figures += savefig(
+        lipschitz_transport_figure(
+            table["l1"].to_numpy(),
+            lower,
+            upper,
+            stratum,
+            bound,
+            lines,
+            n_violations=int(table["transport_violation"].sum()),
+        ),
+        out,
+        "lipschitz_transport",
+    )
+    figures += savefig(
+        cohort_figure(
+            coords,
+            lab,
+            names,
+            cohorts["silhouette_latent"].to_numpy(),
+            cohorts["silhouette_input"].to_numpy(),
+            sil_latent,
+            sil_input,
+        ),
+        out,
+        "cohorts",
+    )
+    figures += savefig(
+        far_related_figure(
+            {s: table.loc[table["stratum"] == s, "latent_pct"].to_numpy() for s in STRATA if s in set(stratum)},
+            {s: table.loc[table["stratum"] == s, "input_pct"].to_numpy() for s in STRATA if s in set(stratum)},
+        ),
+        out,
+        "far_related",
+    )
+    timing["figures"] = time.perf_counter() - t
+
+    files = [
+        write_csv(out / "pairs.csv", table),
+        write_csv(out / "strata.csv", strata),
+        write_csv(out / "cohorts.csv", cohorts),
+    ]
+    timing["total"] = time.perf_counter() - start
+
+    def cert_dict(c: LipschitzCertificate) -> dict:
+        return {
+            "l_w2": c.l_w2,
+            "l_mu": c.l_mu,
+            "l_sigma": c.l_sigma,
+            "l_trunk": c.l_trunk,
+            "input_factor": c.input_factor,
+            "input_route": c.input_route,
+            "logvar_max_source": c.logvar_max_source,
+            "logvar_max_max": float(c.logvar_max.max()),
+        }
+
+    def ratio_dict(r) -> dict:
+        return {
+            "n_pairs": r.n_pairs,
+            "n_zero_distance": r.n_zero_distance,
+            "max": r.max,
+            "quantiles": dict(zip((f"q{lv:g}" for lv in r.quantile_levels), r.quantiles, strict=True)),
+        }
+
+    result = {
+        "job": JOB,
+        "arguments": vars(args),
+        "resolved": {**sizes, "dataset": dataset, "k": args.k, "min_shared": args.min_shared},
+        "dataset": {
+            "name": dataset,
+            "train_users": n,
+            "items": int(X.shape[1]),
+            "interactions": int(X.nnz),
+            "split_cache": split.report.get("cache"),
+        },
+        "model": record,
+        "lipschitz": {
+            "certificate_assumes": CERTIFICATE_ASSUMES,
+            "domain": cert_dict(cert_domain),
+            "encoded": cert_dict(cert_encoded),
+            "ratios": {"lower": ratio_dict(ratios["lower"]), "upper": ratio_dict(ratios["upper"])},
+            "violations": violations,
+            "looseness_upper": cert_encoded.l_w2 / ratios["upper"].max if ratios["upper"].max > 0 else None,
+        },
+        "transport": {
+            "sampled_pairs": len(table),
+            "sampled_violations": int(table["transport_violation"].sum()),
+            "all_pairs": {
+                "users": check.n,
+                "pairs": check.n_pairs,
+                "violations": check.n_violations,
+                "min_relative_slack": check.min_relative_slack,
+                "mean_w2": check.mean_w2,
+                "mean_pair_bound": check.mean_pair_bound,
+                "expected_bound": check.expected_bound,
+                "mean_kl": check.mean_kl,
+            },
+        },
+        "cohorts": {
+            "rule": rule,
+            "names": names,
+            "silhouette_latent": sil_latent,
+            "silhouette_input": sil_input,
+            "silhouette_taste_groups_latent": taste,
+            "table": cohorts.to_dict(orient="records"),
+        },
+        "strata": {
+            "near": f"v uniform among u's {args.k} nearest users (L1)",
+            "random": "v uniform among all other users",
+            "far-related": f"beyond u's median L1 distance, outside its kNN, sharing >= max({args.min_shared}, "
+            "median kNN overlap) positives",
+            "planted": "make_synthetic() far_related_pairs with both users in training (synthetic only)",
+        },
+        "strata_columns": STRATUM_NOTES,
+        "strata_table": strata.to_dict(orient="records"),
+        "notes": notes,
+        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
+        "files": [p.name for p in [*files, *figures]] + ["summary.json"],
+    }
+    write_json(out / "summary.json", result)
+    _print_summary(result, strata, cohorts, dataset, n, X.shape[1])
+    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
+    print(f"output folder: {out}")
+    return out
+
+
+def _print_summary(result: dict, strata: pd.DataFrame, cohorts: pd.DataFrame, dataset: str, n: int, items: int) -> None:
+    m, lip, tr, co = result["model"], result["lipschitz"], result["transport"], result["cohorts"]
+    c = m["config"]
+    print(
+        f"Local versus global on {dataset}: {n:,} training users, {items:,} items; Multi-VAE hidden "
+        f"{tuple(c['hidden'])}, latent {c['latent_dim']}, rho {c['rho']:g}, beta cap {c['beta_cap']:g} "
+        f"(best epoch {m['best_epoch']}, beta there {m['beta_at_best']:.3g}, val NDCG@100 {m['val_ndcg@100']:.4f})"
+    )
+    print(f"run: {m['run']}")
+    print("\nLipschitz bound W1 <= W2 <= L |S_u Δ S_v| (Lemma 2.4)")
+    up, lo = lip["ratios"]["upper"], lip["ratios"]["lower"]
+    print(f"  certified L, all valid inputs:   {lip['domain']['l_w2']:.4g}   (logvar bound by interval propagation)")
+    print(f"  certified L, the encoded users:  {lip['encoded']['l_w2']:.4g}   (logvar bound = largest observed)")
+    print(
+        f"  empirical W2/L1: max {up['max']:.4g}, median {up['quantiles']['q0.5']:.4g}, "
+        f"99% {up['quantiles']['q0.99']:.4g};  ||Δmu||/L1: max {lo['max']:.4g}"
+    )
+    bad = sum(lip["violations"].values())
+    print(
+        f"  violations of either certificate: {bad} (must be 0); certificate / max ratio = {lip['looseness_upper']:.3g}"
+    )
+    a = tr["all_pairs"]
+    print("\nTransport bound W1 <= W2 <= sqrt(2 KL_u) + sqrt(2 KL_v)")
+    print(
+        f"  sampled pairs: {tr['sampled_pairs']:,}, violations {tr['sampled_violations']};  all {a['pairs']:,} "
+        f"pairs of {a['users']:,} users: violations {a['violations']}, min relative slack "
+        f"{a['min_relative_slack']:.3g},\n  mean W2 {a['mean_w2']:.3g} <= mean bound {a['mean_pair_bound']:.3g} "
+        f"<= 2 sqrt(2 E KL) {a['expected_bound']:.3g}"
+    )
+    print("\nPairs by stratum")
+    formats = {
+        "stratum": "s",
+        "pairs": "d",
+        "mean_l1": ".1f",
+        "mean_shared": ".1f",
+        "mean_w1_lower": ".3f",
+        "mean_w1_upper": ".3f",
+        "mean_transport_bound": ".3f",
+        "median_input_pct": ".1f",
+        "median_latent_pct": ".1f",
+        "share_latent_top10": ".2f",
+        "median_global_pct": ".1f",
+    }
+    headers = {
+        "mean_l1": "L1",
+        "mean_shared": "shared",
+        "mean_w1_lower": "|Δmu|",
+        "mean_w1_upper": "W2",
+        "mean_transport_bound": "T-bound",
+        "median_input_pct": "in pct",
+        "median_latent_pct": "lat pct",
+        "share_latent_top10": "lat<10%",
+        "median_global_pct": "glob pct",
+    }
+    print(format_table(strata, formats, headers))
+    print(
+        "  in pct / lat pct: median rank percentile of v among u's distances to all users, in input (L1) and\n"
+        "  latent space (0 = u's nearest user); lat<10%: share of pairs with v in u's latent top 10%;\n"
+        "  glob pct: percentile of the pair's ||Δmu|| among the random pairs"
+    )
+    print(f"\nCohorts by interaction level ({co['rule']}): silhouette of the cohort labels")
+    print(
+        format_table(
+            cohorts,
+            {
+                "cohort": "s",
+                "users": "d",
+                "mean_interactions": ".1f",
+                "mean_kl": ".2f",
+                "silhouette_latent": ".3f",
+                "silhouette_input": ".3f",
+            },
+            {
+                "mean_interactions": "interactions",
+                "mean_kl": "mean KL",
+                "silhouette_latent": "sil latent",
+                "silhouette_input": "sil input",
+            },
+        )
+    )
+    line = f"  overall: latent {co['silhouette_latent']:.3f}, input (L1) {co['silhouette_input']:.3f}"
+    if co["silhouette_taste_groups_latent"] is not None:
+        line += f"; planted taste groups in latent space {co['silhouette_taste_groups_latent']:.3f}"
+    print(line)
+    for note in result["notes"]:
+        print(f"note: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (JobError, ValueError, FileNotFoundError) as exc:
+        return fail(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""``python -m analyses.kl_budget``: a quick synthetic sweep checked against the library."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analyses.kl_budget import COLUMN_NOTES, QUICK, build_parser, main, measure_setting
+from analyses.local_vs_global import encode_posteriors, train_config
+from analyses.trained import get_trained
+from geometry import expected_pairwise_bound, kl_budget, kl_to_standard_normal
+from models.data import load_split
+from models.evaluation import evaluate
+
+BETAS = (0.0, 1.0)  # a 2 x 2 grid keeps the file fast; --quick alone trains 3 x 2 models
+FIGURES = ("kl_tradeoff", "kl_decomposition")
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> dict:
+    """One quick sweep (beta caps 0 and 1, rho 1 and 0.5) in a throw-away run cache."""
+    root = tmp_path_factory.mktemp("kl_budget")
+    out = root / "run"
+    argv = ["--quick", "--betas", *map(str, BETAS), "--out", str(out), "--no-progress"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
+        code, stdout, stderr = _run(argv)
+        assert code == 0, stderr
+        split = load_split("synthetic", progress=False)
+        args = build_parser().parse_args(["--quick"])
+        models = {
+            (beta, rho): get_trained(
+                train_config(args, rho=rho, beta_cap=beta), split=split, train_if_missing=False
+            ).model
+            for beta in BETAS
+            for rho in QUICK["rhos"]
+        }
+    return {
+        "out": out,
+        "stdout": stdout,
+        "table": pd.read_csv(out / "budget.csv"),
+        "json": json.loads((out / "summary.json").read_text()),
+        "split": split,
+        "models": models,
+    }
+
+
+def test_quick_run_writes_every_file_and_names_the_folder(quick_run):
+    out = quick_run["out"]
+    assert (out / "budget.csv").stat().st_size > 0 and (out / "summary.json").stat().st_size > 0
+    for stem in FIGURES:
+        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+    assert set(quick_run["json"]["files"]) == {p.name for p in out.iterdir()}
+    assert quick_run["stdout"].rstrip().splitlines()[-1] == f"output folder: {out}"
+    t = quick_run["table"]
+    assert sorted(zip(t["beta_cap"], t["rho"], strict=True)) == sorted((b, r) for b in BETAS for r in QUICK["rhos"])
+    assert {c for c in COLUMN_NOTES if "*" not in c} <= set(t.columns)
+
+
+def test_kl_terms_are_non_negative_and_add_up(quick_run):
+    t = quick_run["table"]
+    assert (t["mean_kl"] > 0).all() and (t["mean_kl_low"] <= t["mean_kl"]).all()
+    for name in ("mutual_information", "mutual_information_users", "kl_aggregate"):
+        assert (t[f"{name}_high"] >= 0).all(), name  # non-negative up to Monte Carlo error
+        assert ((t[f"{name}_low"] <= t[name]) & (t[name] <= t[f"{name}_high"])).all(), name
+    # I <= log K sample by sample, I(X; Z) <= log N
+    assert (t["mutual_information"] <= t["log_components"] + 1e-9).all()
+    assert (t["mutual_information_users"] <= t["log_users"] + 1e-9).all()
+    # mean KL = I + KL(q_h || p) exactly up to the reported Monte Carlo gap, which is within its noise
+    np.testing.assert_allclose(
+        t["mean_kl"] - t["mutual_information"] - t["kl_aggregate"], t["additivity_gap"], atol=1e-8
+    )
+    assert (t["additivity_gap"].abs() <= 4 * t["additivity_gap_se"]).all()
+    np.testing.assert_allclose(t["mutual_information_identity"], t["mean_kl"] - t["kl_aggregate"], rtol=1e-12)
+
+
+def test_distances_respect_the_kl_bounds(quick_run):
+    t = quick_run["table"]
+    assert (t["transport_violations"] == 0).all() and t["bound_holds"].all()
+    assert (t["mean_w1_lower"] <= t["mean_w1_upper"]).all()
+    assert (t["mean_w1_upper"] <= t["mean_pair_bound"]).all()
+    assert (t["mean_pair_bound"] <= t["expected_bound"] + 1e-12).all()
+    np.testing.assert_allclose(t["expected_bound"], 2 * np.sqrt(2 * t["mean_kl"]), rtol=1e-12)
+    assert (t["transport_pairs"] == t["components"] * (t["components"] - 1) // 2).all()
+    assert ((t["active_units"] >= 0) & (t["active_units"] <= t["latent_dim"])).all()
+
+
+def test_the_sweep_moves_the_budget_the_expected_way(quick_run):
+    t = quick_run["table"].set_index(["rho", "beta_cap"])
+    for rho in QUICK["rhos"]:
+        # a larger KL weight shrinks the budget and the pairwise distances it allows
+        assert t.loc[(rho, 1.0), "mean_kl"] < t.loc[(rho, 0.0), "mean_kl"]
+        assert t.loc[(rho, 1.0), "mean_w1_upper"] < t.loc[(rho, 0.0), "mean_w1_upper"]
+    draws = quick_run["table"].set_index("rho")["draws"]
+    assert (draws.loc[1.0] == 1).all() and (draws.loc[0.5] == QUICK["mask_draws"]).all()
+    tt = quick_run["table"]
+    assert (tt["components"] == tt["draws"] * QUICK["users"]).all()
+    assert (tt["beta_at_best"] <= tt["beta_cap"] + 1e-12).all()
+    assert ((tt["val_ndcg@100"] > 0) & (tt["val_ndcg@100"] <= 1)).all()
+
+
+def test_table_equals_a_direct_computation(quick_run):
+    t = quick_run["table"].set_index(["beta_cap", "rho"])
+    split = quick_run["split"]
+    X = split.train
+    users = np.sort(np.random.default_rng(0).choice(X.shape[0], size=QUICK["users"], replace=False))
+    for (beta, rho), model in quick_run["models"].items():
+        row = t.loc[(beta, rho)]
+        # validation NDCG@100 of the cached best epoch, evaluated afresh
+        ev = evaluate(model.score, split.validation, metrics=("ndcg@100",))
+        assert ev.summary()["ndcg@100"]["mean"] == pytest.approx(row["val_ndcg@100"], rel=1e-6)
+        if rho == 1.0:
+            mu, logvar = (a[0] for a in encode_posteriors(copy.deepcopy(model).double(), X[users]))
+            mean_kl = float(kl_to_standard_normal(mu, logvar).mean())
+            assert row["mean_kl"] == pytest.approx(mean_kl, rel=1e-9)
+            assert row["expected_bound"] == pytest.approx(expected_pairwise_bound(mean_kl), rel=1e-9)
+            budget = kl_budget(mu, logvar, n_samples_per_user=QUICK["samples"], rng=np.random.default_rng(1))
+            assert row["kl_aggregate"] == pytest.approx(budget.kl_aggregate, rel=1e-9)
+            assert row["mutual_information"] == pytest.approx(budget.mutual_information, rel=1e-9)
+
+
+def test_measure_setting_masks_with_several_draws(quick_run):
+    model = copy.deepcopy(quick_run["models"][(1.0, 0.5)]).double()
+    X = quick_run["split"].train[:40]
+    row = measure_setting(model, X, rho=0.5, mode="dropout", draws=4, samples=1, seed=3)
+    assert row["draws"] == 4 and row["components"] == 160
+    assert row["log_components"] == pytest.approx(math.log(160))
+    gen = torch.Generator().manual_seed(3)
+    mu, logvar = encode_posteriors(model, X, rho=0.5, draws=4, generator=gen)
+    assert row["mean_kl"] == pytest.approx(float(kl_to_standard_normal(mu, logvar).mean()), rel=1e-12)
+    clean = measure_setting(model, X, rho=1.0, mode="dropout", draws=4, samples=1, seed=3)
+    assert clean["draws"] == 1 and clean["components"] == 40
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--betas", "-1"], "--betas"),
+        (["--betas", "nan"], "--betas"),
+        (["--rhos", "0"], "--rhos"),
+        (["--rhos", "0.5", "1.5"], "--rhos"),
+        (["--users", "1"], "--users"),
+        (["--users", "100000"], "--users"),
+        (["--mask-draws", "0"], "--mask-draws"),
+        (["--latent", "0"], "latent_dim"),
+    ],
+)
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "runs"))
+    code, stdout, stderr = _run(["--quick", "--no-progress", "--out", str(tmp_path / "out"), *argv])
+    lines = stderr.strip().splitlines()
+    assert code == 2 and stdout == ""
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()

