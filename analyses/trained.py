@@ -19,6 +19,7 @@ from pathlib import Path
 
 from models.data import cache_dir
 from models.split import Split
+from models.train import FLAG_FIELDS
 from models.trainer import TrainConfig, load_trained, train
 from models.vae import AutoencoderBase
 
@@ -46,34 +47,16 @@ def train_command(config: TrainConfig) -> str:
     """The ``models.train`` command line that trains ``config`` into its cache folder."""
     c = config.resolved()
     defaults = TrainConfig(model=c.model).resolved()
+    # the CLI's own flag table, inverted: field -> --flag
     flags = {
-        "dataset": "--dataset",
-        "dataset_path": "--path",
-        "heldout": "--heldout",
-        "rho": "--rho",
-        "mask_mode": "--mask",
-        "beta_cap": "--beta-cap",
-        "anneal_steps": "--anneal-steps",
-        "anneal_epochs": "--anneal-epochs",
-        "pia": "--pia",
-        "pia_warmup": "--pia-warmup",
-        "pia_anchors": "--pia-anchors",
-        "epochs": "--epochs",
-        "batch_size": "--batch-size",
-        "lr": "--lr",
-        "weight_decay": "--weight-decay",
-        "latent_dim": "--latent",
-        "gamma": "--gamma",
-        "enc_epochs": "--enc-epochs",
-        "seed": "--seed",
+        field: "--" + flag.replace("_", "-") for flag, field in FLAG_FIELDS.items() if field not in ("model", "device")
     }
     parts = ["python -m models.train", f"--model {c.model}"]
     for name, flag in flags.items():
         value = getattr(c, name)
         if value != getattr(defaults, name) or name == "dataset":
-            parts.append(f"{flag} {value}")
-    if c.hidden != defaults.hidden:
-        parts.append(f"--hidden '{','.join(str(h) for h in c.hidden)}'")
+            text = ",".join(str(h) for h in value) if name == "hidden" else str(value)
+            parts.append(f"{flag} '{text}'" if name == "hidden" else f"{flag} {text}")
     parts.append(f"--out {run_folder(c)}")
     return " ".join(parts)
 
