@@ -1,0 +1,254 @@
+"""The PIA geometry job, ``python -m analyses.pia_geometry``: a quick synthetic run checked against the library."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.metrics import silhouette_samples
+
+import analyses.trained as trained
+from analyses.pia_geometry import (
+    QUANTITIES,
+    QUICK,
+    STREAMS,
+    cohort_labels,
+    main,
+    mask_generator,
+    mu_encoder,
+    summarise,
+)
+from analyses.reproduce import analysis_config
+from analyses.trained import get_trained
+from geometry.neighbourhoods import encode_masked, mask_variance, masked_knn_drift
+from models.batches import make_batch
+from models.data import load_split
+from models.evaluation import USER_GROUPS, evaluate, paired_difference
+from models.split import HeldOut, Split
+
+EPOCHS = 4
+USERS = 300
+SEED = 3
+LAMBDA = 0.5
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pia")
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
+        argv = ["--quick", "--epochs", str(EPOCHS), "--users", str(USERS), "--seed", str(SEED)]
+        code, stdout, stderr = _run([*argv, "--lambda-a", str(LAMBDA), "--out", str(out), "--no-progress"])
+        assert code == 0, stderr
+        yield {
+            "out": out,
+            "stdout": stdout,
+            "users": pd.read_csv(out / "users.csv"),
+            "summary": pd.read_csv(out / "summary.csv"),
+            "groups": pd.read_csv(out / "groups.csv"),
+            "paired": pd.read_csv(out / "paired.csv"),
+            "json": json.loads((out / "summary.json").read_text()),
+        }
+
+
+@pytest.fixture
+def cached_models(monkeypatch):
+    """The job's two models from its run cache (training again would mean another configuration was used)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the job's models must come from the run cache")
+
+    monkeypatch.setattr(trained, "train", refuse)
+    configs = {
+        label: analysis_config("multvae", "synthetic", pia=pia, quick=True, epochs=EPOCHS, seed=SEED)
+        for label, pia in (("no PIA", 0.0), ("PIA", LAMBDA))
+    }
+    return {label: get_trained(c, progress=False).model for label, c in configs.items()}
+
+
+def test_every_file_is_written_and_the_folder_named(quick_run):
+    out = quick_run["out"]
+    for name in ("users.csv", "summary.csv", "groups.csv", "paired.csv", "summary.json"):
+        assert (out / name).stat().st_size > 0
+    for stem in ("geometry", "user_groups"):
+        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+    assert quick_run["stdout"].strip().splitlines()[-1] == f"output folder: {out}"
+    assert sorted(quick_run["json"]["files"]) == sorted(p.name for p in out.iterdir())
+
+
+def test_values_lie_in_range(quick_run):
+    u = quick_run["users"]
+    assert len(u) == 2 * USERS and set(u["model"]) == {"no PIA", "PIA"}
+    for q in ("drift_draws", "drift_clean", "transfer_clean", "transfer_masked", "purity_clean", "purity_masked"):
+        assert u[q].between(0, 1).all(), q
+    assert (u["var_b"] >= 0).all() and (u["var_b_relative"] >= 0).all()
+    assert u["silhouette_clean"].between(-1, 1).all() and u["silhouette_masked"].between(-1, 1).all()
+    g = quick_run["groups"]
+    for m in ("recall@20", "recall@50", "ndcg@100"):
+        assert g[m].dropna().between(0, 1).all()
+    s = quick_run["summary"]
+    assert (s["share_lower"].dropna().between(0, 1)).all()
+
+
+def test_users_are_the_same_for_both_models_and_the_cohorts_are_planted(quick_run):
+    u = quick_run["users"]
+    a, b = u[u["model"] == "no PIA"], u[u["model"] == "PIA"]
+    assert np.array_equal(a["row"].to_numpy(), b["row"].to_numpy()) and a["row"].is_unique
+    from models.synthetic import make_synthetic
+
+    truth = make_synthetic().labels_for(a["user"].to_numpy())
+    assert (a["cohort"].to_numpy() == np.array([f"≈{t}" for t in truth["target_activity"]])).all()
+    assert (a["n_interactions"].to_numpy() == truth["n_interactions"]).all()
+
+
+def test_per_user_numbers_recompute_with_the_library(quick_run, cached_models):
+    u = quick_run["users"]
+    split = load_split("synthetic", progress=False)
+    rows = u.loc[u["model"] == "PIA", "row"].to_numpy()
+    X = sp.csr_matrix(split.train[rows])
+    rho = 0.5
+    pia = u[u["model"] == "PIA"]
+    encode = mu_encoder(cached_models["PIA"])
+    var = mask_variance(
+        encode, X, rho, QUICK["var_draws"], generator=mask_generator(SEED, STREAMS["variance"])
+    ).trace_var
+    np.testing.assert_allclose(pia["var_b"].to_numpy(), var, rtol=1e-10)
+    base = u[u["model"] == "no PIA"]
+    drift = masked_knn_drift(
+        mu_encoder(cached_models["no PIA"]),
+        X,
+        rho,
+        10,
+        QUICK["drift_draws"],
+        "draws",
+        generator=mask_generator(SEED, STREAMS["drift_draws"]),
+    )
+    np.testing.assert_allclose(base["drift_draws"].to_numpy(), drift, rtol=1e-12)
+    clean = encode_masked(encode, X, 1.0)
+    sil = silhouette_samples(clean, pia["cohort"].to_numpy())
+    np.testing.assert_allclose(pia["silhouette_clean"].to_numpy(), sil, rtol=1e-9, atol=1e-12)
+    between = clean.var(axis=0, ddof=1).sum()
+    np.testing.assert_allclose(pia["var_b_relative"].to_numpy(), var / between, rtol=1e-10)
+
+
+def test_summary_is_the_mean_of_the_per_user_table(quick_run):
+    u, s = quick_run["users"], quick_run["summary"]
+    a = u[u["model"] == "no PIA"].set_index("row")
+    b = u[u["model"] == "PIA"].set_index("row").loc[a.index]
+    allu = s[s["cohort"] == "all"].set_index("quantity")
+    assert list(allu.index) == list(QUANTITIES)
+    for q in QUANTITIES:
+        assert math.isclose(allu.loc[q, "no PIA"], a[q].mean(), rel_tol=1e-9, abs_tol=1e-15)
+        assert math.isclose(allu.loc[q, "PIA"], b[q].mean(), rel_tol=1e-9, abs_tol=1e-15)
+        assert math.isclose(allu.loc[q, "diff"], (b[q] - a[q]).mean(), rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(allu.loc[q, "share_lower"], float((b[q] < a[q]).mean()))
+    # a cohort row averages only that cohort's users
+    cohort = s.loc[s["cohort"] != "all", "cohort"].iloc[0]
+    row = s[(s["cohort"] == cohort) & (s["quantity"] == "var_b")].iloc[0]
+    assert math.isclose(row["PIA"], b.loc[b["cohort"] == cohort, "var_b"].mean(), rel_tol=1e-9)
+
+
+def test_test_metrics_and_paired_differences_equal_the_library(quick_run, cached_models):
+    split = load_split("synthetic", progress=False)
+    evs = {label: evaluate(m.score, split.test) for label, m in cached_models.items()}
+    g = quick_run["groups"].set_index(["label", "group"])
+    for label, key_label in (("no PIA", "Multi-VAE"), ("PIA", "Multi-VAE + PIA")):
+        for group, s in evs[label].groups(USER_GROUPS).items():
+            if s["ndcg@100"]["n"]:
+                assert math.isclose(g.loc[(key_label, group), "ndcg@100"], s["ndcg@100"]["mean"], rel_tol=1e-12)
+    p = quick_run["paired"].set_index(["group", "metric"])
+    d = paired_difference(evs["PIA"], evs["no PIA"], "ndcg@100")
+    assert math.isclose(p.loc[("all", "ndcg@100"), "mean"], d["mean"], rel_tol=1e-9, abs_tol=1e-15)
+    assert p.loc[("all", "ndcg@100"), "n"] == d["n"]
+
+
+def test_mu_encoder_matches_the_models_own_batches(cached_models):
+    model = cached_models["PIA"]
+    split = load_split("synthetic", progress=False)
+    X = sp.csr_matrix(split.train[:40])
+    with torch.no_grad():
+        direct, _ = model.encode(make_batch(X, rho=1.0))
+    via = encode_masked(mu_encoder(model), X, 1.0)
+    np.testing.assert_allclose(via, direct.numpy(), rtol=1e-5, atol=1e-6)
+    # bernoulli mode: x ⊙ b, then the L2 normalisation the models' batches apply after the mask
+    keep = np.random.default_rng(0).random(X.nnz) < 0.5
+    kept = sp.csr_matrix((X.data * keep, X.indices, X.indptr), shape=X.shape)
+    kept.eliminate_zeros()
+    with torch.no_grad():
+        direct, _ = model.encode(make_batch(kept, rho=1.0))
+        via = mu_encoder(model, "bernoulli")(torch.from_numpy(kept.toarray()))
+    np.testing.assert_allclose(via.numpy(), direct.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="mode"):
+        mu_encoder(model, "other")
+
+
+def test_cohorts_of_real_data_are_the_paper_user_groups():
+    lengths = np.array([5, 10, 11, 50, 51, 100, 101, 400])
+    indptr = np.concatenate(([0], np.cumsum(lengths)))
+    indices = np.concatenate([np.arange(n) for n in lengths]).astype(np.int32)
+    X = sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, indptr), shape=(lengths.size, 500))
+    empty = HeldOut(sp.csr_matrix((0, 500), dtype=np.float32), sp.csr_matrix((0, 500), dtype=np.float32), np.array([]))
+    split = Split("csv:x", X, np.arange(lengths.size), empty, empty, np.arange(500))
+    labels, order, rule = cohort_labels(split, np.arange(lengths.size))
+    assert list(labels) == ["[5-10]", "[5-10]", "[11-50]", "[11-50]", "[51-100]", "[51-100]", "[100+]", "[100+]"]
+    assert order == [g[0] for g in USER_GROUPS] and "user groups" in rule
+
+
+def test_summarise_pairs_users_by_row():
+    rng = np.random.default_rng(0)
+    rows = np.arange(6)
+    base = {q: rng.random(6) for q in QUANTITIES}
+    a = pd.DataFrame({"model": "A", "row": rows, "cohort": ["x", "y"] * 3, **base})
+    shifted = {q: v + 0.25 for q, v in base.items()}
+    b = pd.DataFrame(
+        {"model": "B", "row": rows[::-1], "cohort": (["x", "y"] * 3)[::-1], **{q: v[::-1] for q, v in shifted.items()}}
+    )
+    s = summarise(pd.concat([a, b]), ("A", "B"), ["x", "y"])
+    np.testing.assert_allclose(s["diff"], 0.25)
+    assert (s["share_lower"] == 0).all() and (s["diff_se"] < 1e-12).all()
+
+
+def test_mask_generator_streams_are_reproducible_and_distinct():
+    a = torch.rand(5, generator=mask_generator(1, 2))
+    assert torch.equal(a, torch.rand(5, generator=mask_generator(1, 2)))
+    assert not torch.equal(a, torch.rand(5, generator=mask_generator(1, 3)))
+    assert not torch.equal(a, torch.rand(5, generator=mask_generator(2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--rho", "1.5"], "--rho"),
+        (["--lambda-a", "0"], "--lambda-a"),
+        (["--var-draws", "1"], "--var-draws"),
+        (["--drift-draws", "1"], "--drift-draws"),
+        (["--users", "2"], "--users"),
+        (["--k", "0"], "--k"),
+        (["--model", "ease"], "--model"),
+    ],
+)
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path):
+    code, stdout, stderr = _run(["--quick", "--out", str(tmp_path / "out"), *argv])
+    assert code == 2 and stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert not (tmp_path / "out").exists()

