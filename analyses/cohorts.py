@@ -16,9 +16,10 @@ in increasing order, the users not yet taken whose number of training interactio
 (smallest ``|n - a|``; ties in a seeded random order) are taken. The achieved range of ``n`` per cohort is
 printed and saved, since real data may have few users near 350.
 
-**Conditions.** Three models of the same architecture and seed from the run cache
-(:func:`analyses.reproduce.analysis_config`): trained on clean input (``rho = 1``), with masking (``--rho``), and
-with masking + PIA (``--lambda-a``). Each encodes the users' clean histories, ``z = mu(x)`` (inference).
+**Conditions.** Three models of the same architecture, seed and schedule from the run cache
+(:func:`analyses.model_options.model_config`; beta reaches its cap after ``--anneal-epochs``, default 50, as in
+every geometry job): trained on clean input (``rho = 1``), with masking (``--rho``), and with masking + PIA
+(``--lambda-a``). Each encodes the users' clean histories, ``z = mu(x)`` (inference).
 
 **One shared reducer.** The three latent spaces are separate models, so their coordinates are unrelated (any
 rotation of a latent space is an equally good model). With ``--align procrustes`` (default) each condition is
@@ -62,16 +63,27 @@ import scipy.sparse as sp
 from scipy.linalg import orthogonal_procrustes
 from sklearn.metrics import silhouette_score
 
-from analyses.common import JobArgumentParser, JobError, default_out_dir, fail, format_table, write_csv, write_json
-from analyses.pia_geometry import mu_encoder, synthetic_labels
-from analyses.reproduce import (
-    MODEL_SPECS,
-    add_model_arguments,
-    analysis_config,
-    load_dataset,
-    resolve_common,
-    trained_model,
+from analyses.common import (
+    add_job_arguments,
+    default_out_dir,
+    format_table,
+    job_parser,
+    planted_labels,
+    print_done,
+    run_main,
+    save_result,
+    write_csv,
 )
+from analyses.encoding import mu_encoder
+from analyses.model_options import (
+    DEFAULT_RHO,
+    add_model_arguments,
+    load_model_split,
+    model_config,
+    validate_model_options,
+)
+from analyses.reproduce import MODEL_SPECS
+from analyses.trained import get_trained
 from figures.latent import cohort_embedding_figure
 from figures.style import savefig
 from geometry.neighbourhoods import encode_masked, knn
@@ -144,7 +156,7 @@ def select_cohorts(
 ) -> tuple[list[np.ndarray], str]:
     """Training rows of each cohort and the rule that picked them (``auto``: planted on synthetic, else nearest)."""
     rng = np.random.default_rng([seed, 7])
-    planted = synthetic_labels(split)
+    planted, _ = planted_labels(split)
     if rule == "planted" and planted is None:
         raise ValueError("--cohort-rule planted needs the synthetic dataset (its planted cohorts); use nearest")
     if rule in ("auto", "planted") and planted is not None:
@@ -278,11 +290,10 @@ def _silhouette(Z: np.ndarray, labels: np.ndarray) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = JobArgumentParser(
-        prog=f"python -m analyses.{JOB}",
-        description="UMAP / t-SNE of the about-5, 50 and 350-interaction cohorts under clean input, masking and "
+    parser = job_parser(
+        JOB,
+        "UMAP / t-SNE of the about-5, 50 and 350-interaction cohorts under clean input, masking and "
         "masking + PIA, with one shared reducer.",
-        epilog="Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic.",
     )
     parser.add_argument("--method", choices=list(METHODS), default="umap", help="reducer (umap)")
     parser.add_argument("--model", choices=["multvae", "recvae"], default="multvae", help="model (multvae)")
@@ -310,7 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-neighbors", type=int, default=15, help="UMAP n_neighbors (15)")
     parser.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist (0.1)")
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (30)")
-    add_model_arguments(parser, default_out=f"out/{JOB}/DATASET-METHOD-rhoR-lamL")
+    add_job_arguments(
+        parser,
+        out=f"out/{JOB}/DATASET-METHOD-rhoR-lamL",
+        seed="seed of the training runs and of the analysis",
+        quick="tiny models, few epochs, synthetic data unless --dataset: seconds to a minute",
+    )
+    add_model_arguments(parser, rho=DEFAULT_RHO, pia=True)
     return parser
 
 
@@ -330,7 +347,7 @@ def _resolve(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> Path:
     """Run the job from parsed arguments; returns the output folder. Raises JobError / ValueError."""
     start = time.perf_counter()
-    dataset = resolve_common(args)
+    dataset = validate_model_options(args)
     per_cohort = _resolve(args)
     progress = not args.no_progress
     conditions = {
@@ -339,24 +356,12 @@ def run(args: argparse.Namespace) -> Path:
         "pia": (f"masking + PIA (λ_A = {args.lambda_a:g})", args.rho, args.lambda_a),
     }
     configs = {
-        name: analysis_config(
-            args.model,
-            dataset,
-            rho=rho,
-            pia=pia,
-            quick=args.quick,
-            epochs=args.epochs,
-            seed=args.seed,
-            path=args.path,
-            heldout=args.heldout,
-            anneal_epochs=args.anneal_epochs,
-        )
-        for name, (_, rho, pia) in conditions.items()
+        name: model_config(args, model=args.model, rho=rho, pia=pia) for name, (_, rho, pia) in conditions.items()
     }
     tag = f"{args.method}-{args.model}-rho{args.rho:g}-lam{args.lambda_a:g}-seed{args.seed}"
     out = args.out or default_out_dir(JOB, dataset, tag + ("-quick" if args.quick else ""))
 
-    split = load_dataset(dataset, args)
+    split = load_model_split(args)
     timing = {"load": time.perf_counter() - start}
     cohort_rows, rule = select_cohorts(split, args.targets, per_cohort, args.cohort_rule, args.seed)
     names = [f"≈{a}" for a in sorted(args.targets)]
@@ -370,8 +375,8 @@ def run(args: argparse.Namespace) -> Path:
     t = time.perf_counter()
     latent = {}
     for name, config in configs.items():
-        trained = trained_model(config, split, progress)
-        latent[name] = encode_masked(mu_encoder(trained.model, config.resolved().mask_mode), X, 1.0)
+        trained = get_trained(config, split=split, progress=progress)
+        latent[name] = encode_masked(mu_encoder(trained.model, config.mask_mode), X, 1.0)
         latent[f"{name}_run"] = trained.run
     timing["train_or_load"] = time.perf_counter() - t
 
@@ -486,7 +491,7 @@ def run(args: argparse.Namespace) -> Path:
         "cohort_rule": {"rule": rule, "description": rule_text},
         "cohorts": cohorts_table.to_dict(orient="records"),
         "conditions": {
-            n: {"label": conditions[n][0], "run": latent[f"{n}_run"], "config": configs[n].resolved().to_json()}
+            n: {"label": conditions[n][0], "run": latent[f"{n}_run"], "config": configs[n].to_json()}
             for n in conditions
         },
         "reducer": {
@@ -503,10 +508,8 @@ def run(args: argparse.Namespace) -> Path:
         },
         "summary": summary.to_dict(orient="records"),
         "notes": notes,
-        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-        "files": [p.name for p in [*files, *figures]] + ["summary.json"],
     }
-    write_json(out / "summary.json", result)
+    save_result(out, "summary.json", result, [*files, *figures], timing)
 
     print(
         f"Cohorts on {dataset}: {MODEL_SPECS[args.model].label} under clean input, masking (ρ = {args.rho:g}) and "
@@ -540,20 +543,13 @@ def run(args: argparse.Namespace) -> Path:
         )
     )
     print("silhouette: 1 = cohorts separated, <= 0 = entangled; progression: 1 = cohort centroids in order on a line")
-    for note in notes:
-        print(f"note: {note}")
-    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
-    print(f"output folder: {out}")
+    print_done(out, result, timing, notes)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (JobError, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    return 0
+    """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

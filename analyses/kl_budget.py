@@ -14,7 +14,8 @@ PAPER.md section 5: for independent users and masks,
 so the KL budget caps how far apart users can sit on average (C = 1 for the prior N(0, I)). Two levers move
 it: the KL weight beta (its cap ``--betas``) and the keep probability rho of the input mask (``--rhos``).
 For every (beta cap, rho) of the grid a Multi-VAE is taken from the run cache
-(:func:`analyses.trained.get_trained`; trained once, reused by every job) and ``--users`` training users
+(:func:`analyses.trained.get_trained`, options of :mod:`analyses.model_options`; trained once, reused by every
+job) and ``--users`` training users
 (the same sample for every setting) are encoded as the model sees them in training: with rho < 1 under
 ``--mask-draws`` independent mask draws each (:func:`models.batches.make_batch`, the trainer's masking), with
 rho = 1 once. On the K = draws x users posteriors:
@@ -46,30 +47,35 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from analyses.common import JobArgumentParser, JobError, default_out_dir, fail, format_table, write_csv, write_json
-from analyses.local_vs_global import (
-    add_model_arguments,
+from analyses.common import (
+    JobError,
+    add_job_arguments,
     binary,
-    encode_posteriors,
-    load_split_for,
-    resolve_dataset,
-    run_record,
-    train_config,
-    trained_model,
+    default_out_dir,
+    format_table,
+    job_parser,
+    option_sizes,
+    print_done,
+    run_main,
+    save_result,
+    write_csv,
 )
+from analyses.encoding import encode_posteriors
+from analyses.model_options import add_model_arguments, load_model_split, model_config, validate_model_options
+from analyses.trained import get_trained, run_record
 from figures.geometry import kl_decomposition_figure, kl_tradeoff_figure
 from figures.style import savefig
 from geometry.bounds import expected_pairwise_bound, transport_bound_check
 from geometry.kl import kl_budget
 from geometry.masking import validate_rho
 from geometry.wasserstein import pairwise_w1_bounds
-from models.data import dataset_names
 
 JOB = "kl_budget"
 DEFAULTS = {"betas": [0.0, 0.2, 0.5, 1.0], "rhos": [1.0, 0.5], "users": 2000, "mask_draws": 5, "samples": 1}
@@ -110,40 +116,34 @@ def _beta_caps(values: list[float]) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The job's command line (one-line errors, exit code 2)."""
-    parser = JobArgumentParser(
-        prog=f"python -m analyses.{JOB}",
-        description="Sweep the KL weight cap beta and the mask keep probability rho: mean KL, I(X_h; Z), "
-        "KL(q_h || p), mean pairwise W1 against 2 sqrt(2 E KL), and validation NDCG@100 per setting.",
-        epilog="Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic. "
-        "Each setting trains one Multi-VAE once (cached for every later run and job).",
+    parser = job_parser(
+        JOB,
+        "Sweep the KL weight cap beta and the mask keep probability rho: mean KL, I(X_h; Z), KL(q_h || p), mean "
+        "pairwise W1 against 2 sqrt(2 E KL), and validation NDCG@100 per setting.",
+        note="Each setting trains one Multi-VAE once (cached for every later run and job).",
     )
-    parser.add_argument("--dataset", help=f"one of {', '.join(dataset_names())} (default ml-1m; --quick: synthetic)")
     parser.add_argument("--betas", type=float, nargs="+", help="beta caps, >= 0 (default 0 0.2 0.5 1; --quick 0 0.2 1)")
     parser.add_argument("--rhos", type=float, nargs="+", help="keep probabilities in (0, 1] (default 1 0.5)")
     parser.add_argument("--users", type=int, help=f"training users encoded per setting ({DEFAULTS['users']})")
     parser.add_argument("--mask-draws", type=int, help=f"mask draws per user when rho < 1 ({DEFAULTS['mask_draws']})")
     parser.add_argument("--samples", type=int, help="samples per posterior for the KL(q_h || p) estimate (1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the user sample, masks and samples (0)")
-    parser.add_argument("--out", type=Path, help=f"output folder (default out/{JOB}/DATASET-betasB-rhosR)")
-    parser.add_argument("--quick", action="store_true", help="synthetic data, tiny models, few users")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_model_arguments(parser)
+    add_job_arguments(
+        parser,
+        out=f"out/{JOB}/DATASET-betasB-rhosR",
+        seed="seed of the user sample, masks and samples",
+        quick="synthetic data, tiny models, few users",
+    )
+    add_model_arguments(parser, architecture=True)
     return parser
 
 
 def _resolve(args: argparse.Namespace) -> dict:
-    base = QUICK if args.quick else DEFAULTS
-    sizes = {key: getattr(args, key) if getattr(args, key) is not None else base[key] for key in base}
+    sizes = option_sizes(args, DEFAULTS, QUICK, {"users": 2, "mask_draws": 1, "samples": 1})
     sizes["betas"] = _beta_caps(sizes["betas"])
     try:
         sizes["rhos"] = sorted({validate_rho(r) for r in sizes["rhos"]}, reverse=True)
     except ValueError as exc:
         raise ValueError(f"--rhos: {exc}") from None
-    for key, low in (("users", 2), ("mask_draws", 1), ("samples", 1)):
-        if sizes[key] < low:
-            raise ValueError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {sizes[key]}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     return sizes
 
 
@@ -207,14 +207,14 @@ def run(args: argparse.Namespace) -> Path:
     timing: dict[str, float] = {"train": 0.0, "measure": 0.0}
     sizes = _resolve(args)
     progress = not args.no_progress
-    dataset = resolve_dataset(args)
+    dataset = validate_model_options(args)
     configs = {
-        (beta, rho): train_config(args, rho=rho, beta_cap=beta) for rho in sizes["rhos"] for beta in sizes["betas"]
+        (beta, rho): model_config(args, rho=rho, beta_cap=beta) for rho in sizes["rhos"] for beta in sizes["betas"]
     }
     tag = "betas" + "-".join(f"{b:g}" for b in sizes["betas"]) + "-rhos" + "-".join(f"{r:g}" for r in sizes["rhos"])
     out = args.out or default_out_dir(JOB, dataset, tag)
 
-    split = load_split_for(args, progress=progress)
+    split = load_model_split(args)
     X = binary(split.train)
     n = X.shape[0]
     if sizes["users"] > n:
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> Path:
         if progress:
             print(f"[{i + 1}/{len(configs)}] beta cap {beta:g}, rho {rho:g}", file=sys.stderr)
         t = time.perf_counter()
-        trained = trained_model(config, split, progress=progress)
+        trained = get_trained(config, split=split, progress=progress)
         record = run_record(trained)
         timing["train"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -289,13 +289,10 @@ def run(args: argparse.Namespace) -> Path:
             "the bound holds for every pair",
             "intervals of I and KL(q_h || p) are Monte Carlo intervals for the fixed posteriors of the sample",
         ],
-        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-        "files": [p.name for p in [*files, *figures]] + ["summary.json"],
     }
-    write_json(out / "summary.json", result)
+    save_result(out, "summary.json", result, [*files, *figures], timing)
     _print_summary(table, dataset, n, X.shape[1], first, sizes)
-    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
-    print(f"output folder: {out}")
+    print_done(out, result, timing)
     return out
 
 
@@ -343,14 +340,9 @@ def _print_summary(table: pd.DataFrame, dataset: str, n: int, items: int, config
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (JobError, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    return 0
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Usage::
     python -m analyses.local_vs_global --quick                  # synthetic data, tiny model: seconds
 
 The model is a Multi-VAE trained with clean input (``rho = 1``, KL weight annealed to ``--beta-cap``) taken
-from the run cache (:func:`analyses.trained.get_trained`), so other jobs reuse it. Every training user is
+from the run cache (:func:`analyses.trained.get_trained`, options of :mod:`analyses.model_options`), so other
+jobs reuse it. Every training user is
 encoded with clean input into ``q_u = N(mu_u, diag sigma_u^2)`` (``z = mu`` at evaluation, as the model is
 used). Then, on sampled pairs:
 
@@ -52,9 +53,6 @@ per pair), ``strata.csv`` (per-stratum summary), ``cohorts.csv`` (per-cohort sil
 (arguments, model run, certificates and what they assume, ratios, violation counts, silhouettes, timing) and
 the figures ``lipschitz_transport``, ``cohorts`` and ``far_related`` (PNG and PDF).
 
-The helpers :func:`add_model_arguments`, :func:`train_config`, :func:`load_split_for`, :func:`encode_posteriors`
-and :func:`encoder_certificate` are shared with :mod:`analyses.kl_budget` and :mod:`analyses.sharing_radius`.
-
 Reference: Vuong et al., "On the Mechanisms of Collaborative Learning in VAE Recommenders", ICLR 2026,
 Lemma 2.4, Theorem 2.5 and the transport bound of section 2.
 """
@@ -62,10 +60,9 @@ Lemma 2.4, Theorem 2.5 and the transport bound of section 2.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,16 +74,22 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_samples
 
 from analyses.common import (
-    JobArgumentParser,
     JobError,
+    add_job_arguments,
+    binary,
     default_out_dir,
-    fail,
     format_table,
-    load_job_split,
+    job_parser,
+    option_sizes,
+    planted_labels,
+    print_done,
+    run_main,
+    save_result,
     write_csv,
-    write_json,
 )
-from analyses.trained import TrainedModel, get_trained
+from analyses.encoding import encode_posteriors
+from analyses.model_options import add_model_arguments, load_model_split, model_config, validate_model_options
+from analyses.trained import get_trained, run_record
 from figures.geometry import cohort_figure, far_related_figure, lipschitz_transport_figure
 from figures.style import savefig
 from geometry.bounds import (
@@ -101,23 +104,14 @@ from geometry.bounds import (
     transport_bound_check,
 )
 from geometry.kl import kl_to_standard_normal
-from geometry.masking import pair_overlaps, validate_rho
+from geometry.masking import pair_overlaps
 from geometry.sharing import pair_w1_bounds
-from models.batches import make_batch
-from models.data import dataset_names
-from models.split import Split
-from models.trainer import TrainConfig
 from models.vae import MultiVAE
 
 JOB = "local_vs_global"
 STRATA = ("near", "random", "far-related", "planted")
 DEFAULTS = {"anchors": 1000, "cohort_users": 500, "all_pairs_users": 2000}
 QUICK = {"anchors": 150, "cohort_users": 150, "all_pairs_users": 400}
-# Tiny model of --quick (seconds on synthetic data); anneal_epochs < epochs so beta reaches its cap.
-QUICK_MODEL = {"hidden": (64,), "latent_dim": 16, "epochs": 10, "anneal_epochs": 3, "batch_size": 128}
-# Full runs: the reference architecture and 200 epochs; beta reaches its cap after 50 epochs on any dataset
-# (the reference schedule in updates would leave beta below 0.01 on ML-1M, PROTOCOL.md).
-FULL_ANNEAL_EPOCHS = 50
 PAPER_COHORTS = (("≈5 (5-10)", 5, 10), ("≈50 (40-60)", 40, 60), ("≈350 (280-420)", 280, 420))
 MIN_COHORT = 20
 # Elements of one anchor-block x users distance block (float64: 16 MiB per working array).
@@ -147,156 +141,7 @@ STRATUM_NOTES = {
 }
 
 
-# ------------------------------------------------------------------------------------- shared job helpers
-
-
-def _hidden_arg(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in str(text).replace(" ", "").split(",") if w)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--hidden must be comma-separated widths like 600 or 64,32, got {text!r}"
-        ) from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"--hidden must be comma-separated positive widths, got {text!r}")
-    return widths
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the trained Multi-VAE (cache key of :func:`analyses.trained.get_trained`) and its data."""
-    g = parser.add_argument_group("model (trained once per configuration and cached)")
-    g.add_argument("--epochs", type=int, help="training epochs (default 200; --quick 10)")
-    g.add_argument(
-        "--anneal-epochs",
-        type=int,
-        help=f"epochs for beta to reach its cap (default {FULL_ANNEAL_EPOCHS}; --quick 3)",
-    )
-    g.add_argument("--hidden", type=_hidden_arg, help="encoder hidden widths, e.g. 600 (default) or 64,32")
-    g.add_argument("--latent", type=int, help="latent dimension (default 200; --quick 16)")
-    g.add_argument("--batch-size", type=int, help="training batch size (default 500; --quick 128)")
-    g.add_argument("--train-seed", type=int, default=0, help="seed of the model's training (0)")
-    g.add_argument("--mask", choices=("dropout", "bernoulli"), default="dropout", help="mask mode when rho < 1")
-    d = parser.add_argument_group("dataset")
-    d.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
-    d.add_argument("--heldout", type=float, help="held-out users per set: a count, or a fraction < 1")
-
-
-def resolve_dataset(args: argparse.Namespace) -> str:
-    """``--dataset``, else synthetic with ``--quick`` and ml-1m without."""
-    return args.dataset or ("synthetic" if args.quick else "ml-1m")
-
-
-def train_config(args: argparse.Namespace, *, rho: float, beta_cap: float) -> TrainConfig:
-    """The Multi-VAE configuration of a job: ``--quick`` tiny defaults, explicit options override them."""
-    base = dict(QUICK_MODEL) if args.quick else {"anneal_epochs": FULL_ANNEAL_EPOCHS}
-    explicit = {
-        "epochs": args.epochs,
-        "anneal_epochs": args.anneal_epochs,
-        "hidden": args.hidden,
-        "latent_dim": args.latent,
-        "batch_size": args.batch_size,
-    }
-    base.update({k: v for k, v in explicit.items() if v is not None})
-    heldout = args.heldout
-    if heldout is not None and heldout >= 1:
-        heldout = int(heldout)
-    config = TrainConfig(
-        model="multvae",
-        dataset=resolve_dataset(args),
-        dataset_path=str(args.path) if args.path else None,
-        heldout=heldout,
-        rho=rho,
-        mask_mode=args.mask,
-        beta_cap=beta_cap,
-        seed=args.train_seed,
-        **base,
-    )
-    config.validate()  # ConfigError (a ValueError) names the bad option
-    return config.resolved()
-
-
-def load_split_for(args: argparse.Namespace, *, progress: bool) -> Split:
-    """The split the models train on: ``--dataset`` with only ``--path`` / ``--heldout`` changed, so that the
-    cached runs (keyed by :class:`TrainConfig`, which knows only those two) always match it."""
-    heldout = args.heldout
-    if heldout is not None:
-        if not heldout > 0:
-            raise JobError(f"--heldout must be a positive count or a fraction < 1, got {heldout:g}")
-        heldout = int(heldout) if heldout >= 1 else heldout
-    ns = argparse.Namespace(
-        path=args.path,
-        heldout=heldout,
-        min_uc=None,
-        min_sc=None,
-        user_col="user",
-        item_col="item",
-        rating_col="rating",
-        sep=",",
-        refresh=False,
-    )
-    return load_job_split(resolve_dataset(args), ns, progress=progress)
-
-
-def trained_model(config: TrainConfig, split: Split, *, progress: bool) -> TrainedModel:
-    """:func:`analyses.trained.get_trained` on the job's split, in evaluation mode on the CPU."""
-    trained = get_trained(config, split=split, progress=progress)
-    trained.model.cpu().eval()
-    return trained
-
-
-def run_record(trained: TrainedModel) -> dict:
-    """Run folder, configuration and the best epoch of a cached run (from its ``metrics.jsonl``)."""
-    history = [json.loads(line) for line in (trained.run / "metrics.jsonl").read_text().splitlines() if line]
-    best = max(history, key=lambda h: h["val_ndcg@100"])
-    return {
-        "run": str(trained.run),
-        "config": trained.config.to_json(),
-        "epochs_done": len(history),
-        "best_epoch": int(best["epoch"]),
-        "beta_at_best": float(best["beta"]),
-        "val_ndcg@100": float(best["val_ndcg@100"]),
-        "val_recall@20": float(best.get("val_recall@20", float("nan"))),
-        "final_beta": float(history[-1]["beta"]),
-    }
-
-
-def encode_posteriors(
-    model: MultiVAE,
-    X: sp.csr_matrix,
-    *,
-    rho: float = 1.0,
-    mode: str = "dropout",
-    draws: int = 1,
-    generator: torch.Generator | None = None,
-    batch_size: int = 1000,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior parameters of every row of ``X`` under ``draws`` mask draws, as the model sees them in training.
-
-    The encoder input is :func:`models.batches.make_batch` of the rows (L2 normalisation, then the mask of
-    keep probability ``rho``, :func:`geometry.masking.mask_sparse_values`); ``rho = 1`` is the clean input of
-    evaluation. Runs in the model's dtype (use ``model.double()`` for float64 posteriors).
-
-    Returns
-    -------
-    mu, logvar : numpy.ndarray of float64, shape (draws, N, d)
-    """
-    rho = validate_rho(rho)
-    param = next(model.parameters())
-    X = sp.csr_matrix(X)
-    n = X.shape[0]
-    mus, lvs = [], []
-    with torch.no_grad():
-        for _ in range(draws):
-            mu_d, lv_d = [], []
-            for s in range(0, n, batch_size):
-                batch = make_batch(X[s : s + batch_size], rho=rho, mode=mode, generator=generator)
-                batch.weights = batch.weights.to(param.dtype)
-                mu, logvar = model.encode(batch.to(param.device))
-                mu_d.append(mu.double().cpu().numpy())
-                lv_d.append(logvar.double().cpu().numpy())
-            mus.append(np.concatenate(mu_d))
-            lvs.append(np.concatenate(lv_d))
-    return np.stack(mus), np.stack(lvs)
+# ------------------------------------------------------------------------------------ encoder certificate
 
 
 def encoder_layers(model: MultiVAE) -> tuple[list, Linear, Linear]:
@@ -321,35 +166,6 @@ def encoder_certificate(model: MultiVAE, logvar_max: np.ndarray | None = None) -
     """Certified ``L`` with ``W2(q_u, q_v) <= L |S_u Δ S_v|`` for the clean Multi-VAE encoder (module docstring)."""
     trunk, mu_head, logvar_head = encoder_layers(model)
     return certified_lipschitz(trunk, mu_head, logvar_head, input_domain="l2_normalised_binary", logvar_max=logvar_max)
-
-
-def binary(X: sp.spmatrix) -> sp.csr_matrix:
-    """``X`` as a CSR matrix with every stored entry set to 1 (float32)."""
-    X = sp.csr_matrix(X)
-    return sp.csr_matrix((np.ones(X.nnz, dtype=np.float32), X.indices, X.indptr), shape=X.shape)
-
-
-def planted_rows(split: Split) -> tuple[dict | None, str | None]:
-    """Synthetic ground truth on the split's training rows: cohort, taste group and far-related pairs (rows).
-
-    ``models.data`` generates the synthetic split from ``models.synthetic.make_synthetic()`` defaults; the
-    interaction counts of the rows are checked against the generator, so a changed filter is detected.
-    """
-    from models.synthetic import make_synthetic
-
-    data = make_synthetic()
-    ids = np.asarray(split.train_users)
-    if not np.issubdtype(ids.dtype, np.integer) or ids.size == 0 or ids.max() >= data.n_users:
-        return None, "synthetic labels skipped: the split's user ids are not the generator's ids"
-    labels = data.labels_for(ids)
-    if not np.array_equal(labels["n_interactions"], np.diff(sp.csr_matrix(split.train).indptr)):
-        return None, "synthetic labels skipped: the split's rows differ from make_synthetic() (filters changed?)"
-    row_of = np.full(data.n_users, -1, dtype=np.int64)
-    row_of[ids] = np.arange(ids.size)
-    rows = row_of[data.far_related_pairs]
-    labels["pairs"] = rows[(rows >= 0).all(axis=1)]
-    labels["cohort_activity"] = data.cohort_activity
-    return labels, None
 
 
 # ------------------------------------------------------------------------------------------- pair sample
@@ -516,15 +332,11 @@ def silhouettes(points_or_distances: np.ndarray, labels: np.ndarray, metric: str
 
 def build_parser() -> argparse.ArgumentParser:
     """The job's command line (one-line errors, exit code 2)."""
-    parser = JobArgumentParser(
-        prog=f"python -m analyses.{JOB}",
-        description="Clean-input Multi-VAE: Lipschitz and transport bounds on user pairs, cohort separation by "
+    parser = job_parser(
+        JOB,
+        "Clean-input Multi-VAE: Lipschitz and transport bounds on user pairs, cohort separation by "
         "interaction level (silhouette), and how far apart far-but-related users sit in latent space.",
-        epilog="Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic.",
     )
-    parser.add_argument("--dataset", help=f"one of {', '.join(dataset_names())} (default ml-1m; --quick: synthetic)")
-    parser.add_argument("--beta-cap", type=float, default=0.2, help="KL weight cap of the model (0.2)")
-    parser.add_argument("--rho", type=float, default=1.0, help="keep probability the model trains with (1 = clean)")
     parser.add_argument("--anchors", type=int, help=f"anchor users, one pair per stratum each ({DEFAULTS['anchors']})")
     parser.add_argument("--k", type=int, default=10, help="input neighbourhood size of near pairs (10)")
     parser.add_argument("--min-shared", type=int, default=3, help="far-related pairs share >= this many items (3)")
@@ -542,32 +354,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"users whose pairs all get the transport check ({DEFAULTS['all_pairs_users']})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (0)")
-    parser.add_argument("--out", type=Path, help=f"output folder (default out/{JOB}/DATASET-betaB)")
-    parser.add_argument("--quick", action="store_true", help="synthetic data, tiny model, few pairs: seconds")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_model_arguments(parser)
+    add_job_arguments(
+        parser,
+        out=f"out/{JOB}/DATASET-betaB",
+        seed="seed of the samples",
+        quick="synthetic data, tiny model, few pairs: seconds",
+    )
+    add_model_arguments(parser, rho=1.0, beta_cap=True, architecture=True)
     return parser
 
 
 def _resolve(args: argparse.Namespace) -> dict:
-    base = QUICK if args.quick else DEFAULTS
-    sizes = {key: getattr(args, key) if getattr(args, key) is not None else base[key] for key in base}
-    for key, low in (("anchors", 1), ("cohort_users", 2), ("all_pairs_users", 2)):
-        if sizes[key] < low:
-            raise ValueError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {sizes[key]}")
+    sizes = option_sizes(args, DEFAULTS, QUICK, {"anchors": 1, "cohort_users": 2, "all_pairs_users": 2})
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.min_shared < 1:
         raise ValueError(f"--min-shared must be >= 1, got {args.min_shared}")
-    if not (math.isfinite(args.beta_cap) and args.beta_cap >= 0):
-        raise ValueError(f"--beta-cap must be a finite number >= 0, got {args.beta_cap}")
-    try:
-        validate_rho(args.rho)
-    except ValueError as exc:
-        raise ValueError(f"--rho: {exc}") from None
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     return sizes
 
 
@@ -601,21 +403,21 @@ def run(args: argparse.Namespace) -> Path:
     timing: dict[str, float] = {}
     sizes = _resolve(args)
     progress = not args.no_progress
-    dataset = resolve_dataset(args)
-    config = train_config(args, rho=args.rho, beta_cap=args.beta_cap)
+    dataset = validate_model_options(args)
+    config = model_config(args, rho=args.rho, beta_cap=args.beta_cap)
     out = args.out or default_out_dir(
         JOB, dataset, f"beta{args.beta_cap:g}" + ("" if args.rho == 1 else f"-rho{args.rho:g}")
     )
     rng = np.random.default_rng(args.seed)
 
-    split = load_split_for(args, progress=progress)
+    split = load_model_split(args)
     X = binary(split.train)
     n = X.shape[0]
     if not 1 <= args.k <= (n - 1) // 2:
         raise JobError(f"--k must lie in [1, {(n - 1) // 2}] for {n} training users (kNN inside the median half)")
     timing["load"] = time.perf_counter() - start
     t = time.perf_counter()
-    trained = trained_model(config, split, progress=progress)
+    trained = get_trained(config, split=split, progress=progress)
     model = trained.model
     record = run_record(trained)
     timing["model"] = time.perf_counter() - t
@@ -628,7 +430,7 @@ def run(args: argparse.Namespace) -> Path:
     # ---- pairs
     t = time.perf_counter()
     notes: list[str] = []
-    planted, note = planted_rows(split) if dataset == "synthetic" else (None, None)
+    planted, note = planted_labels(split)
     if note:
         notes.append(note)
     anchors = np.sort(rng.choice(n, size=min(sizes["anchors"], n), replace=False)).astype(np.int64)
@@ -862,13 +664,10 @@ def run(args: argparse.Namespace) -> Path:
         "strata_columns": STRATUM_NOTES,
         "strata_table": strata.to_dict(orient="records"),
         "notes": notes,
-        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-        "files": [p.name for p in [*files, *figures]] + ["summary.json"],
     }
-    write_json(out / "summary.json", result)
+    save_result(out, "summary.json", result, [*files, *figures], timing)
     _print_summary(result, strata, cohorts, dataset, n, X.shape[1])
-    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
-    print(f"output folder: {out}")
+    print_done(out, result, timing, notes)
     return out
 
 
@@ -956,18 +755,11 @@ def _print_summary(result: dict, strata: pd.DataFrame, cohorts: pd.DataFrame, da
     if co["silhouette_taste_groups_latent"] is not None:
         line += f"; planted taste groups in latent space {co['silhouette_taste_groups_latent']:.3f}"
     print(line)
-    for note in result["notes"]:
-        print(f"note: {note}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (JobError, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    return 0
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

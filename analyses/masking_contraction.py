@@ -53,6 +53,7 @@ import argparse
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,14 +63,19 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from analyses.common import (
-    JobArgumentParser,
     JobError,
+    add_job_arguments,
+    binary,
     default_out_dir,
-    fail,
     format_table,
+    job_parser,
     load_job_split,
+    option_sizes,
+    planted_labels,
+    print_done,
+    run_main,
+    save_result,
     write_csv,
-    write_json,
 )
 from figures.masking import (
     TypicalPair,
@@ -91,7 +97,7 @@ from geometry.masking import (
     validate_rho,
 )
 from geometry.neighbourhoods import KNNResult, knn
-from models.data import dataset_names
+from models.data import add_dataset_arguments
 
 JOB = "masking_contraction"
 STRATA = ("near", "far", "far-related", "planted")
@@ -234,11 +240,6 @@ class AnchorNeighbourhoods:
     masked_rank: np.ndarray
 
 
-def _binary(X: sp.spmatrix) -> sp.csr_matrix:
-    X = sp.csr_matrix(X)
-    return sp.csr_matrix((np.ones(X.nnz, dtype=np.float32), X.indices, X.indptr), shape=X.shape)
-
-
 def anchor_neighbourhoods(
     X: sp.spmatrix,
     queries: np.ndarray,
@@ -252,7 +253,7 @@ def anchor_neighbourhoods(
     Distances come from sparse Gram blocks ``G = X_block X^T`` (``d = |S_u| + |S_w| - 2 G``), one block of
     anchors at a time, so memory is ``block x N``, never ``N x N``.
     """
-    X = _binary(X)
+    X = binary(X)
     n = X.shape[0]
     queries = np.unique(np.asarray(queries, dtype=np.int64))
     rho_grid = np.asarray(rho_grid, dtype=np.float64)
@@ -367,44 +368,6 @@ def sample_pairs(
     anchor = np.concatenate([p[3] for p in parts]).astype(np.int64)
     overlap = pair_overlaps(X, u, v)
     return PairSample(stratum, u, v, anchor, overlap.d, overlap.c), nb
-
-
-@dataclass(frozen=True)
-class PlantedTruth:
-    """Ground truth of the synthetic data for the split's training rows.
-
-    Attributes
-    ----------
-    pairs : numpy.ndarray of int64, shape (M, 2)
-        The generator's far-but-related pairs whose two users are training users, as training rows.
-    taste_group : numpy.ndarray of int64, shape (N,)
-        Planted taste group of each training row.
-    """
-
-    pairs: np.ndarray
-    taste_group: np.ndarray
-
-
-def planted_truth(train_users: np.ndarray, train: sp.spmatrix) -> tuple[PlantedTruth | None, str | None]:
-    """The synthetic ground truth for the training rows, or ``None`` and a note saying why it cannot be used.
-
-    ``models.data`` generates its synthetic data with ``models.synthetic.make_synthetic()`` defaults; the check
-    that every training row holds exactly the generated user's number of interactions guards against a
-    mismatch (e.g. a changed ``--min-uc`` / ``--min-sc`` filter).
-    """
-    from models.synthetic import make_synthetic
-
-    data = make_synthetic()
-    ids = np.asarray(train_users)
-    if not np.issubdtype(ids.dtype, np.integer):
-        return None, "synthetic labels skipped: the split's user ids are not the generator's integer ids"
-    labels = data.labels_for(ids)
-    if not np.array_equal(labels["n_interactions"], np.diff(sp.csr_matrix(train).indptr)):
-        return None, "synthetic labels skipped: the split's rows differ from make_synthetic() (filters changed?)"
-    row_of = np.full(data.n_users, -1, dtype=np.int64)
-    row_of[ids] = np.arange(ids.size)
-    rows = row_of[data.far_related_pairs]
-    return PlantedTruth(rows[(rows >= 0).all(axis=1)], labels["taste_group"]), None
 
 
 # ---------------------------------------------------------------------------------------------- probabilities
@@ -550,16 +513,14 @@ def typical_index(d: np.ndarray, c: np.ndarray) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = JobArgumentParser(
-        prog=f"python -m analyses.{JOB}",
-        description="Exact and Monte Carlo contraction/expansion probabilities of masked user distances "
+    parser = job_parser(
+        JOB,
+        "Exact and Monte Carlo contraction/expansion probabilities of masked user distances "
         "(Theorem 2.6) for near, far and far-but-related pairs.",
-        epilog="Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic.",
     )
     parser.add_argument(
         "--rho", type=float, nargs="+", default=[0.5], help="keep probabilities in (0, 1] (default: 0.5)"
     )
-    parser.add_argument("--dataset", default="ml-1m", help=f"one of {', '.join(dataset_names())} (default ml-1m)")
     parser.add_argument("--pairs", type=int, help=f"pairs per stratum (default {DEFAULTS['pairs']})")
     parser.add_argument(
         "--delta",
@@ -576,12 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mc-pairs", type=int, help=f"Monte Carlo pairs per stratum (default {DEFAULTS['mc_pairs']})")
     parser.add_argument("--mc-draws", type=int, help=f"Monte Carlo mask draws (default {DEFAULTS['mc_draws']})")
     parser.add_argument("--grid", type=int, help=f"rho grid points of the curves (default {DEFAULTS['grid']})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pair sample and the masks (0)")
-    parser.add_argument("--out", type=Path, help="output folder (default out/masking_contraction/DATASET-rhoR)")
-    parser.add_argument("--quick", action="store_true", help="few pairs and draws (tests, CI): seconds on synthetic")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from models.data import add_dataset_arguments
-
+    add_job_arguments(
+        parser,
+        out=f"out/{JOB}/DATASET-rhoR",
+        seed="seed of the pair sample and the masks",
+        quick="few pairs and draws (tests, CI): seconds on synthetic",
+        dataset="ml-1m",
+    )
     add_dataset_arguments(parser)
     return parser
 
@@ -596,11 +558,7 @@ def _resolve(args: argparse.Namespace) -> tuple[list[float], DeltaRule, dict]:
             raise ValueError(f"--rho: {exc}") from None
     rhos = sorted(set(rhos))
     rule = parse_delta(args.delta)
-    base = QUICK if args.quick else DEFAULTS
-    sizes = {key: getattr(args, key) if getattr(args, key) is not None else base[key] for key in base}
-    for key, low in (("pairs", 1), ("mc_pairs", 0), ("mc_draws", 1), ("grid", 2)):
-        if sizes[key] < low:
-            raise ValueError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {sizes[key]}")
+    sizes = option_sizes(args, DEFAULTS, QUICK, {"pairs": 1, "mc_pairs": 0, "mc_draws": 1, "grid": 2})
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.min_shared < 1:
@@ -666,21 +624,17 @@ def run(args: argparse.Namespace) -> Path:
     out = args.out or default_out_dir(JOB, args.dataset, "rho" + "-".join(f"{r:g}" for r in rhos))
 
     split = load_job_split(args.dataset, args, progress=progress)
-    X = _binary(split.train)
+    X = binary(split.train)
     timing["load"] = time.perf_counter() - start
-    notes = []
-    truth = None
-    if args.dataset == "synthetic":
-        truth, note = planted_truth(split.train_users, split.train)
-        if note:
-            notes.append(note)
+    truth, note = planted_labels(split)
+    notes = [note] if note else []
     grid = rho_grid(sizes["grid"], rhos)
     seeds = np.random.SeedSequence(args.seed).spawn(1 + len(rhos))
     steps = 1 + 2 * len(rhos) + grid.size + 3
     bar = tqdm(total=steps, desc="pairs and neighbourhoods", unit="step", disable=not progress, file=sys.stderr)
 
     t = time.perf_counter()
-    planted = truth.pairs if truth is not None else None
+    planted = truth["pairs"] if truth is not None else None
     pairs, nb = sample_pairs(X, sizes["pairs"], args.k, args.min_shared, grid, np.random.default_rng(seeds[0]), planted)
     clean_rank = nb.knn.distances[:, -1]
     timing["sample"] = time.perf_counter() - t
@@ -698,7 +652,7 @@ def run(args: argparse.Namespace) -> Path:
         "related_min": nb.related_min[pairs.anchor],
     }
     if truth is not None:
-        base["same_group"] = truth.taste_group[pairs.u] == truth.taste_group[pairs.v]
+        base["same_group"] = truth["taste_group"][pairs.u] == truth["taste_group"][pairs.v]
     idx_mc = mc_subset(pairs.stratum, sizes["mc_pairs"])
     tables, typical, t_exact, t_mc = [], [], 0.0, 0.0
     for i, rho in enumerate(rhos):
@@ -811,10 +765,8 @@ def run(args: argparse.Namespace) -> Path:
             for p in typical
         ],
         "notes": notes,
-        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-        "files": [p.name for p in [*files, *figures]] + ["summary.json"],
     }
-    write_json(out / "summary.json", result)
+    save_result(out, "summary.json", result, [*files, *figures], timing)
 
     header = [
         f"Masking contraction/expansion on {args.dataset}: {X.shape[0]:,} training users, {X.shape[1]:,} items; "
@@ -826,20 +778,13 @@ def run(args: argparse.Namespace) -> Path:
         f"{sizes['mc_pairs']} pairs per stratum x {sizes['mc_draws']} draws on the real rows",
     ]
     _print_summary(summary, header, rule, args.k)
-    for note in notes:
-        print(f"note: {note}")
-    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
-    print(f"output folder: {out}")
+    print_done(out, result, timing, notes)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (JobError, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Usage::
 
 Two models that differ only by PIA (same ``--model``, keep probability ``--rho``, seed and schedule; lambda_A =
 ``--lambda-a`` or 0) come from the run cache (:func:`analyses.trained.get_trained`, configurations of
-:func:`analyses.reproduce.analysis_config`). On ``--users`` training users drawn uniformly (seeded), with the
+:func:`analyses.model_options.model_config`; beta reaches its cap after ``--anneal-epochs``, default 50, as in
+every geometry job). On ``--users`` training users drawn uniformly (seeded), with the
 posterior mean ``mu`` as the code and the masks of the model's training mode (``dropout`` by default):
 
 * **neighbourhood drift** (:func:`geometry.neighbourhoods.masked_knn_drift`): ``1 - Jaccard`` of a user's ``k``
@@ -30,11 +31,12 @@ posterior mean ``mu`` as the code and the masks of the model's training mode (``
 * **NDCG@100 by user group** on the test users (:func:`models.evaluation.evaluate`) and the paired difference
   PIA - no PIA (:func:`models.evaluation.paired_difference`), overall and per group.
 
-Both models see the same masks (one seeded generator per quantity, :func:`mask_generator`), so per-user
-differences are paired. Outputs (folder printed at the end, default ``out/pia_geometry/DATASET-MODEL-rhoR-lamL``):
-``users.csv`` (one row per model and user), ``summary.csv`` (quantity x cohort: both models, paired difference,
-share of users where PIA is lower), ``groups.csv`` and ``paired.csv`` (test metrics), ``summary.json`` and the
-figures ``geometry`` (distributions and cohort mixing) and ``user_groups`` (NDCG@100 by group), PNG and PDF.
+Both models see the same masks (one seeded generator per quantity, :func:`analyses.encoding.mask_generator`), so
+per-user differences are paired. Outputs (folder printed at the end, default
+``out/pia_geometry/DATASET-MODEL-rhoR-lamL``): ``users.csv`` (one row per model and user), ``summary.csv``
+(quantity x cohort: both models, paired difference, share of users where PIA is lower), ``groups.csv`` and
+``paired.csv`` (test metrics), ``summary.json`` and the figures ``geometry`` (distributions and cohort mixing) and
+``user_groups`` (NDCG@100 by group), PNG and PDF.
 """
 
 from __future__ import annotations
@@ -42,26 +44,36 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 from sklearn.metrics import silhouette_samples
 
-from analyses.common import JobArgumentParser, JobError, default_out_dir, fail, format_table, write_csv, write_json
-from analyses.reproduce import (
-    MODEL_SPECS,
-    add_model_arguments,
-    analysis_config,
-    groups_table,
-    load_dataset,
-    paired_table,
-    resolve_common,
-    trained_model,
+from analyses.common import (
+    add_job_arguments,
+    default_out_dir,
+    format_table,
+    job_parser,
+    option_sizes,
+    planted_labels,
+    print_done,
+    run_main,
+    save_result,
+    write_csv,
 )
+from analyses.encoding import mask_generator, mu_encoder
+from analyses.model_options import (
+    DEFAULT_RHO,
+    add_model_arguments,
+    load_model_split,
+    model_config,
+    validate_model_options,
+)
+from analyses.reproduce import MODEL_SPECS, groups_table, paired_table
+from analyses.trained import get_trained
 from figures.latent import BarPanel, DistributionPanel, geometry_figure, group_comparison_figure
 from figures.style import savefig
 from geometry.neighbourhoods import (
@@ -72,7 +84,6 @@ from geometry.neighbourhoods import (
     masked_knn_drift,
     rank_threshold,
 )
-from models.batches import SparseBatch
 from models.evaluation import USER_GROUPS, evaluate
 from models.split import Split
 from models.vae import AutoencoderBase
@@ -99,66 +110,6 @@ QUANTITIES: dict[str, str] = {
 # --------------------------------------------------------------------------------------------- building blocks
 
 
-def mask_generator(seed: int, stream: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` for one quantity (``stream``) of one analysis ``seed``."""
-    state = np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
-
-
-def mu_encoder(model: AutoencoderBase, mode: str = "dropout") -> Callable[[torch.Tensor], torch.Tensor]:
-    """``encode_mu`` for :mod:`geometry.neighbourhoods`: a dense masked batch ``(B, I)`` -> posterior means ``(B, d)``.
-
-    The geometry functions mask with :func:`geometry.masking.mask_input`; the models read a sparse batch whose
-    values are the encoder input. In ``"dropout"`` mode ``mask_input`` already returns the model's input (rows
-    L2-normalised, then ``b / rho``); in ``"bernoulli"`` mode it returns ``x ⊙ b``, which the models' batches
-    L2-normalise after the mask, so this function does too. With ``rho = 1`` the means equal those of
-    ``model.score`` (clean input, ``z = mu``).
-    """
-    if mode not in ("dropout", "bernoulli"):
-        raise ValueError(f"mode must be 'dropout' or 'bernoulli', got {mode!r}")
-    device = next(model.parameters()).device
-
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        if mode == "bernoulli":
-            x = torch.nn.functional.normalize(x, p=2.0, dim=1, eps=1e-12)
-        rows, cols = x.nonzero(as_tuple=True)
-        counts = torch.bincount(rows, minlength=x.shape[0])
-        batch = SparseBatch(
-            indices=cols,
-            offsets=torch.cumsum(counts, 0) - counts,
-            weights=x[rows, cols].float(),
-            target_rows=rows,
-            target_cols=cols,
-            counts=counts,
-            n_rows=int(x.shape[0]),
-        )
-        with torch.no_grad():
-            mu, _ = model.encode(batch.to(device))
-        return mu
-
-    return encode
-
-
-def synthetic_labels(split: Split) -> dict[str, np.ndarray] | None:
-    """Planted labels of the training rows of the synthetic split (``models.synthetic.make_synthetic()``), or None.
-
-    Returns ``labels_for(split.train_users)`` (``taste_group``, ``cohort``, ``target_activity``, ...) when the
-    split is the generator's data; None for other datasets or when the rows do not match (changed filters).
-    """
-    if split.name != "synthetic":
-        return None
-    from models.synthetic import make_synthetic
-
-    data = make_synthetic()
-    ids = np.asarray(split.train_users)
-    if not np.issubdtype(ids.dtype, np.integer) or ids.size == 0 or ids.min() < 0 or ids.max() >= data.n_users:
-        return None
-    labels = data.labels_for(ids)
-    if not np.array_equal(labels["n_interactions"], np.diff(sp.csr_matrix(split.train).indptr)):
-        return None
-    return labels
-
-
 def cohort_labels(split: Split, rows: np.ndarray) -> tuple[np.ndarray, list[str], str]:
     """Cohort of each training row in ``rows``: planted cohorts on synthetic data, else the paper's user groups.
 
@@ -170,7 +121,7 @@ def cohort_labels(split: Split, rows: np.ndarray) -> tuple[np.ndarray, list[str]
     rule : str
         How the cohorts were defined, in words.
     """
-    planted = synthetic_labels(split)
+    planted, _ = planted_labels(split)
     if planted is not None:
         activity = planted["target_activity"][rows]
         order = [f"≈{a}" for a in sorted(set(planted["target_activity"].tolist()))]
@@ -220,7 +171,7 @@ def user_geometry(
 ) -> pd.DataFrame:
     """Every per-user quantity of :data:`QUANTITIES` for one model on the histories ``X`` (rows = users).
 
-    Masks come from :func:`mask_generator` ``(seed, STREAMS[...])``, so two models get the same masks.
+    Masks come from :func:`analyses.encoding.mask_generator` ``(seed, STREAMS[...])``, so two models get the same masks.
     """
     encode = mu_encoder(model, mode)
     clean = encode_masked(encode, X, 1.0, mode)
@@ -292,11 +243,10 @@ def summarise(users: pd.DataFrame, labels: Sequence[str], cohort_order: Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = JobArgumentParser(
-        prog=f"python -m analyses.{JOB}",
-        description="Latent geometry with and without PIA at the same masking rate: neighbourhood drift, mask "
+    parser = job_parser(
+        JOB,
+        "Latent geometry with and without PIA at the same masking rate: neighbourhood drift, mask "
         "variance of the posterior mean, global transfer, cohort mixing and NDCG@100 by user group.",
-        epilog="Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic.",
     )
     parser.add_argument("--model", choices=["multvae", "recvae"], default="multvae", help="model (multvae)")
     parser.add_argument("--users", type=int, help=f"training users analysed (default {DEFAULTS['users']})")
@@ -308,13 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-shared", type=int, default=3, help="shared positives that make two users related (real data; 3)"
     )
-    add_model_arguments(parser, default_out=f"out/{JOB}/DATASET-MODEL-rhoR-lamL")
+    add_job_arguments(
+        parser,
+        out=f"out/{JOB}/DATASET-MODEL-rhoR-lamL",
+        seed="seed of the training runs and of the analysis",
+        quick="tiny models, few epochs, synthetic data unless --dataset: seconds to a minute",
+    )
+    add_model_arguments(parser, rho=DEFAULT_RHO, pia=True)
     return parser
 
 
 def _resolve(args: argparse.Namespace) -> dict:
-    base = QUICK if args.quick else DEFAULTS
-    sizes = {key: getattr(args, key) if getattr(args, key) is not None else base[key] for key in base}
+    sizes = option_sizes(args, DEFAULTS, QUICK)
     if sizes["users"] < 3:
         raise ValueError(f"--users must be >= 3, got {sizes['users']}")
     if sizes["var_draws"] < 2:
@@ -364,30 +319,19 @@ def _print_summary(summary: pd.DataFrame, labels: Sequence[str], cohort_order: S
 def run(args: argparse.Namespace) -> Path:
     """Run the job from parsed arguments; returns the output folder. Raises JobError / ValueError."""
     start = time.perf_counter()
-    dataset = resolve_common(args)
+    dataset = validate_model_options(args)
     sizes = _resolve(args)
     progress = not args.no_progress
     base_key, pia_key = args.model, f"{args.model}-pia"
     labels = ("no PIA", "PIA")
     configs = {
-        key: analysis_config(
-            args.model,
-            dataset,
-            rho=args.rho,
-            pia=args.lambda_a if key == pia_key else 0.0,
-            quick=args.quick,
-            epochs=args.epochs,
-            seed=args.seed,
-            path=args.path,
-            heldout=args.heldout,
-            anneal_epochs=args.anneal_epochs,
-        )
+        key: model_config(args, model=args.model, rho=args.rho, pia=args.lambda_a if key == pia_key else 0.0)
         for key in (base_key, pia_key)
     }
     tag = f"{args.model}-rho{args.rho:g}-lam{args.lambda_a:g}-seed{args.seed}" + ("-quick" if args.quick else "")
     out = args.out or default_out_dir(JOB, dataset, tag)
 
-    split = load_dataset(dataset, args)
+    split = load_model_split(args)
     timing = {"load": time.perf_counter() - start}
     n_train = split.train.shape[0]
     if sizes["users"] > n_train:
@@ -398,12 +342,12 @@ def run(args: argparse.Namespace) -> Path:
     rows = np.sort(rng.choice(n_train, size=sizes["users"], replace=False))
     X = sp.csr_matrix(split.train[rows])
     cohorts, cohort_order, cohort_rule = cohort_labels(split, rows)
-    planted = synthetic_labels(split)
+    planted, _ = planted_labels(split)
     taste = planted["taste_group"][rows] if planted is not None else None
     far = median_distance(X)
 
     t = time.perf_counter()
-    models = {key: trained_model(configs[key], split, progress) for key in (base_key, pia_key)}
+    models = {key: get_trained(configs[key], split=split, progress=progress) for key in (base_key, pia_key)}
     timing["train_or_load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -423,7 +367,7 @@ def run(args: argparse.Namespace) -> Path:
             far_threshold=far,
             groups=taste,
             min_shared=args.min_shared,
-            mode=configs[key].resolved().mask_mode,
+            mode=configs[key].mask_mode,
         )
         head = pd.DataFrame(
             {
@@ -550,10 +494,8 @@ def run(args: argparse.Namespace) -> Path:
         "groups": groups.to_dict(orient="records"),
         "paired": paired.to_dict(orient="records"),
         "notes": notes,
-        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-        "files": [p.name for p in [*files, *figures]] + ["summary.json"],
     }
-    write_json(out / "summary.json", result)
+    save_result(out, "summary.json", result, [*files, *figures], timing)
 
     header = [
         f"PIA geometry on {dataset}: {model_label} at ρ = {args.rho:g} without and with PIA (λ_A = {args.lambda_a:g}), "
@@ -571,20 +513,13 @@ def run(args: argparse.Namespace) -> Path:
             {"cell": "ΔNDCG@100"},
         )
     )
-    for note in notes:
-        print(f"note: {note}")
-    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
-    print(f"output folder: {out}")
+    print_done(out, result, timing, notes)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (JobError, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    return 0
+    """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

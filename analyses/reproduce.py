@@ -9,9 +9,11 @@ Usage::
 Models (``--models``, comma-separated; default all): ``ease`` (EASE, lambda chosen on validation NDCG@100 by
 :func:`models.baselines.select_ease_lambda`), ``multvae``, ``multvae-pia``, ``recvae``, ``recvae-pia`` and
 ``multdae``. The neural models come from the run cache (:func:`analyses.trained.get_trained`), trained on first
-use with the configurations of :func:`analysis_config` (the reference settings of PROTOCOL.md, masking keep
-probability ``--rho``, PIA weight ``--lambda-a``); the other analysis jobs use the same configurations, so a model
-trained here is reused there and vice versa.
+use with the configurations of :func:`analyses.model_options.model_config`: the reference settings of
+PROTOCOL.md, masking keep probability ``--rho``, PIA weight ``--lambda-a``, and the **reference KL schedule**
+``beta = min(0.2, updates / 200,000)`` of the published protocol (:data:`analyses.model_options.REFERENCE`),
+not the 50-epoch annealing of the geometry jobs; so with the default options their full-size models are not
+this job's (``--anneal-epochs 50`` makes them the same). Quick mode uses the same tiny models as every job.
 
 Every model is evaluated on the test users (strong generalization: fold-in 80%, targets 20%; Recall@20, Recall@50,
 NDCG@100 as mean ± standard error over users, by :func:`models.evaluation.evaluate`), overall and per user group
@@ -30,8 +32,8 @@ folders, the EASE lambda search and the full published tables with their source)
 (PNG and PDF).
 
 With ``--quick`` (synthetic data unless ``--dataset`` is given): hidden (64,), latent 16, 15 epochs (RecVAE 6), lr 3e-3
-and the KL weight annealed to its cap within 10 epochs (:data:`QUICK_TRAIN`): a smoke test of the pipeline, not a
-result.
+and the KL weight annealed to its cap within 10 epochs (:data:`analyses.model_options.QUICK_MODELS`): a smoke test
+of the pipeline, not a result.
 """
 
 from __future__ import annotations
@@ -48,23 +50,29 @@ import numpy as np
 import pandas as pd
 
 from analyses.common import (
-    JobArgumentParser,
-    JobError,
+    add_job_arguments,
     default_out_dir,
-    fail,
     format_table,
-    load_job_split,
+    job_parser,
+    print_done,
+    run_main,
+    save_result,
     write_csv,
-    write_json,
+)
+from analyses.model_options import (
+    DEFAULT_RHO,
+    REFERENCE,
+    add_model_arguments,
+    load_model_split,
+    model_config,
+    validate_model_options,
 )
 from analyses.trained import get_trained
 from figures.latent import results_figure
 from figures.style import savefig
 from models.baselines import EASE_LAMBDAS, select_ease_lambda
-from models.data import dataset_names
 from models.evaluation import DEFAULT_METRICS, USER_GROUPS, Evaluation, evaluate, paired_difference
-from models.split import Split
-from models.trainer import ConfigError, TrainConfig
+from models.trainer import TrainConfig
 
 JOB = "reproduce"
 METRICS: tuple[str, ...] = DEFAULT_METRICS  # recall@20, recall@50, ndcg@100
@@ -148,159 +156,13 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec("multdae", "Multi-DAE", "multdae"),
     )
 }
-DEFAULT_RHO = 0.5
-DEFAULT_LAMBDA_A = 0.1
-QUICK_TRAIN: dict[str, dict] = {
-    "multvae": {"hidden": (64,), "latent_dim": 16, "epochs": 15, "lr": 3e-3, "anneal_epochs": 10},
-    "recvae": {"hidden": (64,), "latent_dim": 16, "epochs": 6, "lr": 3e-3, "anneal_epochs": 4},
-    # Multi-DAE [I-d-I]: its code is its only hidden layer, so "tiny" means a 64-wide code.
-    "multdae": {"hidden": (), "latent_dim": 64, "epochs": 15, "lr": 3e-3},
-}
-"""Tiny configurations of ``--quick`` (seconds per model on the synthetic data)."""
 
 
-def analysis_config(
-    model: str,
-    dataset: str,
-    *,
-    rho: float = DEFAULT_RHO,
-    pia: float = 0.0,
-    quick: bool = False,
-    epochs: int | None = None,
-    seed: int = 0,
-    path: str | Path | None = None,
-    heldout: float | None = None,
-    anneal_epochs: int | None = None,
-) -> TrainConfig:
-    """The training configuration every analysis job uses for ``model`` (so that the run cache is shared).
-
-    Full mode: the reference settings of :class:`models.trainer.TrainConfig` (PROTOCOL.md) with keep probability
-    ``rho`` and PIA weight ``lambda_A = pia``, the KL weight annealed over 200,000 updates as published (which
-    leaves beta below 0.01 on small datasets such as ML-1M, PROTOCOL.md). Quick mode: :data:`QUICK_TRAIN`.
-    ``epochs`` (outer epochs for RecVAE) and ``anneal_epochs`` (beta reaches its cap after that many epochs,
-    whatever the dataset size; not used by Multi-DAE, which has no KL term) override either.
-
-    Raises
-    ------
-    ValueError
-        For an impossible configuration (``models.trainer.ConfigError``), with one clear message.
-    """
-    overrides = dict(QUICK_TRAIN[model]) if quick else {}
-    if epochs is not None:
-        overrides["epochs"] = int(epochs)
-    if anneal_epochs is not None and model != "multdae":
-        overrides["anneal_epochs"] = int(anneal_epochs)
-    config = TrainConfig(
-        model=model,
-        dataset=dataset,
-        dataset_path=str(path) if path is not None else None,
-        heldout=heldout,
-        rho=float(rho),
-        pia=float(pia),
-        seed=int(seed),
-        **overrides,
-    )
-    config.validate()
-    return config
-
-
-def spec_config(spec: ModelSpec, dataset: str, args: argparse.Namespace) -> TrainConfig:
-    """:func:`analysis_config` of one table row from the job's options."""
+def spec_config(spec: ModelSpec, args: argparse.Namespace) -> TrainConfig:
+    """The configuration of one table row from the job's options, with the published KL schedule."""
     assert spec.model is not None
-    return analysis_config(
-        spec.model,
-        dataset,
-        rho=args.rho,
-        pia=args.lambda_a if spec.pia else 0.0,
-        quick=args.quick,
-        epochs=args.epochs,
-        seed=args.seed,
-        path=args.path,
-        heldout=args.heldout,
-        anneal_epochs=args.anneal_epochs,
-    )
-
-
-# ----------------------------------------------------------------------------------- options shared by the jobs
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, *, default_out: str) -> None:
-    """Options every analysis job of this family takes: dataset, seed, training size, output, quick mode."""
-    parser.add_argument(
-        "--dataset",
-        help=f"one of {', '.join(dataset_names())} (default ml-1m; synthetic with --quick)",
-    )
-    parser.add_argument("--path", type=Path, help="local copy of the dataset's raw files (file or folder)")
-    parser.add_argument(
-        "--heldout", type=float, help="held-out users per set: a count, or a fraction < 1 (default: dataset preset)"
-    )
-    parser.add_argument(
-        "--rho", type=float, default=DEFAULT_RHO, help=f"keep probability of the training mask (default {DEFAULT_RHO})"
-    )
-    parser.add_argument(
-        "--lambda-a", type=float, default=DEFAULT_LAMBDA_A, help=f"PIA weight lambda_A (default {DEFAULT_LAMBDA_A})"
-    )
-    parser.add_argument("--epochs", type=int, help="training epochs of every model (default: reference / quick)")
-    parser.add_argument(
-        "--anneal-epochs",
-        type=int,
-        help="KL weight reaches its cap after this many epochs (default: the reference 200,000 updates; quick 10)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training runs and of the analysis (0)")
-    parser.add_argument("--out", type=Path, help=f"output folder (default {default_out})")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny models, few epochs, synthetic data unless --dataset: seconds to a minute",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def resolve_common(args: argparse.Namespace) -> str:
-    """Validate the shared options in place and return the dataset name; ValueError with one message otherwise."""
-    dataset = args.dataset or ("synthetic" if args.quick else "ml-1m")
-    if not (math.isfinite(args.rho) and 0.0 < args.rho <= 1.0):
-        raise ValueError(f"--rho must lie in (0, 1] (keep probability; 1 = clean input), got {args.rho}")
-    if not (math.isfinite(args.lambda_a) and args.lambda_a > 0):
-        raise ValueError(f"--lambda-a must be a number > 0 (the PIA weight), got {args.lambda_a}")
-    if args.epochs is not None and args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
-    if args.anneal_epochs is not None and args.anneal_epochs < 1:
-        raise ValueError(f"--anneal-epochs must be >= 1, got {args.anneal_epochs}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    if args.heldout is not None:
-        if not (math.isfinite(args.heldout) and args.heldout > 0):
-            raise ValueError(f"--heldout must be a count >= 1 or a fraction in (0, 0.5), got {args.heldout}")
-        if args.heldout >= 1:
-            args.heldout = int(args.heldout)
-    if args.path is not None:
-        args.path = str(args.path)
-    return dataset
-
-
-def load_dataset(dataset: str, args: argparse.Namespace) -> Split:
-    """The split the trainer uses for these options (same preset and held-out size), or a one-line JobError."""
-    options = argparse.Namespace(
-        path=Path(args.path) if args.path else None,
-        heldout=args.heldout,
-        min_uc=None,
-        min_sc=None,
-        user_col="user",
-        item_col="item",
-        rating_col="rating",
-        sep=",",
-        refresh=False,
-    )
-    return load_job_split(dataset, options, progress=not args.no_progress)
-
-
-def trained_model(config: TrainConfig, split: Split, progress: bool):
-    """:func:`analyses.trained.get_trained` with configuration errors turned into ValueError."""
-    try:
-        return get_trained(config, split=split, progress=progress)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
+    pia = args.lambda_a if spec.pia else 0.0
+    return model_config(args, model=spec.model, rho=args.rho, pia=pia, schedule=REFERENCE)
 
 
 # ---------------------------------------------------------------------------------------------------- tables
@@ -391,12 +253,10 @@ def paired_table(a: Evaluation, b: Evaluation, comparison: str) -> pd.DataFrame:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = JobArgumentParser(
-        prog=f"python -m analyses.{JOB}",
-        description="Results table of every model (test users, overall and by user group) next to the paper's "
-        "published numbers.",
-        epilog="The paper publishes ML-20M, Netflix and MSD only: elsewhere its columns read n/a. Default dataset "
-        "ml-1m is fetched and cached on first use; offline, use --dataset synthetic.",
+    parser = job_parser(
+        JOB,
+        "Results table of every model (test users, overall and by user group) next to the paper's published numbers.",
+        note="The paper publishes ML-20M, Netflix and MSD only: elsewhere its columns read n/a.",
     )
     parser.add_argument(
         "--models",
@@ -409,7 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(f"{v:g}" for v in EASE_LAMBDAS),
         help="EASE lambda grid searched on validation NDCG@100 (default %(default)s)",
     )
-    add_model_arguments(parser, default_out=f"out/{JOB}/DATASET-seedS")
+    add_job_arguments(
+        parser,
+        out=f"out/{JOB}/DATASET-seedS",
+        seed="seed of the training runs and of the analysis",
+        quick="tiny models, few epochs, synthetic data unless --dataset: seconds to a minute",
+    )
+    add_model_arguments(parser, schedule=REFERENCE, rho=DEFAULT_RHO, pia=True)
     return parser
 
 
@@ -463,14 +329,14 @@ def _print_summary(table: pd.DataFrame, groups: pd.DataFrame, paired: pd.DataFra
 def run(args: argparse.Namespace) -> Path:
     """Run the job from parsed arguments; returns the output folder. Raises JobError / ValueError."""
     start = time.perf_counter()
-    dataset = resolve_common(args)
+    dataset = validate_model_options(args)
     keys = parse_models(args.models)
     lambdas = _lambdas(args.ease_lambdas)
     progress = not args.no_progress
-    configs = {k: spec_config(MODEL_SPECS[k], dataset, args) for k in keys if MODEL_SPECS[k].model is not None}
+    configs = {k: spec_config(MODEL_SPECS[k], args) for k in keys if MODEL_SPECS[k].model is not None}
     out = args.out or default_out_dir(JOB, dataset, f"seed{args.seed}" + ("-quick" if args.quick else ""))
 
-    split = load_dataset(dataset, args)
+    split = load_model_split(args)
     timing = {"load": time.perf_counter() - start}
     evaluations: dict[str, Evaluation] = {}
     runs: dict[str, dict] = {}
@@ -487,7 +353,7 @@ def run(args: argparse.Namespace) -> Path:
                 "lambda_at_grid_edge": len(lambdas) > 1 and search.best in (min(lambdas), max(lambdas)),
             }
         else:
-            trained = trained_model(configs[key], split, progress)
+            trained = get_trained(configs[key], split=split, progress=progress)
             score = trained.model.score
             runs[key] = {"run": trained.run, "config": trained.config.to_json()}
         evaluations[key] = evaluate(score, split.test)
@@ -573,10 +439,8 @@ def run(args: argparse.Namespace) -> Path:
             "ablation_ndcg@100": PUBLISHED_ABLATION,
         },
         "notes": notes,
-        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-        "files": [p.name for p in [*files, *figures]] + ["results.json"],
     }
-    write_json(out / "results.json", result)
+    save_result(out, "results.json", result, [*files, *figures], timing)
 
     header = [
         f"Results on {dataset} ({split.train.shape[0]:,} training users, {split.n_items:,} items; "
@@ -586,20 +450,13 @@ def run(args: argparse.Namespace) -> Path:
         f"paper: {'PAPER.md section 7, ' + dataset if comparable else 'n/a for ' + dataset}",
     ]
     _print_summary(table, groups, paired, header)
-    for note in notes:
-        print(f"note: {note}")
-    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
-    print(f"output folder: {out}")
+    print_done(out, result, timing, notes)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (JobError, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    return 0
+    """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

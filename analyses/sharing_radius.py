@@ -13,12 +13,13 @@ Theorem 2.3 (PAPER.md section 2): a step ``theta+ = theta - eta g_v`` on v's los
 
 so v helps u (to first order) while ``W1(q_u, q_v) < r_share(u, v) = [||g_u|| - Delta_x]_+ / L_thz``.
 
-Measured here on a Multi-VAE from the run cache (:func:`analyses.trained.get_trained`; by default the clean
-model of :mod:`analyses.local_vs_global`): ``theta`` are the decoder's parameters and ``L_u(theta) =
--sum_i x_ui log softmax(f_theta(mu_u))_i``, u's reconstruction loss as a **deterministic** function of
-theta with ``z = mu_u`` fixed (the clean-input posterior mean, computed once; the KL term does not depend on
-the decoder). The model runs in float64 so that the measured change, a difference of two losses, is not
-drowned in rounding (``geometry.sharing`` docs). For ``--anchors`` users u, two partners each:
+Measured here on a Multi-VAE from the run cache (:func:`analyses.trained.get_trained`, options of
+:mod:`analyses.model_options`; by default the clean model of :mod:`analyses.local_vs_global`): ``theta`` are
+the decoder's parameters and ``L_u(theta) = -sum_i x_ui log softmax(f_theta(mu_u))_i``, u's reconstruction
+loss as a **deterministic** function of theta with ``z = mu_u`` fixed (the clean-input posterior mean,
+computed once; the KL term does not depend on the decoder). The model runs in float64 so that the measured
+change, a difference of two losses, is not drowned in rounding (``geometry.sharing`` docs). For ``--anchors``
+users u, two partners each:
 
 * ``latent-near``: v uniform among u's ``--k`` nearest users in latent space (Euclidean on mu), so that small
   W1 is represented;
@@ -52,6 +53,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,24 +61,28 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from analyses.common import JobArgumentParser, JobError, default_out_dir, fail, format_table, write_csv, write_json
-from analyses.local_vs_global import (
-    add_model_arguments,
+from analyses.common import (
+    JobError,
+    add_job_arguments,
     binary,
-    encode_posteriors,
-    load_split_for,
-    resolve_dataset,
-    run_record,
-    train_config,
-    trained_model,
+    default_out_dir,
+    format_table,
+    job_parser,
+    option_sizes,
+    print_done,
+    run_main,
+    save_result,
+    write_csv,
 )
+from analyses.encoding import encode_posteriors
+from analyses.model_options import add_model_arguments, load_model_split, model_config, validate_model_options
+from analyses.trained import get_trained, run_record
 from figures.geometry import sharing_radius_figure
 from figures.style import savefig
-from geometry.masking import validate_rho, wilson_interval
+from geometry.masking import wilson_interval
 from geometry.neighbourhoods import knn
 from geometry.sharing import SharingEffects, estimate_sharing_radius, pair_w1_bounds, sharing_effects, sign_agreement
 from models.batches import make_batch
-from models.data import dataset_names
 from models.vae import MultiVAE, multinomial_nll
 
 JOB = "sharing_radius"
@@ -164,15 +170,11 @@ def help_bins(w1: np.ndarray, measured: np.ndarray, predicted: np.ndarray, gain:
 
 def build_parser() -> argparse.ArgumentParser:
     """The job's command line (one-line errors, exit code 2)."""
-    parser = JobArgumentParser(
-        prog=f"python -m analyses.{JOB}",
-        description="Measured change of user u's loss after one SGD step on user v, against W1(q_u, q_v): "
+    parser = job_parser(
+        JOB,
+        "Measured change of user u's loss after one SGD step on user v, against W1(q_u, q_v): "
         "the empirical latent sharing radius r_share (Theorem 2.3).",
-        epilog="Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic.",
     )
-    parser.add_argument("--dataset", help=f"one of {', '.join(dataset_names())} (default ml-1m; --quick: synthetic)")
-    parser.add_argument("--beta-cap", type=float, default=0.2, help="KL weight cap of the model (0.2)")
-    parser.add_argument("--rho", type=float, default=1.0, help="keep probability the model trains with (1 = clean)")
     parser.add_argument("--anchors", type=int, help=f"users u, two partners each ({DEFAULTS['anchors']})")
     parser.add_argument("--k", type=int, default=10, help="latent neighbourhood of the latent-near partners (10)")
     parser.add_argument("--eta", type=float, default=1e-3, help="SGD step size on v's loss (1e-3)")
@@ -185,34 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bins", type=int, help=f"quantile bins of W1 ({DEFAULTS['bins']})")
     parser.add_argument("--boot", type=int, help=f"bootstrap resamples of the radius ({DEFAULTS['boot']})")
     parser.add_argument("--max-gradient-mb", type=int, default=1024, help="memory for per-user gradients (1024)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pairs and the bootstrap (0)")
-    parser.add_argument("--out", type=Path, help=f"output folder (default out/{JOB}/DATASET-betaB-etaE)")
-    parser.add_argument("--quick", action="store_true", help="synthetic data, tiny model, few pairs: seconds")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_model_arguments(parser)
+    add_job_arguments(
+        parser,
+        out=f"out/{JOB}/DATASET-betaB-etaE",
+        seed="seed of the pairs and the bootstrap",
+        quick="synthetic data, tiny model, few pairs: seconds",
+    )
+    add_model_arguments(parser, rho=1.0, beta_cap=True, architecture=True)
     return parser
 
 
 def _resolve(args: argparse.Namespace) -> dict:
-    base = QUICK if args.quick else DEFAULTS
-    sizes = {key: getattr(args, key) if getattr(args, key) is not None else base[key] for key in base}
-    for key, low in (("anchors", 3), ("bins", 1), ("boot", 1)):
-        if sizes[key] < low:
-            raise ValueError(f"--{key} must be an integer >= {low}, got {sizes[key]}")
+    sizes = option_sizes(args, DEFAULTS, QUICK, {"anchors": 3, "bins": 1, "boot": 1})
     if not (math.isfinite(args.eta) and args.eta > 0):
         raise ValueError(f"--eta must be a finite step size > 0, got {args.eta}")
-    if not (math.isfinite(args.beta_cap) and args.beta_cap >= 0):
-        raise ValueError(f"--beta-cap must be a finite number >= 0, got {args.beta_cap}")
-    try:
-        validate_rho(args.rho)
-    except ValueError as exc:
-        raise ValueError(f"--rho: {exc}") from None
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.max_gradient_mb < 1:
         raise ValueError(f"--max-gradient-mb must be >= 1, got {args.max_gradient_mb}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     return sizes
 
 
@@ -222,20 +214,20 @@ def run(args: argparse.Namespace) -> Path:
     timing: dict[str, float] = {}
     sizes = _resolve(args)
     progress = not args.no_progress
-    dataset = resolve_dataset(args)
-    config = train_config(args, rho=args.rho, beta_cap=args.beta_cap)
+    dataset = validate_model_options(args)
+    config = model_config(args, rho=args.rho, beta_cap=args.beta_cap)
     tag = f"beta{args.beta_cap:g}" + ("" if args.rho == 1 else f"-rho{args.rho:g}") + f"-eta{args.eta:g}"
     out = args.out or default_out_dir(JOB, dataset, tag)
     rng = np.random.default_rng(args.seed)
 
-    split = load_split_for(args, progress=progress)
+    split = load_model_split(args)
     X = binary(split.train)
     n = X.shape[0]
     if args.k > n - 1:
         raise JobError(f"--k must be at most {n - 1} (the other training users), got {args.k}")
     timing["load"] = time.perf_counter() - start
     t = time.perf_counter()
-    trained = trained_model(config, split, progress=progress)
+    trained = get_trained(config, split=split, progress=progress)
     record = run_record(trained)
     model = trained.model.double()  # measured changes are differences of two losses: float64
     timing["model"] = time.perf_counter() - t
@@ -381,13 +373,10 @@ def run(args: argparse.Namespace) -> Path:
         "strata": strata.to_dict(orient="records"),
         "bins": bins.to_dict(orient="records"),
         "bin_columns": BIN_NOTES,
-        "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-        "files": [p.name for p in [*files, *figures]] + ["summary.json"],
     }
-    write_json(out / "summary.json", result)
+    save_result(out, "summary.json", result, [*files, *figures], timing)
     _print_summary(result, strata, bins, dataset, n, X.shape[1])
-    print(f"\ndone in {timing['total']:.1f} s; wrote {len(files) + len(figures) + 1} files to {out}")
-    print(f"output folder: {out}")
+    print_done(out, result, timing)
     return out
 
 
@@ -471,14 +460,9 @@ def _print_summary(result: dict, strata: pd.DataFrame, bins: pd.DataFrame, datas
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (JobError, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    return 0
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 ``get_trained(config)`` returns the best-epoch model of the run whose resolved configuration hashes to the same
 key, training it first (with a progress bar) when it is missing, resuming it when a previous attempt was
 killed, or, with ``train_if_missing=False``, raising an error that prints the exact ``models.train`` command.
+``run_record(trained)`` summarises the run for a job's JSON. The configurations the jobs ask for come from
+:func:`analyses.model_options.model_config`.
 
 Runs live under ``$VAECF_RUNS_DIR`` (default: ``runs/`` inside the cache root of :func:`models.data.cache_dir`),
 one folder per configuration: ``<model>-<dataset>-<hash>``.
@@ -106,3 +108,19 @@ def get_trained(
         train(c, run, resume=resume, split=split, progress=progress)
     model, _ = load_trained(run)
     return TrainedModel(model, c, run)
+
+
+def run_record(trained: TrainedModel) -> dict:
+    """Run folder, configuration and the best epoch of a cached run (from its ``metrics.jsonl``)."""
+    history = [json.loads(line) for line in (trained.run / "metrics.jsonl").read_text().splitlines() if line]
+    best = max(history, key=lambda h: h["val_ndcg@100"])
+    return {
+        "run": str(trained.run),
+        "config": trained.config.to_json(),
+        "epochs_done": len(history),
+        "best_epoch": int(best["epoch"]),
+        "beta_at_best": float(best["beta"]),
+        "val_ndcg@100": float(best["val_ndcg@100"]),
+        "val_recall@20": float(best.get("val_recall@20", float("nan"))),
+        "final_beta": float(history[-1]["beta"]),
+    }

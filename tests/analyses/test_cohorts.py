@@ -6,19 +6,16 @@ busy 2-core machine, so the UMAP run is the ``slow`` test at the end (``pytest -
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 from sklearn.metrics import silhouette_score
 
 import analyses.trained as trained
 from analyses.cohorts import (
+    build_parser,
     centroid_distances,
     knn_purity,
     main,
@@ -27,8 +24,8 @@ from analyses.cohorts import (
     shared_embedding,
     standardise,
 )
-from analyses.pia_geometry import mu_encoder
-from analyses.reproduce import analysis_config
+from analyses.encoding import mu_encoder
+from analyses.model_options import model_config
 from analyses.trained import get_trained
 from figures.latent import cohort_embedding_figure
 from geometry.neighbourhoods import encode_masked
@@ -41,52 +38,21 @@ SEED = 2
 CONDITIONS = ("clean", "masked", "pia")
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+ARGV = ["--quick", "--epochs", str(EPOCHS), "--per-cohort", str(PER_COHORT), "--seed", str(SEED)]
 
 
-def _quick(tmp_path_factory, method: str) -> dict:
-    root = tmp_path_factory.mktemp(f"cohorts-{method}")
-    out = root / "out"
-    argv = ["--quick", "--method", method, "--epochs", str(EPOCHS), "--per-cohort", str(PER_COHORT)]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
-        code, stdout, stderr = _run([*argv, "--seed", str(SEED), "--out", str(out), "--no-progress"])
-    assert code == 0, stderr
-    return {
-        "root": root,
-        "out": out,
-        "stdout": stdout,
-        "embedding": pd.read_csv(out / "embedding.csv"),
-        "summary": pd.read_csv(out / "summary.csv"),
-        "cohorts": pd.read_csv(out / "cohorts.csv"),
-        "json": json.loads((out / "summary.json").read_text()),
-    }
+def _quick(quick_job, method: str) -> dict:
+    tables = ["embedding.csv", "summary.csv", "cohorts.csv"]
+    return quick_job(main, f"cohorts-{method}", [*ARGV, "--method", method], tables=tables)
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    return _quick(tmp_path_factory, "tsne")
+def quick_run(quick_job):
+    return _quick(quick_job, "tsne")
 
 
-def _check_files(run: dict) -> None:
-    out = run["out"]
-    for name in ("embedding.csv", "summary.csv", "cohorts.csv", "summary.json"):
-        assert (out / name).stat().st_size > 0
-    assert (out / "cohorts.png").read_bytes().startswith(b"\x89PNG")
-    assert (out / "cohorts.pdf").read_bytes().startswith(b"%PDF")
-    assert run["stdout"].strip().splitlines()[-1] == f"output folder: {out}"
-    assert sorted(run["json"]["files"]) == sorted(p.name for p in out.iterdir())
-
-
-def test_every_file_is_written_and_the_folder_named(quick_run):
-    _check_files(quick_run)
+def test_every_file_is_written_and_the_folder_named(quick_run, check_outputs):
+    check_outputs(quick_run, ("cohorts",))
 
 
 def test_values_lie_in_range(quick_run):
@@ -115,17 +81,13 @@ def test_cohorts_are_the_planted_ones_and_the_same_users_in_every_panel(quick_ru
     assert quick_run["json"]["cohort_rule"]["rule"] == "planted"
 
 
-def test_statistics_recompute_from_the_cached_models(quick_run, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the job's models must come from the run cache")
-
-    monkeypatch.setattr(trained, "train", refuse)
-    monkeypatch.setenv("VAECF_RUNS_DIR", str(quick_run["root"] / "runs"))
+def test_statistics_recompute_from_the_cached_models(quick_run, monkeypatch, no_training):
+    monkeypatch.setenv(trained.RUNS_ENV, str(quick_run["root"] / "runs"))
     e = quick_run["embedding"]
     pia = e[e["condition"] == "pia"]
     split = load_split("synthetic", progress=False)
     X = sp.csr_matrix(split.train[pia["row"].to_numpy()])
-    config = analysis_config("multvae", "synthetic", pia=0.1, quick=True, epochs=EPOCHS, seed=SEED)
+    config = model_config(build_parser().parse_args(ARGV), rho=0.5, pia=0.1)
     Z = encode_masked(mu_encoder(get_trained(config, progress=False).model), X, 1.0)
     labels = pia["cohort"].to_numpy()
     s = quick_run["summary"].set_index("condition")
@@ -233,18 +195,14 @@ def test_progression_is_one_for_collinear_ordered_centroids():
         (["--k", "0"], "--k"),
     ],
 )
-def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path):
-    code, stdout, stderr = _run(["--quick", "--out", str(tmp_path / "out"), *argv])
-    assert code == 2 and stdout == ""
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
-    assert not (tmp_path / "out").exists()
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
+    usage_error(main, ["--quick", *argv], needle)
 
 
 @pytest.mark.slow
-def test_umap_run_and_shared_reducer(tmp_path_factory):
-    run = _quick(tmp_path_factory, "umap")
-    _check_files(run)
+def test_umap_run_and_shared_reducer(quick_job, check_outputs):
+    run = _quick(quick_job, "umap")
+    check_outputs(run, ("cohorts",))
     assert run["json"]["reducer"]["method"] == "umap"
     s = run["summary"]
     assert s["silhouette_2d"].between(-1, 1).all()

