@@ -56,10 +56,10 @@ from typing import TextIO
 
 from analyses.common import (
     OUT_ROOT,
-    JobArgumentParser,
     add_job_arguments,
     default_out_dir,
     fail,
+    job_parser,
     one_line,
     write_json,
 )
@@ -716,12 +716,12 @@ def parse_jobs(values: Sequence[str] | None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = JobArgumentParser(
-        prog=f"python -m analyses.{JOB}",
-        description="Run every analysis job (or --jobs) with the same dataset, seed and mode, and write a Markdown "
-        "report embedding every figure with the numbers behind it.",
-        epilog="Models are trained once per configuration and cached (analyses.trained); a full ml-1m run trains "
-        "every model the jobs need. --quick: synthetic data and tiny models, a few minutes.",
+    parser = job_parser(
+        JOB,
+        "Run every analysis job (or --jobs) with the same dataset, seed and mode, and write a Markdown report "
+        "embedding every figure with the numbers behind it.",
+        "Models are trained once per configuration and cached (analyses.trained); a full ml-1m run trains every "
+        "model the jobs need. --quick: synthetic data and tiny models, a few minutes.",
     )
     add_job_arguments(
         parser,

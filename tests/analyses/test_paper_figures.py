@@ -97,13 +97,19 @@ def _resolve(doc: object, path: str) -> object:
 
 
 def _same(cell: str, value: object) -> bool:
+    """The cell shows ``value``: integers in full, floats rounded to 4 significant digits (whole numbers from
+    10^4 on), null or NaN as the missing sign."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return cell == MISSING
     if isinstance(value, bool):
         return cell == ("yes" if value else "no")
-    if isinstance(value, (int, float)):
-        shown = float(cell)
-        return math.isclose(shown, float(value), rel_tol=5e-4, abs_tol=0.0) or shown == value
+    if isinstance(value, int):
+        return cell == str(value)
+    if isinstance(value, float):
+        if abs(value) >= 1e4:
+            return float(cell) == round(value)
+        digits = 3 - math.floor(math.log10(abs(value))) if value else 0
+        return float(cell) == pytest.approx(round(value, digits), rel=1e-12, abs=1e-300)
     return cell == str(value)
 
 
