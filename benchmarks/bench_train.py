@@ -31,7 +31,7 @@ from models.batches import make_batch
 from models.evaluation import evaluate
 from models.pia import alignment_loss
 from models.split import HeldOut
-from models.trainer import TrainConfig, build_model
+from models.trainer import TrainConfig, adam, build_model
 
 
 def power_law_matrix(n_users: int, n_items: int, per_user: int, seed: int = 0) -> sp.csr_matrix:
@@ -73,7 +73,7 @@ def dense_forward_flops(model: torch.nn.Module) -> float:
 def train_throughput(model, x: sp.csr_matrix, updates: int, batch: int, pia: float, recvae: bool = False) -> float:
     params = list(model.encoder_parameters()) if recvae else list(model.parameters())
     anchors = torch.nn.Parameter(torch.randn(x.shape[1], model.latent_dim) * 0.01)
-    opt = torch.optim.Adam([*params, anchors] if pia else params, lr=1e-3)
+    opt = adam([*params, anchors] if pia else params, 1e-3)
     gen = torch.Generator().manual_seed(0)
     order = np.random.default_rng(0).permutation(x.shape[0])
     start = None

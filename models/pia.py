@@ -44,8 +44,11 @@ def alignment_loss(
     # Means over each user's positives as EmbeddingBag reductions: no (nnz, d) gather is materialised and the
     # backward pass into the anchors is a sparse accumulation (an index_add over nnz x d is several times slower).
     offsets = torch.cumsum(batch.counts, 0) - batch.counts
-    ebar = F.embedding_bag(batch.target_cols, anchors, offsets, mode="mean")
-    mean_sq = F.embedding_bag(batch.target_cols, anchors.pow(2).sum(dim=1, keepdim=True), offsets, mode="mean")[:, 0]
+    # One bag over [e_i, ||e_i||^2]: the mean anchor and the mean squared norm in a single pass (the backward of an
+    # embedding bag sorts the indices, so two bags cost two sorts).
+    table = torch.cat([anchors, anchors.pow(2).sum(dim=1, keepdim=True)], dim=1)
+    means = F.embedding_bag(batch.target_cols, table, offsets, mode="mean")
+    ebar, mean_sq = means[:, :-1], means[:, -1]
     # (1/|S|) sum ||e_i - ebar||^2 = mean ||e_i||^2 - ||ebar||^2 (clamped: rounding may go slightly negative)
     spread = (mean_sq - ebar.pow(2).sum(dim=1)).clamp(min=0.0)
     trace = logvar.exp().sum(dim=1) if logvar is not None else torch.zeros_like(spread)
