@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -84,15 +85,27 @@ def _read_delimited(
     usecols: Sequence[str],
     dtypes: dict[str, str],
     header: int | None = None,
+    data: bytes | None = None,
 ) -> pd.DataFrame:
-    """Fast typed read with pandas' C parser; on failure, re-read untyped to name the bad line."""
+    """Fast typed read with pandas' C parser; on failure, re-read untyped to name the bad line.
+
+    ``data``, when given, is parsed instead of the file (e.g. a rewritten copy); messages still name ``path``.
+    """
     n_fields = len(names)
+
+    def source() -> Path | BytesIO:
+        return BytesIO(data) if data is not None else path
+
     try:
-        return pd.read_csv(path, sep=sep, header=header, names=names, usecols=list(usecols), dtype=dtypes, engine="c")
+        return pd.read_csv(source(), sep=sep, header=header, names=names, usecols=list(usecols), dtype=dtypes)
     except pd.errors.ParserError as exc:
         # pandas names no line when no line has enough fields: that is a wrong separator, seen on line 1.
-        with path.open("r", encoding="utf-8", errors="replace") as fh:
-            found = len(fh.readline().rstrip("\r\n").split(sep))
+        if data is None:
+            with path.open("rb") as fh:
+                first = fh.readline()
+        else:
+            first = data.split(b"\n", 1)[0]
+        found = len(first.decode("utf-8", errors="replace").rstrip("\r\n").split(sep))
         if found < len(usecols):
             raise DataFormatError(
                 f"{path}: line 1: found {found} field(s) separated by {sep!r}, expected {n_fields}. "
@@ -105,7 +118,7 @@ def _read_delimited(
     except (ValueError, TypeError):
         pass
     # Slow path, only to build a precise message: read as text and find the first offending value.
-    frame = pd.read_csv(path, sep=sep, header=header, names=names, usecols=list(usecols), dtype=str)
+    frame = pd.read_csv(source(), sep=sep, header=header, names=names, usecols=list(usecols), dtype=str)
     first_line = 2 if header == 0 else 1
     if frame.shape[1] and frame[list(usecols)[-1]].isna().all() and frame.shape[0]:
         raise DataFormatError(
@@ -167,30 +180,9 @@ def read_movielens_1m(path: Path) -> RawInteractions:
         )
     # '::' is a multi-character separator (pandas would fall back to its slow Python engine); the file holds
     # only integers, so a single ':' is an exact stand-in.
-    from io import BytesIO
-
     names = ["user", "item", "rating", "timestamp"]
     dtypes = {"user": "int64", "item": "int64", "rating": "float32"}
-    try:
-        frame = pd.read_csv(
-            BytesIO(text.replace(b"::", b":")),
-            sep=":",
-            header=None,
-            names=names,
-            usecols=[0, 1, 2],
-            dtype=dtypes,
-        )
-    except (ValueError, pd.errors.ParserError) as exc:
-        frame = pd.read_csv(
-            BytesIO(text.replace(b"::", b":")),
-            sep=":",
-            header=None,
-            names=names,
-            usecols=[0, 1, 2],
-            dtype=str,
-        )
-        _check_numeric(frame, path, ["user", "item", "rating"], 1, "ratings.dat holds integers only")
-        raise DataFormatError(f"{path}: {exc}") from exc
+    frame = _read_delimited(path, ":", names, ["user", "item", "rating"], dtypes, data=text.replace(b"::", b":"))
     return _to_raw(frame, path, "user", "item", "rating")
 
 
@@ -295,8 +287,6 @@ def _parse_netflix_text(path: Path, text: bytes) -> tuple[np.ndarray, np.ndarray
     seg = np.cumsum(is_header) - 1
     rows = ~is_header
     body = b"\n".join(ln for ln, h in zip(lines, is_header, strict=True) if not h)
-    from io import BytesIO
-
     try:
         frame = pd.read_csv(
             BytesIO(body),
