@@ -386,6 +386,21 @@ class SignAgreement:
     n_zero: int
 
 
+def _paired_arrays(**arrays: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+    """Per-pair inputs as finite 1-D float64 arrays of one common length (one clear error otherwise)."""
+    out = []
+    for name, a in arrays.items():
+        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+        if a.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D array with one value per pair; got shape {a.shape}.")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinite values; drop those pairs (e.g. ||g_u|| = 0) first.")
+        out.append(a)
+    if len({a.shape for a in out}) > 1:
+        raise ValueError(f"{' and '.join(arrays)} must have the same length; got {[a.shape[0] for a in out]}.")
+    return out
+
+
 def sign_agreement(predicted: np.ndarray | torch.Tensor, measured: np.ndarray | torch.Tensor) -> SignAgreement:
     r"""Fraction of pairs whose measured change has the sign of the first-order prediction.
 
@@ -404,17 +419,7 @@ def sign_agreement(predicted: np.ndarray | torch.Tensor, measured: np.ndarray | 
     -------
     SignAgreement
     """
-    arrs = []
-    for name, a in (("predicted", predicted), ("measured", measured)):
-        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
-        if a.ndim != 1:
-            raise ValueError(f"{name} must be a 1-D array of per-pair changes; got shape {a.shape}.")
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name} contains NaN or infinite values; drop those pairs before calling.")
-        arrs.append(a)
-    p, m = arrs
-    if p.shape != m.shape:
-        raise ValueError(f"predicted and measured must have the same length; got {p.shape[0]} and {m.shape[0]}.")
+    p, m = _paired_arrays(predicted=predicted, measured=measured)
     nonzero = (p != 0) & (m != 0)
     same = nonzero & (np.sign(p) == np.sign(m))
     n_agree, n_cmp = int(same.sum()), int(nonzero.sum())
@@ -586,17 +591,7 @@ def estimate_sharing_radius(
         ``radius`` None with ``reason`` when the fitted slope is not negative (no radius) or the intercept is
         not positive (no pair is predicted to gain).
     """
-    arrs = []
-    for name, a in (("w1", w1), ("gain", gain)):
-        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
-        if a.ndim != 1:
-            raise ValueError(f"{name} must be a 1-D array with one value per pair; got shape {a.shape}.")
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name} contains NaN or infinite values; drop those pairs (e.g. ||g_u|| = 0) first.")
-        arrs.append(a)
-    w1, gain = arrs
-    if w1.shape != gain.shape:
-        raise ValueError(f"w1 and gain must have the same length; got {w1.shape[0]} and {gain.shape[0]}.")
+    w1, gain = _paired_arrays(w1=w1, gain=gain)
     if w1.shape[0] < 3:
         raise ValueError(f"need at least 3 pairs to fit a line with residuals; got {w1.shape[0]}.")
     if (w1 < 0).any():

@@ -24,9 +24,9 @@ import scipy.sparse as sp
 import torch
 
 from models.data import add_dataset_arguments, dataset_names, split_from_args
-from models.evaluation import Evaluation, evaluate
+from models.evaluation import evaluate
 from models.io import atomic_write_json, resolve_device
-from models.split import HeldOut, Split
+from models.split import Split
 
 EASE_LAMBDAS: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 SELECTION_METRIC = "ndcg@100"
@@ -157,10 +157,6 @@ def select_ease_lambda(
     return best_model, LambdaSearch(best_model.lam, scores)
 
 
-def _evaluate_test(score_fn, heldout: HeldOut, batch_size: int) -> Evaluation:
-    return evaluate(score_fn, heldout, batch_size=batch_size)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m models.baselines",
@@ -211,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         else:
             score_fn = Popularity.fit(split.train, device).score
-        test = _evaluate_test(score_fn, split.test, args.batch_size)
+        test = evaluate(score_fn, split.test, batch_size=args.batch_size)
         seconds = time.perf_counter() - start
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

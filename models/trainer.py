@@ -403,7 +403,7 @@ def train(
                     per_user = fwd.nll
                     kl_term = torch.zeros((), device=device)
                     if phase.use_kl:
-                        weights = model.kl_weights(batch, beta) if hasattr(model, "kl_weights") else beta
+                        weights = model.kl_weights(batch, beta).to(device)
                         kl_term = (weights * fwd.kl).sum()
                     pia_term = torch.zeros((), device=device)
                     if anchors is not None and phase.use_pia and lam > 0:

@@ -98,6 +98,10 @@ class AutoencoderBase(nn.Module):
         mu, _ = self.encode(make_batch(fold_in, rho=1.0, device=device))
         return self.decode(mu)
 
+    def kl_weights(self, batch: SparseBatch, beta: float) -> torch.Tensor:
+        """Per-user weight of the KL term (B,): the annealed ``beta`` (RecVAE overrides it with ``gamma |x_u|``)."""
+        return torch.full((batch.n_rows,), float(beta), device=batch.counts.device)
+
     def weight_penalty(self) -> torch.Tensor:
         """``sum ||W||^2`` over weight matrices (not biases), for the explicit L2 term."""
         return sum((p.pow(2).sum() for n, p in self.named_parameters() if n.endswith("weight")), torch.zeros(()))
