@@ -32,38 +32,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter, NullLocator
 
-from figures.style import new_figure, palette, styled
+from figures.style import STRATUM_LABELS, cohort_colors, new_figure, ordered_strata, palette, stratum_colors, styled
 
-# One colour per pair stratum in every figure (Okabe-Ito slots).
-STRATUM_COLOURS = {
-    "near": 0,
-    "latent-near": 0,
-    "random": 3,
-    "far-related": 1,
-    "planted": 2,
-}
-STRATUM_LABELS = {
-    "near": "near (u's kNN in input)",
-    "latent-near": "near (u's kNN in latent space)",
-    "random": "random",
-    "far-related": "far but related",
-    "planted": "planted far-related",
-}
 # Line styles of reference lines (certificates solid, empirical dashed).
 _LINE_STYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (3, 1, 1, 1)), "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-def _stratum_colour(name: str, spare: list[str]) -> str:
-    colours = palette()
-    if name in STRATUM_COLOURS:
-        return colours[STRATUM_COLOURS[name]]
-    return spare.pop(0)
-
-
-def _colours_for(names: Sequence[str]) -> dict[str, str]:
-    spare = [c for i, c in enumerate(palette()) if i not in STRATUM_COLOURS.values()]
-    return {s: _stratum_colour(s, spare) for s in names}
 
 
 def _alpha(n: int) -> float:
@@ -73,11 +46,6 @@ def _alpha(n: int) -> float:
 
 def _size(n: int) -> float:
     return 10.0 if n <= 500 else 6.0
-
-
-def _ordered(names: Sequence[str]) -> list[str]:
-    known = [s for s in STRATUM_COLOURS if s in set(names)]
-    return known + sorted(set(names) - set(known))
 
 
 # --------------------------------------------------------------------------------------------- local vs global
@@ -115,8 +83,8 @@ def lipschitz_transport_figure(
     strata = np.asarray(strata).astype(str)
     if not (l1.shape == lo.shape == up.shape == strata.shape == tb.shape) or l1.ndim != 1:
         raise ValueError("l1, w1_lower, w1_upper, strata and transport_bound must be 1-D arrays of one length")
-    names = _ordered(list(set(strata.tolist())))
-    colours = _colours_for(names)
+    names = ordered_strata(strata.tolist())
+    colours = stratum_colors(names)
     keep = l1 > 0  # log axes: identical histories (L1 = 0) cannot be drawn
     with styled():
         fig = new_figure(1, 2, panel_size=(5.4, 4.3))
@@ -193,9 +161,7 @@ def cohort_figure(
     labels = np.asarray(labels)
     if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] != labels.shape[0]:
         raise ValueError("coords must have shape (n, 2) and labels shape (n,)")
-    colours = palette(len(names)) if len(names) <= 8 else None
-    if colours is None:
-        raise ValueError(f"at most 8 cohorts can be coloured, got {len(names)}")
+    colours = list(cohort_colors(list(names)).values())  # the cohorts' colours in every figure
     with styled():
         fig = new_figure(1, 2, panel_size=(4.9, 4.0))
         ax, bx = fig.axes
@@ -253,8 +219,8 @@ def far_related_figure(latent_pct: Mapping[str, np.ndarray], input_pct: Mapping[
     latent_pct, input_pct : mapping stratum -> numpy.ndarray
         Rank percentiles in [0, 100] (0 = u's nearest user) of the pairs of each stratum.
     """
-    names = _ordered(list(latent_pct))
-    colours = _colours_for(names)
+    names = ordered_strata(list(latent_pct))
+    colours = stratum_colors(names)
     with styled():
         fig = new_figure(1, 1, panel_size=(7.8, 4.4))
         ax = fig.axes[0]
@@ -467,8 +433,8 @@ def sharing_radius_figure(
     strata = np.asarray(strata).astype(str)
     if not (w1.shape == gain.shape == strata.shape == predicted.shape == measured.shape) or w1.ndim != 1:
         raise ValueError("w1, gain, strata, predicted and measured must be 1-D arrays of one length")
-    names = _ordered(list(set(strata.tolist())))
-    colours = _colours_for(names)
+    names = ordered_strata(strata.tolist())
+    colours = stratum_colors(names)
     ok = np.isfinite(gain)
     with styled():
         fig = new_figure(1, 3, panel_size=(4.6, 4.0))

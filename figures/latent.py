@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from figures.style import new_figure, palette, styled
+from figures.style import cohort_colors, model_colors, new_figure, palette, styled
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -31,36 +31,6 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 def condition_colors(labels: Sequence[str]) -> dict[str, str]:
     """One palette colour per model / condition label, in the given order (first: blue, second: vermillion)."""
     return dict(zip(labels, palette(len(labels)), strict=True))
-
-
-# Each model and its PIA variant share a hue (dark / light), so pairs read together in every figure.
-MODEL_COLORS: dict[str, str] = {
-    "EASE": "#000000",
-    "Multi-VAE": "#D55E00",
-    "Multi-VAE + PIA": "#E69F00",
-    "RecVAE": "#0072B2",
-    "RecVAE + PIA": "#56B4E9",
-    "Multi-DAE": "#009E73",
-}
-
-
-def model_colors(labels: Sequence[str]) -> dict[str, str]:
-    """Colours of the results-table models (:data:`MODEL_COLORS`); unknown labels take unused palette colours."""
-    used = {MODEL_COLORS[label] for label in labels if label in MODEL_COLORS}
-    spare = iter(c for c in palette() if c not in used)
-    return {label: MODEL_COLORS[label] if label in MODEL_COLORS else next(spare) for label in labels}
-
-
-def cohort_colors(cohorts: Sequence[str]) -> dict[str, str]:
-    """Colours of ordered cohorts (e.g. about 5, 50, 350 interactions): bluish green, orange, reddish purple, ...
-
-    These avoid blue and vermillion, which the model comparisons use.
-    """
-    order = [2, 4, 3, 5, 0, 1, 7, 6]
-    colours = palette()
-    if len(cohorts) > len(order):
-        raise ValueError(f"at most {len(order)} cohorts can be coloured, got {len(cohorts)}")
-    return {c: colours[order[i]] for i, c in enumerate(cohorts)}
 
 
 # ----------------------------------------------------------------------------------------------- PIA geometry

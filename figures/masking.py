@@ -20,29 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from figures.style import new_figure, palette, styled
-
-# Fixed stratum -> colour, so that one stratum has one colour in every figure of every run.
-STRATUM_ORDER = ("near", "far", "far-related", "planted")
-STRATUM_LABELS = {
-    "near": "near (in u's kNN)",
-    "far": "far (beyond u's median)",
-    "far-related": "far but related",
-    "planted": "planted far-related",
-}
-
-
-def stratum_colors(strata: Sequence[str]) -> dict[str, str]:
-    """Colour of each stratum: the known strata keep fixed palette slots, others take the next free ones."""
-    colours = palette()
-    mapping = {s: colours[i] for i, s in enumerate(STRATUM_ORDER)}
-    spare = iter(colours[len(STRATUM_ORDER) :])
-    return {s: mapping[s] if s in mapping else next(spare) for s in strata}
-
-
-def _ordered(strata: Sequence[str]) -> list[str]:
-    known = [s for s in STRATUM_ORDER if s in strata]
-    return known + sorted(set(strata) - set(known))
+from figures.style import STRATUM_LABELS, new_figure, ordered_strata, stratum_colors, styled
 
 
 def _row_major(rows: Sequence[Sequence[Line2D]], ncols: int) -> list[Line2D]:
@@ -91,7 +69,7 @@ def masked_distance_pmf_figure(pairs: Sequence[TypicalPair], delta_label: str = 
     if not pairs:
         raise ValueError("masked_distance_pmf_figure needs at least one pair")
     rhos = sorted({p.rho for p in pairs})
-    strata = _ordered([p.stratum for p in pairs])
+    strata = ordered_strata([p.stratum for p in pairs])
     colours = stratum_colors(strata)
     with styled():
         fig = new_figure(len(rhos), len(strata), panel_size=(3.9, 2.9))
@@ -162,7 +140,7 @@ def probability_curves_figure(
         Description of the clean threshold, for the legend.
     """
     rho_grid = np.asarray(rho_grid, dtype=np.float64)
-    strata = _ordered(list(curves))
+    strata = ordered_strata(list(curves))
     colours = stratum_colors(strata)
     with styled():
         fig = new_figure(1, 2, panel_size=(4.9, 3.7), sharey=True)
@@ -223,7 +201,7 @@ def contraction_scatter_figure(
     if not (d.shape == probability.shape == strata.shape == rho.shape) or d.ndim != 1:
         raise ValueError("d, probability, strata and rho must be 1-D arrays of the same length")
     rhos = sorted(set(rho.tolist()))
-    names = _ordered(list(set(strata.tolist())))
+    names = ordered_strata(strata.tolist())
     colours = stratum_colors(names)
     with styled():
         # at least 7.5 inches wide, so that the title and the one-row legend fit above a single panel

@@ -26,7 +26,7 @@ colorblind people", 2008 (https://jfly.uni-koeln.de/color/).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,6 +49,41 @@ OKABE_ITO: tuple[str, ...] = (
 )
 DPI = 150
 FIGURE_FORMATS = ("png", "pdf")
+BLUE, VERMILLION, GREEN, PURPLE, ORANGE, SKY_BLUE, YELLOW, BLACK = OKABE_ITO
+
+# One meaning, one colour, in every figure of every job: a pair stratum, an activity cohort or a model keeps its
+# colour whether masking_contraction, local_vs_global, sharing_radius, pia_geometry, cohorts or reproduce draws it.
+STRATUM_COLORS: dict[str, str] = {
+    "near": BLUE,
+    "latent-near": BLUE,  # the latent-space kNN plays the role of "near" where no input distance is used
+    "far": VERMILLION,
+    "far-related": GREEN,
+    "planted": PURPLE,
+    "random": ORANGE,
+}
+"""Colour of each pair stratum (its order is the order strata are listed in legends)."""
+STRATUM_LABELS: dict[str, str] = {
+    "near": "near (u's kNN in input)",
+    "latent-near": "near (u's kNN in latent space)",
+    "far": "far (beyond u's median)",
+    "far-related": "far but related",
+    "planted": "planted far-related",
+    "random": "random",
+}
+"""Legend text of each pair stratum."""
+COHORT_SLOTS: tuple[str, ...] = (GREEN, ORANGE, PURPLE, SKY_BLUE, BLUE, VERMILLION, BLACK, YELLOW)
+"""Colours of activity cohorts from the least to the most active (they avoid blue and vermillion, which the model
+comparisons use, as long as there are at most four cohorts)."""
+MODEL_COLORS: dict[str, str] = {
+    # each model and its PIA variant share a hue (dark / light), so pairs read together in every figure
+    "EASE": BLACK,
+    "Multi-VAE": VERMILLION,
+    "Multi-VAE + PIA": ORANGE,
+    "RecVAE": BLUE,
+    "RecVAE + PIA": SKY_BLUE,
+    "Multi-DAE": GREEN,
+}
+"""Colours of the results-table models."""
 
 
 def palette(n: int | None = None) -> list[str]:
@@ -67,6 +102,52 @@ def palette(n: int | None = None) -> list[str]:
             "group categories or use line styles as well"
         )
     return list(OKABE_ITO[:n])
+
+
+def category_colors(names: Sequence[str], fixed: Mapping[str, str]) -> dict[str, str]:
+    """Colour of each name: its ``fixed`` colour if it has one, else the next palette colour no name has.
+
+    Raises
+    ------
+    ValueError
+        If the palette runs out of unused colours.
+    """
+    taken = {fixed[n] for n in names if n in fixed}
+    spare = iter(c for c in OKABE_ITO if c not in taken)
+    out = {}
+    for n in names:
+        if n not in fixed:
+            try:
+                out[n] = next(spare)
+            except StopIteration:
+                raise ValueError(f"the {PALETTE_NAME} palette has no unused colour left for {n!r}") from None
+        else:
+            out[n] = fixed[n]
+    return out
+
+
+def stratum_colors(strata: Sequence[str]) -> dict[str, str]:
+    """Colours of pair strata (:data:`STRATUM_COLORS`); unknown strata take unused palette colours."""
+    return category_colors(strata, STRATUM_COLORS)
+
+
+def ordered_strata(strata: Iterable[str]) -> list[str]:
+    """The distinct strata, the known ones in the order of :data:`STRATUM_COLORS`, then the others sorted."""
+    names = set(strata)
+    known = [s for s in STRATUM_COLORS if s in names]
+    return known + sorted(names - set(known))
+
+
+def model_colors(labels: Sequence[str]) -> dict[str, str]:
+    """Colours of the results-table models (:data:`MODEL_COLORS`); unknown labels take unused palette colours."""
+    return category_colors(labels, MODEL_COLORS)
+
+
+def cohort_colors(cohorts: Sequence[str]) -> dict[str, str]:
+    """Colours of activity cohorts given from the least to the most active (:data:`COHORT_SLOTS`)."""
+    if len(cohorts) > len(COHORT_SLOTS):
+        raise ValueError(f"at most {len(COHORT_SLOTS)} cohorts can be coloured, got {len(cohorts)}")
+    return dict(zip(cohorts, COHORT_SLOTS, strict=False))
 
 
 def rc_params() -> dict[str, object]:

@@ -9,8 +9,20 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_hex, to_rgb
 
-from figures.masking import STRATUM_ORDER, stratum_colors
-from figures.style import OKABE_ITO, PALETTE_NAME, apply_style, new_figure, palette, rc_params, savefig, styled
+from figures.style import (
+    OKABE_ITO,
+    PALETTE_NAME,
+    STRATUM_COLORS,
+    apply_style,
+    category_colors,
+    new_figure,
+    ordered_strata,
+    palette,
+    rc_params,
+    savefig,
+    stratum_colors,
+    styled,
+)
 
 # Machado, Oliveira & Fernandes (2009), severity 1.0, applied to linear RGB.
 _CVD = {
@@ -60,10 +72,21 @@ def test_distinguishability_check_rejects_a_red_green_palette():
 
 
 def test_stratum_colours_are_fixed_and_distinct():
-    fixed = stratum_colors(list(STRATUM_ORDER))
+    fixed = stratum_colors(list(STRATUM_COLORS))
     assert stratum_colors(["far", "near"]) == {"far": fixed["far"], "near": fixed["near"]}
-    both = stratum_colors([*STRATUM_ORDER, "other"])
+    strata = [s for s in STRATUM_COLORS if s != "latent-near"]  # latent-near shares near's colour on purpose
+    both = stratum_colors([*strata, "other", "another"])
     assert len(set(both.values())) == len(both)
+    assert fixed["latent-near"] == fixed["near"]
+
+
+def test_category_colours_run_out_with_one_clear_error():
+    with pytest.raises(ValueError, match="no unused colour left for 'x8'"):
+        category_colors([f"x{i}" for i in range(9)], {})
+
+
+def test_ordered_strata_lists_known_strata_first_and_each_once():
+    assert ordered_strata(["zeta", "far", "near", "far", "alpha"]) == ["near", "far", "alpha", "zeta"]
 
 
 def test_styled_applies_the_style_and_restores_the_previous_one():

@@ -1,0 +1,65 @@
+"""One stratum, one cohort: the same colour in the figures of different jobs (read back from the drawn artists)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import to_hex
+
+from figures.geometry import cohort_figure, far_related_figure, lipschitz_transport_figure
+from figures.latent import cohort_embedding_figure
+from figures.masking import contraction_scatter_figure
+from figures.style import cohort_colors, stratum_colors
+
+
+def _scatter_colours(fig) -> set[str]:
+    """Face colours of every scatter point drawn in the figure, as lower-case hex (alpha dropped)."""
+    out = set()
+    for ax in fig.axes:
+        for coll in ax.collections:
+            for rgba in np.atleast_2d(coll.get_facecolors()):
+                if len(rgba):
+                    out.add(to_hex(rgba[:3]))
+    return out
+
+
+def _legend(fig) -> dict[str, str]:
+    """Legend text -> colour of the handle, over every legend of the figure."""
+    out = {}
+    for legend in [ax.get_legend() for ax in fig.axes] + list(fig.legends):
+        if legend is None:
+            continue
+        for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+            colour = handle.get_color() if hasattr(handle, "get_color") else handle.get_facecolor()
+            out[text.get_text()] = to_hex(colour)
+    return out
+
+
+def test_a_stratum_has_one_colour_in_the_masking_and_the_geometry_figures():
+    rng = np.random.default_rng(0)
+    strata = np.array(["near", "far-related", "planted"] * 10)
+    masking = contraction_scatter_figure(
+        rng.integers(1, 50, 30).astype(float), rng.random(30), strata, np.full(30, 0.5)
+    )
+    l1 = rng.integers(1, 50, 30).astype(float)
+    bounds = lipschitz_transport_figure(l1, 0.1 * l1, 0.2 * l1, strata, 0.2 * l1 + 1, {"certificate": 1.0})
+    pct = {s: rng.random(20) * 100 for s in ("near", "far-related", "planted")}
+    curves = far_related_figure(pct, pct)
+    want = {to_hex(c) for c in stratum_colors(["near", "far-related", "planted"]).values()}
+    assert want <= _scatter_colours(masking)
+    assert want <= _scatter_colours(bounds)
+    drawn = {to_hex(line.get_color()) for line in curves.axes[0].get_lines()}
+    assert want <= drawn
+
+
+def test_a_cohort_has_one_colour_in_local_vs_global_and_cohorts():
+    rng = np.random.default_rng(1)
+    names = ["≈5", "≈50", "≈350"]
+    labels = np.repeat(np.arange(3), 10)
+    coords = rng.normal(size=(30, 2))
+    sil = np.array([0.1, 0.2, 0.3])
+    pca = cohort_figure(coords, labels, names, sil, sil, 0.2, 0.1)
+    umap_like = cohort_embedding_figure([coords], [np.array(names)[labels]], ["clean"], names)
+    want = {to_hex(c) for c in cohort_colors(names).values()}
+    assert want <= _scatter_colours(pca)
+    assert want <= _scatter_colours(umap_like)
+    assert len(want) == 3
