@@ -95,20 +95,25 @@ def lipschitz_transport_figure(
             ax.add_collection(LineCollection(segs, colors=colours[s], alpha=0.25, linewidths=0.8))
             ax.scatter(l1[sel], up[sel], s=_size(sel.sum()), color=colours[s], alpha=_alpha(sel.sum()), linewidths=0)
         x = np.geomspace(max(l1[keep].min() / 1.5, 0.5), l1[keep].max() * 1.5, 50)
-        handles = []
-        for i, (label, slope) in enumerate(lines.items()):
-            if not np.isfinite(slope) or slope <= 0:
-                continue
-            style = _LINE_STYLES[i % len(_LINE_STYLES)]
-            ax.plot(x, slope * x, color="0.15", lw=1.3, ls=style)
-            handles.append(Line2D([], [], color="0.15", lw=1.3, ls=style, label=f"{label}: L = {slope:.3g}"))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ymin = max(lo[keep & (lo > 0)].min() / 2, 1e-4) if (keep & (lo > 0)).any() else 1e-3
         top = max(up[keep].max(), 1e-3)
         slopes = [v for v in lines.values() if np.isfinite(v) and v > 0]
-        # every line enters the panel at least at its left edge, without squashing the data too much
-        ax.set_ylim(ymin, max(top * 20, 3.0 * max(slopes, default=0.0) * x[0]))
+        # every line enters the panel at its left edge, unless that would squash the data into the bottom
+        # decade of the panel: a line that starts more than 3 decades above the data is listed, not drawn
+        ytop = max(top * 20, min(3.0 * max(slopes, default=0.0) * x[0], top * 1e3))
+        handles = []
+        for i, (label, slope) in enumerate(lines.items()):
+            if not np.isfinite(slope) or slope <= 0:
+                continue
+            style = _LINE_STYLES[i % len(_LINE_STYLES)]
+            above = slope * x[0] > ytop
+            if not above:
+                ax.plot(x, slope * x, color="0.15", lw=1.3, ls=style)
+            text = f"{label}: L = {slope:.3g}" + (" (above the panel)" if above else "")
+            handles.append(Line2D([], [], color="0.15", lw=1.3, ls=style, label=text))
+        ax.set_ylim(ymin, ytop)
         ax.set_xlim(x[0], x[-1])
         ax.set_xlabel("input distance |S_u Δ S_v| (log)")
         ax.set_ylabel("W1(q_u, q_v): bar from ||Δμ|| to W2 (log)")

@@ -63,3 +63,17 @@ def test_a_cohort_has_one_colour_in_local_vs_global_and_cohorts():
     assert want <= _scatter_colours(pca)
     assert want <= _scatter_colours(umap_like)
     assert len(want) == 3
+
+
+def test_a_certificate_far_above_the_data_is_listed_not_drawn():
+    l1 = np.geomspace(2, 500, 40)
+    strata = np.array(["near", "random"] * 20)
+    lines = {"loose": 1e7, "tight": 1.0}
+    fig = lipschitz_transport_figure(l1, 0.05 * l1, 0.1 * l1, strata, 0.1 * l1 + 1, lines)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["loose: L = 1e+07 (above the panel)", "tight: L = 1"]
+    assert len(ax.get_lines()) == 1  # only the tight line
+    top = ax.get_ylim()[1]
+    assert top <= 0.1 * l1.max() * 1e3 * (1 + 1e-9)  # the data keep at least a third of the decades
+    assert top >= 3.0 * 1.0 * l1.min() / 1.5 * (1 - 1e-9)  # the tight line enters at the left edge
