@@ -82,7 +82,7 @@ from analyses.model_options import (
     model_config,
     validate_model_options,
 )
-from analyses.reproduce import MODEL_SPECS
+from analyses.results import MODEL_SPECS
 from analyses.trained import get_trained
 from figures.latent import cohort_embedding_figure
 from figures.style import savefig

@@ -72,7 +72,7 @@ from analyses.model_options import (
     model_config,
     validate_model_options,
 )
-from analyses.reproduce import MODEL_SPECS, groups_table, paired_table
+from analyses.results import MODEL_SPECS, groups_table, paired_table
 from analyses.trained import get_trained
 from figures.latent import BarPanel, DistributionPanel, geometry_figure, group_comparison_figure
 from figures.style import savefig

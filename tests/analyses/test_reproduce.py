@@ -11,16 +11,8 @@ import numpy as np
 import pytest
 
 from analyses.model_options import REFERENCE, model_config
-from analyses.reproduce import (
-    MODEL_SPECS,
-    PUBLISHED,
-    PUBLISHED_GROUPS,
-    build_parser,
-    main,
-    paired_table,
-    parse_models,
-    results_table,
-)
+from analyses.reproduce import build_parser, main
+from analyses.results import MODEL_SPECS, PUBLISHED, PUBLISHED_GROUPS, paired_table, parse_models, results_table
 from analyses.trained import get_trained
 from models.baselines import select_ease_lambda
 from models.data import load_split

@@ -1,0 +1,183 @@
+"""The results table: the models it compares, the paper's published numbers, and the tables built from evaluations.
+
+Shared by the jobs that report ranking quality (:mod:`analyses.reproduce`, :mod:`analyses.pia_geometry`,
+:mod:`analyses.cohorts`): one list of model rows (:data:`MODEL_SPECS`), one transcription of the paper's tables
+(:data:`PUBLISHED`, :data:`PUBLISHED_GROUPS`, :data:`PUBLISHED_ABLATION`) and the tables of
+:class:`models.evaluation.Evaluation` results: per model, per user group, and paired differences.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.evaluation import DEFAULT_METRICS, USER_GROUPS, Evaluation, paired_difference
+
+METRICS: tuple[str, ...] = DEFAULT_METRICS  # recall@20, recall@50, ndcg@100
+
+# ------------------------------------------------------------------------------------------ published numbers
+
+PUBLISHED_SOURCE = (
+    "Vuong, Monteil, Dang, Vaskovych, Le, Nguyen, 'On the Mechanisms of Collaborative Learning in VAE "
+    "Recommenders', ICLR 2026 (arXiv 2511.06781): results tables as transcribed in the project's PAPER.md, "
+    "section 7 (test users, strong generalization of Liang et al. 2018)"
+)
+PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
+    "ml-20m": {
+        "ease": {"recall@20": 0.391, "recall@50": 0.521, "ndcg@100": 0.420},
+        "multvae": {"recall@20": 0.398, "recall@50": 0.537, "ndcg@100": 0.426},
+        "multvae-pia": {"recall@20": 0.408, "recall@50": 0.546, "ndcg@100": 0.437},
+        "recvae": {"recall@20": 0.414, "recall@50": 0.553, "ndcg@100": 0.442},
+        "recvae-pia": {"recall@20": 0.417, "recall@50": 0.556, "ndcg@100": 0.446},
+    },
+    "netflix": {
+        "ease": {"recall@20": 0.362, "recall@50": 0.445, "ndcg@100": 0.393},
+        "multvae": {"recall@20": 0.351, "recall@50": 0.444, "ndcg@100": 0.386},
+        "multvae-pia": {"recall@20": 0.360, "recall@50": 0.448, "ndcg@100": 0.392},
+        "recvae": {"recall@20": 0.361, "recall@50": 0.452, "ndcg@100": 0.394},
+        "recvae-pia": {"recall@20": 0.365, "recall@50": 0.454, "ndcg@100": 0.396},
+    },
+    "msd": {
+        "ease": {"recall@20": 0.333, "recall@50": 0.428, "ndcg@100": 0.389},
+        "multvae": {"recall@20": 0.266, "recall@50": 0.364, "ndcg@100": 0.316},
+        "multvae-pia": {"recall@20": 0.275, "recall@50": 0.372, "ndcg@100": 0.326},
+        "recvae": {"recall@20": 0.276, "recall@50": 0.374, "ndcg@100": 0.326},
+        "recvae-pia": {"recall@20": 0.278, "recall@50": 0.376, "ndcg@100": 0.329},
+    },
+}
+"""Published test metrics: ``PUBLISHED[dataset][model][metric]`` (no Multi-DAE row in the paper)."""
+
+PUBLISHED_GROUPS: dict[str, dict[str, dict[str, dict[str, float]]]] = {
+    "ml-20m": {
+        "multvae": {
+            "[5-10]": {"recall@20": 0.461, "recall@50": 0.625, "ndcg@100": 0.317},
+            "[11-50]": {"recall@20": 0.421, "recall@50": 0.595, "ndcg@100": 0.429},
+            "[51-100]": {"recall@20": 0.313, "recall@50": 0.478, "ndcg@100": 0.497},
+            "[100+]": {"recall@20": 0.418, "recall@50": 0.386, "ndcg@100": 0.474},
+        },
+        "multvae-pia": {
+            "[5-10]": {"recall@20": 0.473, "recall@50": 0.629, "ndcg@100": 0.323},
+            "[11-50]": {"recall@20": 0.424, "recall@50": 0.598, "ndcg@100": 0.434},
+            "[51-100]": {"recall@20": 0.314, "recall@50": 0.479, "ndcg@100": 0.502},
+            "[100+]": {"recall@20": 0.435, "recall@50": 0.393, "ndcg@100": 0.486},
+        },
+    }
+}
+"""Published user-group metrics (ML-20M only): ``PUBLISHED_GROUPS[dataset][model][group][metric]``."""
+
+PUBLISHED_ABLATION: dict[str, dict[str, float]] = {
+    "ml-20m": {"clean input": 0.409, "masking": 0.426, "masking + PIA": 0.437},
+}
+"""Published ablation, Multi-VAE test NDCG@100 (ML-20M only)."""
+
+# ---------------------------------------------------------------------------------------- model configurations
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the results table: a trainer model with or without PIA, or EASE (``model is None``)."""
+
+    key: str
+    label: str
+    model: str | None
+    pia: bool = False
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    s.key: s
+    for s in (
+        ModelSpec("ease", "EASE", None),
+        ModelSpec("multvae", "Multi-VAE", "multvae"),
+        ModelSpec("multvae-pia", "Multi-VAE + PIA", "multvae", pia=True),
+        ModelSpec("recvae", "RecVAE", "recvae"),
+        ModelSpec("recvae-pia", "RecVAE + PIA", "recvae", pia=True),
+        ModelSpec("multdae", "Multi-DAE", "multdae"),
+    )
+}
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+
+
+def parse_models(text: str) -> list[str]:
+    """Model keys from ``--models`` (comma-separated, table order kept); ValueError naming the valid keys."""
+    keys = [k.strip().lower() for k in str(text).split(",") if k.strip()]
+    unknown = [k for k in keys if k not in MODEL_SPECS]
+    if unknown or not keys:
+        raise ValueError(
+            f"--models: unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(MODEL_SPECS)}"
+        )
+    return [k for k in MODEL_SPECS if k in keys]
+
+
+def published_value(dataset: str, model: str, metric: str) -> float:
+    """The paper's number, or NaN when it has none for this dataset and model."""
+    return PUBLISHED.get(dataset, {}).get(model, {}).get(metric, math.nan)
+
+
+def published_group_value(dataset: str, model: str, group: str, metric: str) -> float:
+    return PUBLISHED_GROUPS.get(dataset, {}).get(model, {}).get(group, {}).get(metric, math.nan)
+
+
+def results_table(evaluations: dict[str, Evaluation], dataset: str) -> pd.DataFrame:
+    """One row per model: our mean and se of every metric next to the published number (NaN = n/a)."""
+    rows = []
+    for key, ev in evaluations.items():
+        summary = ev.summary()
+        row: dict = {"model": key, "label": MODEL_SPECS[key].label, "n_users": ev.n_evaluated}
+        for m in METRICS:
+            row[m], row[f"{m}_se"] = summary[m]["mean"], summary[m]["se"]
+        for m in METRICS:
+            row[f"paper_{m}"] = published_value(dataset, key, m)
+        for m in METRICS:
+            row[f"diff_{m}"] = row[m] - row[f"paper_{m}"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def groups_table(evaluations: dict[str, Evaluation], dataset: str) -> pd.DataFrame:
+    """One row per model and user group (:data:`models.evaluation.USER_GROUPS`), with published values (ML-20M)."""
+    rows = []
+    for key, ev in evaluations.items():
+        for group, summ in ev.groups(USER_GROUPS).items():
+            row: dict = {"model": key, "label": MODEL_SPECS[key].label, "group": group}
+            row["n"] = next(iter(summ.values()))["n"]
+            for m in METRICS:
+                mean, se = summ[m]["mean"], summ[m]["se"]
+                row[m] = math.nan if mean is None else mean
+                row[f"{m}_se"] = math.nan if se is None else se
+            for m in METRICS:
+                row[f"paper_{m}"] = published_group_value(dataset, key, group, m)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def restrict(ev: Evaluation, mask: np.ndarray) -> Evaluation:
+    """The evaluation of the users selected by ``mask`` (e.g. one user group), as a self-contained Evaluation."""
+    mask = np.asarray(mask, dtype=bool)
+    return Evaluation(
+        per_user={m: v[mask] for m, v in ev.per_user.items()},
+        rows=ev.rows[mask],
+        n_interactions=ev.n_interactions[mask],
+        n_users=int(mask.sum()),
+        n_excluded=0,
+    )
+
+
+def paired_table(a: Evaluation, b: Evaluation, comparison: str) -> pd.DataFrame:
+    """Paired difference ``a - b`` per metric, over all users and per user group (groups by history length)."""
+    rows = []
+    subsets = [("all", a, b)]
+    for label, lo, hi in USER_GROUPS:
+        ma = (a.n_interactions >= lo) & (a.n_interactions <= hi)
+        mb = (b.n_interactions >= lo) & (b.n_interactions <= hi)
+        if ma.any() and mb.any():
+            subsets.append((label, restrict(a, ma), restrict(b, mb)))
+    for group, ea, eb in subsets:
+        for m in METRICS:
+            d = paired_difference(ea, eb, m)
+            rows.append({"comparison": comparison, "group": group, "metric": m, **d})
+    return pd.DataFrame(rows)
