@@ -35,9 +35,7 @@ print(t, rss, r["rows_read"], r["after_filtering"]["users"], split.n_items, spli
 """
 
 
-def write_ratings(
-    path: Path, n_rows: int, n_users: int = 138_493, n_items: int = 26_744, seed: int = 0
-) -> None:
+def write_ratings(path: Path, n_rows: int, n_users: int = 138_493, n_items: int = 26_744, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     # Users with log-normal activity, items drawn with Zipf-like popularity, duplicates removed per user.
     activity = rng.lognormal(mean=0.0, sigma=1.0, size=n_users)

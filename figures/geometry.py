@@ -255,6 +255,10 @@ def far_related_figure(latent_pct: Mapping[str, np.ndarray], input_pct: Mapping[
 # ---------------------------------------------------------------------------------------------------- KL budget
 
 
+KL_LOG_RATIO = 30.0
+"""Range of the KL decomposition above which its y axis turns logarithmic."""
+
+
 def _rho_colours(rhos: Sequence[float]) -> dict[float, str]:
     colours = palette()
     return {r: colours[i % len(colours)] for i, r in enumerate(sorted(set(rhos), reverse=True))}
@@ -325,8 +329,15 @@ def kl_decomposition_figure(table) -> Figure:
     table : pandas.DataFrame
         One row per setting with columns ``beta_cap``, ``rho``, ``mean_kl``, ``mutual_information``,
         ``kl_aggregate``, their ``_low`` / ``_high`` interval ends, and ``log_components``.
+
+    The y axis is logarithmic when the largest mean KL is more than :data:`KL_LOG_RATIO` times the smallest
+    positive component, so that I(X_h; Z) (a few nats, at most log K) stays visible next to an unregularised
+    KL of hundreds of nats.
     """
     colours = _rho_colours(table["rho"].tolist())
+    parts = np.r_[table["mutual_information"].to_numpy(float), table["kl_aggregate"].to_numpy(float)]
+    smallest = parts[parts > 0].min() if (parts > 0).any() else 1.0
+    log_axis = float(table["mean_kl"].max()) > KL_LOG_RATIO * smallest
     t = table.sort_values(["rho", "beta_cap"], ascending=[False, True]).reset_index(drop=True)
     x = np.arange(len(t), dtype=np.float64)
     # a gap between rho groups
@@ -368,9 +379,13 @@ def kl_decomposition_figure(table) -> Figure:
             )
             ax.hlines(r["log_components"], x[i] - 0.38, x[i] + 0.38, color="0.3", lw=1.2, ls=(0, (2, 1.5)))
         ax.set_xticks(x, labels=[f"β={b:g}\nρ={r:g}" for b, r in zip(t["beta_cap"], t["rho"], strict=True)])
-        ax.set_ylabel("nats")
-        ax.set_ylim(0, None)
-        ax.set_title("Mean KL = I(X_h; Z) + KL(q_h || p)")
+        if log_axis:
+            ax.set_yscale("log")
+            ax.set_ylim(smallest / 2, None)
+        else:
+            ax.set_ylim(0, None)
+        ax.set_ylabel("nats (log)" if log_axis else "nats")
+        ax.set_title("Mean KL = I(X_h; Z) + KL(q_h || p)" + (", log scale" if log_axis else ""))
         handles = [
             Patch(facecolor="0.5", edgecolor="0.2", label="I(X_h; Z)"),
             Patch(facecolor="0.5", alpha=0.35, hatch="//", edgecolor="0.2", label="KL(q_h || p)"),

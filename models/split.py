@@ -147,9 +147,7 @@ def _binary_csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> s
     return mat
 
 
-def _fold_in_targets(
-    user_rows: np.ndarray, users_sorted: np.ndarray, config: SplitConfig
-) -> tuple[np.ndarray, int]:
+def _fold_in_targets(user_rows: np.ndarray, users_sorted: np.ndarray, config: SplitConfig) -> tuple[np.ndarray, int]:
     """Boolean target mask over the held-out rows, drawn as Liang et al. do.
 
     ``user_rows`` are the held-out rows' user codes in file order, ``users_sorted`` the set's users sorted by
@@ -271,9 +269,7 @@ def build_split(raw: RawInteractions, config: SplitConfig, name: str) -> Split:
             f"({report['binarise']['rule']}); lower --min-uc or --min-rating."
         )
 
-    n_heldout = (
-        round(config.n_heldout * n_users) if isinstance(config.n_heldout, float) else int(config.n_heldout)
-    )
+    n_heldout = round(config.n_heldout * n_users) if isinstance(config.n_heldout, float) else int(config.n_heldout)
     if n_heldout < 1 or n_users - 2 * n_heldout < 1:
         raise EmptySplitError(
             f"{name}: {n_users} users cannot give two held-out sets of {n_heldout} users and a training set; "

@@ -77,3 +77,40 @@ def test_a_certificate_far_above_the_data_is_listed_not_drawn():
     top = ax.get_ylim()[1]
     assert top <= 0.1 * l1.max() * 1e3 * (1 + 1e-9)  # the data keep at least a third of the decades
     assert top >= 3.0 * 1.0 * l1.min() / 1.5 * (1 - 1e-9)  # the tight line enters at the left edge
+
+
+def _kl_table(agg_unregularised: float, agg_regularised: float):
+    import pandas as pd
+
+    rows = []
+    for rho in (1.0, 0.5):
+        for beta in (0.0, 1.0):
+            mi, agg = 7.0, agg_unregularised if beta == 0 else agg_regularised
+            rows.append(
+                {
+                    "beta_cap": beta,
+                    "rho": rho,
+                    "mean_kl": mi + agg,
+                    "mean_kl_low": mi + agg - 1,
+                    "mean_kl_high": mi + agg + 1,
+                    "mutual_information": mi,
+                    "mutual_information_low": mi - 0.1,
+                    "mutual_information_high": mi + 0.1,
+                    "kl_aggregate": agg,
+                    "kl_aggregate_low": agg - 1,
+                    "kl_aggregate_high": agg + 1,
+                    "log_components": 7.6,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_the_kl_decomposition_turns_logarithmic_only_when_the_budget_spans_decades():
+    from figures.geometry import KL_LOG_RATIO, kl_decomposition_figure
+
+    wide = kl_decomposition_figure(_kl_table(900.0, 10.0)).axes[0]  # 907 nats against 7: MI bars would vanish
+    narrow = kl_decomposition_figure(_kl_table(40.0, 5.0)).axes[0]  # 47 nats against 5
+    assert 907 / 7 > KL_LOG_RATIO > 47 / 5
+    assert wide.get_yscale() == "log" and "log scale" in wide.get_title()
+    assert narrow.get_yscale() == "linear" and narrow.get_ylim()[0] == 0
+    assert wide.get_ylim()[0] <= 7.0 / 2 + 1e-9  # the smallest component stays visible
