@@ -132,18 +132,24 @@ def _draw_bars(ax, panel: BarPanel) -> None:
     colours = condition_colors(labels)
     x = np.arange(len(panel.quantities), dtype=float)
     width = 0.8 / max(len(labels), 1)
+    tops = [0.0]
     for j, label in enumerate(labels):
         means = np.asarray(panel.means[label], dtype=float)
         ses = np.asarray(panel.ses.get(label, np.full(means.shape, np.nan)), dtype=float)
         pos = x - 0.4 + width * (j + 0.5)
         err = np.where(np.isfinite(ses), Z95 * ses, 0.0)
         ax.bar(pos, means, width=width * 0.92, color=colours[label], label=label, yerr=err, capsize=3, ecolor="0.2")
+        tops.extend((means + err)[np.isfinite(means + err)].tolist())
     if panel.reference is not None:
         ax.axhline(panel.reference, color="0.3", linewidth=1.0)
     ax.set_xticks(x, list(panel.quantities))
     ax.set_title(panel.title)
     ax.set_ylabel(panel.ylabel)
-    ax.legend(loc="best")
+    # bars fill the panel's width, so the legend gets a band of head-room above the tallest bar instead
+    bottom = ax.get_ylim()[0]
+    top = max(tops)
+    ax.set_ylim(bottom, top + 0.22 * (top - bottom))
+    ax.legend(loc="upper center", ncols=len(labels))
 
 
 def geometry_figure(
