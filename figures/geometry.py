@@ -479,7 +479,8 @@ def sharing_radius_figure(
         ax.set_ylim(min(lo_y - pad, -pad), hi_y + pad)
         ax.set_xlabel(w1_label)
         ax.set_ylabel("gain of u: -ΔL_u / (η ||g_u||)")
-        ax.set_title("Gain falls with latent distance")
+        # the title states what the fit shows: on real data the gain need not fall with W1 at all
+        ax.set_title("Gain falls with latent distance" if slope < 0 else "Gain does not fall with latent distance")
         ax.legend(loc="upper right", fontsize=8)
 
         centres = bins["mean_w1"].to_numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from matplotlib.colors import to_hex
 
 from figures.geometry import cohort_figure, far_related_figure, lipschitz_transport_figure
@@ -114,3 +115,30 @@ def test_the_kl_decomposition_turns_logarithmic_only_when_the_budget_spans_decad
     assert wide.get_yscale() == "log" and "log scale" in wide.get_title()
     assert narrow.get_yscale() == "linear" and narrow.get_ylim()[0] == 0
     assert wide.get_ylim()[0] <= 7.0 / 2 + 1e-9  # the smallest component stays visible
+
+
+@pytest.mark.parametrize(("slope", "title"), [(-1.0, "Gain falls"), (0.2, "Gain does not fall")])
+def test_the_sharing_radius_title_says_what_the_fit_shows(slope, title):
+    import pandas as pd
+
+    from figures.geometry import sharing_radius_figure
+
+    rng = np.random.default_rng(2)
+    w1 = rng.random(40) * 10
+    gain = 1.0 + slope * w1 + rng.normal(size=40)
+    bins = pd.DataFrame(
+        {
+            "mean_w1": [2.5, 7.5],
+            "mean_gain": [gain[w1 < 5].mean(), gain[w1 >= 5].mean()],
+            "help_share": [0.5, 0.5],
+            "help_low": [0.3, 0.3],
+            "help_high": [0.7, 0.7],
+            "predicted_help_share": [0.5, 0.5],
+        }
+    )
+    strata = np.array(["latent-near", "random"] * 20)
+    change = -(gain * 1e-3)
+    fig = sharing_radius_figure(
+        w1, gain, strata, change, change, bins, radius=None, radius_ci=None, intercept=1.0, slope=slope
+    )
+    assert fig.axes[0].get_title().startswith(title)
