@@ -36,3 +36,38 @@ def _single_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+DROP_CAPS = "-dac_override,-dac_read_search,-fowner"
+
+
+def unprivileged_prefix() -> list[str]:
+    """Command prefix that runs a program without root's permission override.
+
+    As root, ``setpriv`` drops CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER from the bounding and
+    inheritable sets, so file modes apply as they would for an ordinary user; as an ordinary user, no prefix.
+    """
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): cannot drop the permission override")
+    return [setpriv, f"--bounding-set={DROP_CAPS}", f"--inh-caps={DROP_CAPS}"]
+
+
+@pytest.fixture
+def run_unprivileged():
+    """``run_unprivileged(argv, **kwargs)``: ``subprocess.run`` of ``argv`` (text, captured output, no check)
+    as a process that file permissions bind (see :func:`unprivileged_prefix`)."""
+    import subprocess
+
+    def run(argv, **kwargs):
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 300)
+        return subprocess.run([*unprivileged_prefix(), *argv], check=False, **kwargs)
+
+    return run

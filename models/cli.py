@@ -1,0 +1,138 @@
+"""The contract of every command line of the toolkit: one line per failure, clean interrupts, one exit code each.
+
+Every ``python -m models.*`` and ``python -m analyses.*`` entry point runs its work through :func:`guarded`:
+
+* a problem the user can fix (``ValueError`` and its subclasses: bad option, malformed file, impossible
+  configuration; ``FileNotFoundError``; :class:`FolderBusy`) prints **one** ``error: ...`` line on stderr and
+  exits with :data:`EXIT_USAGE` (2);
+* any other ``OSError`` (permission denied, read-only file system, disk full, a folder where a file is expected,
+  ...) prints one line naming the path and the fix (:func:`os_error_line`), exit code 2;
+* Ctrl-C (SIGINT) prints one line and exits with 130, SIGTERM with 143 (128 + the signal number, as shells
+  do); outputs stay consistent because every write is atomic (:mod:`models.io`) and jobs publish their output
+  folder only when complete.
+
+:class:`OneLineParser` makes argparse's own errors one line too (no usage dump).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+EXIT_USAGE = 2
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+
+
+class FolderBusy(RuntimeError):
+    """Another live process holds the folder's lock (see :class:`models.io.FolderLock`)."""
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (a ``BaseException``, like Ctrl-C's
+    ``KeyboardInterrupt``, so that ``except Exception`` blocks do not swallow it)."""
+
+
+def one_line(text: object, limit: int = 400) -> str:
+    """Collapse whitespace (e.g. a multi-line tool error) into one line of at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
+
+
+_FIXES = {
+    errno.EACCES: ("permission denied", "check its permissions, or choose a path you can use"),
+    errno.EPERM: ("operation not permitted", "check its permissions, or choose a path you can use"),
+    errno.EROFS: ("read-only file system", "choose a writable location (e.g. --out on a writable disk)"),
+    errno.ENOSPC: ("no space left on the device", "free some space, or choose a location on another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space, or choose a location on another disk"),
+    errno.EISDIR: ("is a folder, expected a file", "pass the file itself, not its folder"),
+    errno.ENOTDIR: ("a file stands where a folder is expected", "remove or rename that file, or choose another path"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.EEXIST: ("already exists", "remove it, or choose another path"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) or run fewer processes at once"),
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the path, what went wrong and how to fix it.
+
+    >>> os_error_line(PermissionError(13, "Permission denied", "/data/x.csv"))
+    '/data/x.csv: permission denied; check its permissions, or choose a path you can use'
+    """
+    path = exc.filename
+    if exc.filename2:
+        path = f"{exc.filename} -> {exc.filename2}"
+    what, fix = _FIXES.get(exc.errno, (one_line(exc.strerror or exc, 160).lower(), ""))
+    head = f"{path}: {what}" if path else what
+    return f"{head}; {fix}" if fix else head
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line printed for a user-fixable failure (``error: `` excluded)."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
+        return os_error_line(exc)  # raised by the OS itself; our own messages carry no errno
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it to UTF-8"
+    return one_line(exc)
+
+
+def fail(message: str) -> int:
+    """Print ``error: message`` as one line on stderr and return :data:`EXIT_USAGE`."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (restored afterwards)."""
+
+    def handler(signum: int, frame: object) -> NoReturn:
+        raise Terminated(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def guarded(work: Callable[[], int], *, what: str = "the run") -> int:
+    """Run ``work()`` under the command-line contract above and return the exit code.
+
+    Parameters
+    ----------
+    work : callable
+        The command's body; returns its exit code.
+    what : str
+        What was interrupted, for the interrupt line (e.g. ``"training"``).
+    """
+    try:
+        with sigterm_raises():
+            return work()
+    except KeyboardInterrupt:
+        print(f"interrupted (Ctrl-C): {what} stopped; finished files are intact", file=sys.stderr)
+        return EXIT_SIGINT
+    except Terminated:
+        print(f"terminated (SIGTERM): {what} stopped; finished files are intact", file=sys.stderr)
+        return EXIT_SIGTERM
+    except BrokenPipeError:
+        return EXIT_USAGE  # stdout closed by the reader (e.g. `| head`): nothing left to say
+    except (ValueError, OSError, FolderBusy) as exc:
+        return fail(error_line(exc))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse`` parser whose errors are one line (``error: ... (see PROG --help)``), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
