@@ -7,7 +7,15 @@ killed, or, with ``train_if_missing=False``, raising an error that prints the ex
 :func:`analyses.model_options.model_config`.
 
 Runs live under ``$VAECF_RUNS_DIR`` (default: ``runs/`` inside the cache root of :func:`models.data.cache_dir`),
-one folder per configuration: ``<model>-<dataset>-<hash>``.
+one folder per trained model: ``<model>-<dataset>-<hash>``, the hash of the resolved configuration (the device
+left out), the content of the split it trains on (:func:`models.trainer.split_fingerprint`) and the training
+code's version (:data:`models.trainer.MODEL_CODE_VERSION`). So a cached model is never served for another split
+(a changed file, other preprocessing options) or by older model code; a cached run whose ``split.json`` records
+another split, or whose files are damaged, is trained again (with a note).
+
+Concurrency: the run folder's lock (:func:`models.trainer.run_lock`) is held while a model is checked, trained
+and loaded, so two jobs that need the same model at the same time train it once: the second waits (saying for
+whom) and then loads it.
 """
 
 from __future__ import annotations
@@ -16,13 +24,25 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from models.data import cache_dir
+from models.io import DamagedFile
 from models.split import Split
 from models.train import FLAG_FIELDS
-from models.trainer import TrainConfig, load_trained, train
+from models.trainer import (
+    LOCK_NAME,
+    MODEL_CODE_VERSION,
+    ConfigError,
+    TrainConfig,
+    load_run_split,
+    load_trained,
+    run_lock,
+    split_fingerprint,
+    train,
+)
 from models.vae import AutoencoderBase
 
 RUNS_ENV = "VAECF_RUNS_DIR"
@@ -39,13 +59,20 @@ def config_key(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_folder(config: TrainConfig) -> Path:
+def run_key(config: TrainConfig, split_id: str) -> str:
+    """Hash of what a cached run is: :func:`config_key`, the split's fingerprint and the model-code version."""
+    blob = {"config": config_key(config), "split": split_id, "model_code": MODEL_CODE_VERSION}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_folder(config: TrainConfig, split_id: str) -> Path:
+    """The cache folder of ``config`` trained on the split whose fingerprint is ``split_id``."""
     c = config.resolved()
     safe = c.dataset.replace(":", "_").replace("/", "_")[-40:]
-    return runs_dir() / f"{c.model}-{safe}-{config_key(c)}"
+    return runs_dir() / f"{c.model}-{safe}-{run_key(c, split_id)}"
 
 
-def train_command(config: TrainConfig) -> str:
+def train_command(config: TrainConfig, split_id: str) -> str:
     """The ``models.train`` command line that trains ``config`` into its cache folder."""
     c = config.resolved()
     defaults = TrainConfig(model=c.model).resolved()
@@ -59,7 +86,7 @@ def train_command(config: TrainConfig) -> str:
         if value != getattr(defaults, name) or name == "dataset":
             text = ",".join(str(h) for h in value) if name == "hidden" else str(value)
             parts.append(f"{flag} '{text}'" if name == "hidden" else f"{flag} {text}")
-    parts.append(f"--out {run_folder(c)}")
+    parts.append(f"--out {run_folder(c, split_id)}")
     return " ".join(parts)
 
 
@@ -77,6 +104,17 @@ def _finished(run: Path, config: TrainConfig) -> bool:
     )
 
 
+def _stale_reason(run: Path, split_id: str) -> str | None:
+    """Why a finished cached run must not be used (another split recorded, damaged files), or None."""
+    try:
+        recorded = json.loads((run / "split.json").read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return "its split.json is missing or unreadable"
+    if recorded != split_id:
+        return f"it was trained on another split (fingerprint {recorded}, now {split_id})"
+    return None
+
+
 def get_trained(
     config: TrainConfig,
     *,
@@ -90,7 +128,8 @@ def get_trained(
     ----------
     config : TrainConfig
     split : Split, optional
-        The split of ``config.dataset`` when already loaded (avoids reading it again).
+        The split of ``config.dataset`` when already loaded (avoids reading it again). It must be the split the
+        configuration trains on (:func:`models.trainer.load_run_split`).
     train_if_missing : bool
         If False, a missing model raises :class:`FileNotFoundError` naming the command that trains it.
     progress : bool
@@ -98,16 +137,44 @@ def get_trained(
     """
     config.validate()
     c = config.resolved()
-    run = run_folder(c)
-    if not _finished(run, c):
-        if not train_if_missing:
-            raise FileNotFoundError(f"no trained model for this configuration; train it with: {train_command(c)}")
+    split = split if split is not None else load_run_split(c, progress=progress)
+    split_id = split_fingerprint(split)
+    run = run_folder(c, split_id)
+    if not _finished(run, c) and not train_if_missing:
+        raise FileNotFoundError(f"no trained model for this configuration; train it with: {train_command(c, split_id)}")
+
+    def waiting(holder: str) -> None:
+        print(f"note: waiting for {holder}, which is training the same model into {run}", file=sys.stderr)
+
+    with run_lock(run).acquire(wait=True, on_wait=waiting) as lock:
+        if _finished(run, c):
+            reason = _stale_reason(run, split_id)
+            if reason is None:
+                try:
+                    model, _ = load_trained(run)
+                    return TrainedModel(model, c, run)
+                except (ConfigError, DamagedFile) as exc:
+                    reason = str(exc)
+            if not train_if_missing:
+                raise FileNotFoundError(f"the cached model in {run} is unusable ({reason}); train it again")
+            print(f"note: training the cached model again: {reason}", file=sys.stderr)
+            _clear(run)
         resume = (run / "checkpoint.pt").is_file()
-        if not resume and run.exists():
-            shutil.rmtree(run)  # killed before its first checkpoint: nothing worth keeping
-        train(c, run, resume=resume, split=split, progress=progress)
-    model, _ = load_trained(run)
+        try:
+            train(c, run, resume=resume, split=split, progress=progress, lock=lock)
+        except DamagedFile as exc:  # a damaged checkpoint of derived data: start over rather than stop
+            print(f"note: training the cached model from scratch: {exc}", file=sys.stderr)
+            _clear(run)
+            train(c, run, split=split, progress=progress, lock=lock)
+        model, _ = load_trained(run)
     return TrainedModel(model, c, run)
+
+
+def _clear(run: Path) -> None:
+    """Empty a cached run folder, keeping its lock file (held by this process)."""
+    for path in run.iterdir():
+        if path.name != LOCK_NAME:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def run_record(trained: TrainedModel) -> dict:

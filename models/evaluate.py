@@ -2,7 +2,8 @@
 
 Prints Recall@20, Recall@50 and NDCG@100 with standard errors and the user-group table, and writes them to
 ``runs/NAME/test_metrics.json`` (top-level keys ``recall@20``, ``recall@50``, ``ndcg@100``, each with
-``mean``, ``se``, ``n``).
+``mean``, ``se``, ``n``; ``run`` says which epoch was evaluated and whether training had finished). A run that is
+still training or was stopped early is evaluated at its best epoch so far, with a warning.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from models.cli import OneLineParser, guarded
 from models.evaluation import Evaluation, evaluate
 from models.io import atomic_write_json, resolve_device
-from models.trainer import load_run_split, load_trained
+from models.trainer import load_run_split, load_trained, run_progress
 
 
 def evaluate_run(run: Path, *, split_name: str = "test", device: str = "auto", batch_size: int = 1000) -> Evaluation:
@@ -25,20 +27,30 @@ def evaluate_run(run: Path, *, split_name: str = "test", device: str = "auto", b
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="run folder written by models.train")
     p.add_argument("--on", choices=["test", "validation"], default="test", help="held-out users to rank")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+    p.add_argument("--batch-size", type=int, default=1000, help="users ranked at once (1000)")
     args = p.parse_args(argv)
-    try:
-        ev = evaluate_run(args.run, split_name=args.on, device=args.device, batch_size=args.batch_size)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return guarded(lambda: _run(args), what=f"evaluation of {args.run}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
+    resolve_device(args.device)
+    progress = run_progress(args.run)
+    ev = evaluate_run(args.run, split_name=args.on, device=args.device, batch_size=args.batch_size)
+    if not progress["finished"]:
+        print(
+            f"warning: {args.run} has finished {progress['epochs_done']} of its {progress['epochs_planned']} epochs; "
+            f"evaluating its best epoch so far ({progress['best_epoch']})",
+            file=sys.stderr,
+        )
     out = args.run / f"{args.on}_metrics.json"
-    atomic_write_json(out, ev.to_dict())
-    print(f"{args.run} ({args.on} users)")
+    atomic_write_json(out, {**ev.to_dict(), "run": {"evaluated_epoch": progress["best_epoch"], **progress}})
+    print(f"{args.run} ({args.on} users, epoch {progress['best_epoch']})")
     print(ev.format_table())
     print(f"wrote {out}")
     return 0

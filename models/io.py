@@ -1,7 +1,10 @@
-"""Small file helpers shared by the CLIs: atomic writes, so a killed run never leaves a half-written file."""
+"""File helpers shared by the CLIs: atomic writes (a killed run never leaves a half-written file), self-verifying
+PyTorch files that never run code on load, one-writer folder locks, and the device check."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -37,10 +40,34 @@ def atomic_write_json(path: Path, obj: object) -> Path:
 
 
 def resolve_device(device: str | None = None) -> torch.device:
-    """``"auto"`` (or None) picks CUDA when present, else the CPU; any other value is passed to torch."""
+    """``"auto"`` (or None) picks CUDA when present, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` (or ``mps``) are
+    checked against this machine.
+
+    Raises
+    ------
+    ValueError
+        One line for a name that is not a device or a device this machine does not have.
+    """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
+                f"{'no GPU found' if torch.backends.cuda.is_built() else 'a CPU-only build'}); use --device cpu or auto"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r}: MPS is not available here; use --device cpu or auto")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: only cpu, cuda and mps are supported")
+    return dev
 
 
 class FolderLock:
@@ -76,7 +103,9 @@ class FolderLock:
             info = {}
         if not info.get("pid"):
             return "another process"
-        return f"pid {info['pid']} on {info.get('host', '?')} since {info.get('started', '?')}: {info.get('command', '')}"
+        return (
+            f"pid {info['pid']} on {info.get('host', '?')} since {info.get('started', '?')}: {info.get('command', '')}"
+        )
 
     def acquire(self, *, wait: bool = False, on_wait=None) -> FolderLock:
         """Take the lock; if another process holds it, raise :class:`models.cli.FolderBusy` naming it, or with
@@ -135,3 +164,94 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# ------------------------------------------------------------------------------ self-verifying torch files
+
+DIGEST_KEY = "_sha256"
+
+
+class DamagedFile(ValueError):
+    """A file on disk is truncated, altered or not what the toolkit wrote; the message names it and the fix."""
+
+
+def _feed(h: hashlib._Hash, obj: object) -> None:
+    """Feed a canonical byte form of a checkpoint's content to ``h``: tensors by dtype, shape and raw bytes,
+    containers in their (pickle-preserved) order, scalars by ``repr`` (exact for floats)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key, value in obj.items():
+            h.update(f"K{key!r}".encode())
+            _feed(h, value)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}".encode())
+        for value in obj:
+            _feed(h, value)
+    else:
+        h.update(f"S{type(obj).__name__}:{obj!r}".encode())
+
+
+def content_digest(obj: dict) -> str:
+    """sha256 of a checkpoint dictionary's content (every tensor byte and every value), without its digest key."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in obj.items() if k != DIGEST_KEY})
+    return h.hexdigest()
+
+
+def save_verified(path: Path, obj: dict) -> Path:
+    """``torch.save`` a dictionary of tensors and plain data atomically, with the sha256 of its content inside.
+
+    The file stays an ordinary PyTorch file (``torch.load(path, weights_only=True)`` reads it); the digest lets
+    :func:`load_verified` detect a flipped byte, which PyTorch's zip container does not (it detects truncation).
+    """
+    buf = io.BytesIO()
+    torch.save({**obj, DIGEST_KEY: content_digest(obj)}, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_verified(path: Path, map_location: str | torch.device | None = "cpu", *, fix: str = "") -> dict:
+    """Read a file written by :func:`save_verified`: tensors and plain data only (``weights_only=True``, so a
+    crafted pickle runs nothing), its digest checked.
+
+    Parameters
+    ----------
+    path : Path
+    map_location : device
+    fix : str
+        What the user should do about a damaged file (appended to the error line).
+
+    Raises
+    ------
+    DamagedFile
+        Truncated, not a PyTorch file, holding objects other than tensors and plain data, or a digest that
+        does not match the content. A file without a digest (written before digests existed) is accepted.
+    """
+    import pickle
+
+    path = Path(path)
+    tail = f"; {fix}" if fix else ""
+    if path.is_dir():
+        raise DamagedFile(f"{path}: is a folder, expected a checkpoint file{tail}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise DamagedFile(
+            f"{path}: refused to load: it holds objects other than tensors and plain data (a file this toolkit "
+            f"did not write, possibly malicious); nothing in it was run{tail}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise DamagedFile(f"{path}: truncated or not a PyTorch file ({reason}){tail}") from None
+    if not isinstance(obj, dict):
+        raise DamagedFile(f"{path}: not a checkpoint of this toolkit (holds a {type(obj).__name__}){tail}")
+    stored = obj.pop(DIGEST_KEY, None)
+    if stored is not None and stored != content_digest(obj):
+        raise DamagedFile(f"{path}: damaged: its content does not match the checksum written with it{tail}")
+    return obj

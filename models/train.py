@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import fields
@@ -16,48 +17,43 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from models.cli import OneLineParser, guarded
 from models.data import DATASETS, TABLE_PREFIXES, dataset_names
 from models.io import resolve_device
-from models.trainer import MASK_MODES, MODELS, ConfigError, TrainConfig, train
+from models.trainer import (
+    FIELD_FLAGS,
+    MASK_MODES,
+    MODELS,
+    SAFE_ON_RESUME,
+    ConfigError,
+    TrainConfig,
+    read_run_config,
+    train,
+)
 
-# CLI flag -> TrainConfig field (flags use the names of the issue and the paper).
-FLAG_FIELDS = {
-    "model": "model",
-    "dataset": "dataset",
-    "path": "dataset_path",
-    "heldout": "heldout",
-    "rho": "rho",
-    "mask": "mask_mode",
-    "beta_cap": "beta_cap",
-    "anneal_steps": "anneal_steps",
-    "anneal_epochs": "anneal_epochs",
-    "pia": "pia",
-    "pia_warmup": "pia_warmup",
-    "pia_anchors": "pia_anchors",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "latent": "latent_dim",
-    "hidden": "hidden",
-    "gamma": "gamma",
-    "enc_epochs": "enc_epochs",
-    "seed": "seed",
-    "device": "device",
-}
+# CLI flag (argparse dest) -> TrainConfig field: the inverse of the trainer's table.
+FLAG_FIELDS = {flag.removeprefix("--").replace("-", "_"): name for name, flag in FIELD_FLAGS.items()}
 
 
 def read_config_file(path: Path) -> dict:
     """A JSON or TOML file of :class:`TrainConfig` fields."""
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; --config takes a JSON or TOML file")
+    if not path.exists():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; --config takes a JSON or TOML file") from None
     if path.suffix == ".toml":
         try:
             import tomllib
         except ImportError:  # Python 3.10
             raise ConfigError(f"{path}: TOML configs need Python >= 3.11; use a JSON file") from None
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
     else:
         try:
             data = json.loads(text)
@@ -72,8 +68,17 @@ def read_config_file(path: Path) -> dict:
     return data
 
 
+def _hidden_widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integer widths like 600 or 64,32, got {text!r}"
+        ) from None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m models.train",
         description="Train Multi-VAE / Multi-DAE / RecVAE with masking rate rho and optional PIA.",
         epilog="Defaults follow the references (PROTOCOL.md): multvae lr 1e-3, 200 epochs; multdae weight decay "
@@ -103,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latent", type=int, default=argparse.SUPPRESS, help="latent dimension (200)")
     p.add_argument(
         "--hidden",
-        type=lambda text: tuple(int(v) for v in text.split(",") if v),
+        type=_hidden_widths,
         default=argparse.SUPPRESS,
         help="hidden widths, comma-separated (multvae 600, multdae none: '', recvae 600)",
     )
@@ -112,20 +117,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     p.add_argument("--device", default=argparse.SUPPRESS, help="auto (CUDA when present), cpu, cuda:0, ...")
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its own config.json; of the other flags only "
+        + ", ".join("--" + f.replace("_", "-") for f in SAFE_ON_RESUME if f != "eval_batch_size")
+        + " may change (e.g. more epochs)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def given_values(args: argparse.Namespace) -> dict:
+    """The settings given explicitly: the ``--config`` file, then the flags (which override it)."""
     values = read_config_file(args.config) if args.config else {}
     for flag, name in FLAG_FIELDS.items():
         if flag in vars(args):
             values[name] = getattr(args, flag)
-    if values.get("heldout") is not None and values["heldout"] >= 1:
-        values["heldout"] = int(values["heldout"])
+    h = values.get("heldout")
+    if isinstance(h, float) and math.isfinite(h) and h >= 1 and h.is_integer():
+        values["heldout"] = int(h)  # a count of users (argparse reads every --heldout as a float)
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The configuration of a new run: the model's reference defaults, the ``--config`` file, then the flags."""
+    values = given_values(args)
     dataset = values.get("dataset", "ml-1m")
-    if dataset not in DATASETS and not dataset.startswith(TABLE_PREFIXES):
+    if not isinstance(dataset, str) or (dataset not in DATASETS and not dataset.startswith(TABLE_PREFIXES)):
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(dataset_names())}")
     if values.get("model", "multvae") not in MODELS:
         raise ConfigError(f"unknown model {values['model']!r}; choose one of {', '.join(MODELS)}")
@@ -134,25 +153,58 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
+def resume_config(args: argparse.Namespace) -> TrainConfig:
+    """The configuration of a resumed run: the run's own ``config.json``, with the explicitly given settings that
+    may change on resume (:data:`models.trainer.SAFE_ON_RESUME`) applied; any other given setting that differs
+    from the run's is an error naming it."""
+    if not (args.out / "config.json").is_file():
+        raise ConfigError(f"{args.out}: no run to resume there; start it without --resume")
+    saved, _ = read_run_config(args.out)
+    values = given_values(args)
+    base = saved.to_json()
+    merged = {**base, **values}
+    if "hidden" in values and values["hidden"] is not None:
+        merged["hidden"] = list(values["hidden"])
+    config = TrainConfig.from_json(merged)
+    config.validate()
+    r_saved, r_new = saved.resolved(), config.resolved()
+    bad = [
+        f"{FIELD_FLAGS.get(k, k)} {getattr(r_new, k)!r} (the run has {getattr(r_saved, k)!r})"
+        for k in values
+        if k not in SAFE_ON_RESUME and getattr(r_new, k) != getattr(r_saved, k)
+    ]
+    if bad:
+        raise ConfigError(
+            f"--resume continues {args.out} with its own settings, but {'; '.join(bad)} differ; drop them to "
+            "resume, or choose another --out for a new run"
+        )
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    resume = f"python -m models.train --out {args.out} --resume"
+    return guarded(lambda: _run(args), what=f"training into {args.out}; continue it with: {resume}")
+
+
+def _run(args: argparse.Namespace) -> int:
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    config = resume_config(args) if args.resume else config_from_args(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"{args.out} is a file, not a run folder; choose another --out")
     try:
-        config = config_from_args(args)
-        if args.out.exists() and not args.out.is_dir():
-            raise ConfigError(f"{args.out} is a file, not a run folder")
         if distributed:
             backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
             dist.init_process_group(backend=backend)
         state = train(config, args.out, resume=args.resume, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
     if not distributed or int(os.environ["RANK"]) == 0:
-        print(f"best validation NDCG@100 {state.best_value:.4f} at epoch {state.best_epoch + 1}; run folder {args.out}")
+        print(
+            f"best validation NDCG@100 {state.best_value:.4f} at epoch {state.best_epoch + 1} "
+            f"({state.epoch} epochs done); run folder {args.out}"
+        )
         print(f"evaluate on test users with: python -m models.evaluate {args.out}")
     return 0
 

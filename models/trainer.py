@@ -20,10 +20,11 @@ order.
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -37,7 +38,15 @@ from torch import nn
 from models.batches import make_batch
 from models.data import load_split
 from models.evaluation import evaluate
-from models.io import atomic_write_bytes, atomic_write_json, resolve_device
+from models.io import (
+    DamagedFile,
+    FolderLock,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_verified,
+    resolve_device,
+    save_verified,
+)
 from models.pia import ItemAnchors, LambdaSchedule, alignment_loss
 from models.split import Split, SplitConfig
 from models.vae import AutoencoderBase, MultiDAE, MultiVAE
@@ -51,10 +60,59 @@ MODEL_DEFAULTS: dict[str, dict] = {
     "recvae": {"lr": 5e-4, "epochs": 50, "weight_decay": 0.0, "hidden": (600,)},
 }
 VALIDATION_METRICS = ("ndcg@100", "recall@20", "recall@50")
+# TrainConfig field -> the models.train flag that sets it (named in error lines).
+FIELD_FLAGS = {
+    "model": "--model",
+    "dataset": "--dataset",
+    "dataset_path": "--path",
+    "heldout": "--heldout",
+    "rho": "--rho",
+    "mask_mode": "--mask",
+    "beta_cap": "--beta-cap",
+    "anneal_steps": "--anneal-steps",
+    "anneal_epochs": "--anneal-epochs",
+    "pia": "--pia",
+    "pia_warmup": "--pia-warmup",
+    "pia_anchors": "--pia-anchors",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "weight_decay": "--weight-decay",
+    "latent_dim": "--latent",
+    "hidden": "--hidden",
+    "gamma": "--gamma",
+    "enc_epochs": "--enc-epochs",
+    "seed": "--seed",
+    "device": "--device",
+}
 
 
 class ConfigError(ValueError):
     """An impossible training configuration (raised before any training)."""
+
+
+def _check_type(name: str, annotation: str, value: object) -> None:
+    """One line if ``value`` does not have the type of the :class:`TrainConfig` field ``name`` (annotation as text,
+    e.g. ``"int | None"``). Numbers must be finite; booleans are not numbers here."""
+    if value is None:
+        if "None" in annotation:
+            return
+        raise ConfigError(f"{name} must be set, got null")
+    base = annotation.split("|")[0].strip()
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base == "int":
+        ok, kind = number and float(value).is_integer() and isinstance(value, int), "an integer"
+    elif base == "float":
+        ok, kind = number and math.isfinite(value), "a finite number"
+    elif base == "str":
+        ok, kind = isinstance(value, str), "a string"
+    else:  # tuple[int, ...]: the hidden widths
+        ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        kind = "a list of integer widths"
+    if not ok:
+        flag = FIELD_FLAGS.get(name)
+        where = f" ({flag})" if flag else ""
+        raise ConfigError(f"{name}{where} must be {kind}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -123,8 +181,15 @@ class TrainConfig:
         return out
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` with one clear line for an impossible configuration."""
+        """Raise :class:`ConfigError` with one clear line, naming the option, for an impossible configuration.
+
+        Types first (every field has one: an integer field rejects ``2.5`` and ``True``, a number field rejects
+        ``"abc"``, ``inf`` and ``nan``), then ranges, then the device against this machine.
+        """
+        for f in fields(self):
+            _check_type(f.name, f.type, getattr(self, f.name))
         c = self.resolved()
+        h = c.heldout
         checks = [
             (0.0 < c.rho <= 1.0, f"rho must lie in (0, 1] (keep probability; 1 = clean input), got {c.rho}"),
             (c.mask_mode in MASK_MODES, f"mask_mode must be one of {MASK_MODES}, got {c.mask_mode!r}"),
@@ -134,7 +199,7 @@ class TrainConfig:
                 c.anneal_epochs is None or c.anneal_epochs > 0,
                 f"anneal_epochs must be > 0, got {c.anneal_epochs}",
             ),
-            (c.pia >= 0 and math.isfinite(c.pia), f"lambda_A (--pia) must be >= 0, got {c.pia}"),
+            (c.pia >= 0, f"pia must be >= 0 (lambda_A of PIA), got {c.pia}"),
             (c.pia_warmup >= 0, f"pia_warmup must be >= 0 epochs, got {c.pia_warmup}"),
             (
                 c.pia_anchors in ("separate", "tied"),
@@ -144,16 +209,32 @@ class TrainConfig:
                 c.pia_anchors != "tied" or c.model == "recvae" or c.pia == 0,
                 "tied anchors need a linear decoder (latent -> items): only --model recvae has one",
             ),
+            (c.pia_init_std > 0, f"pia_init_std must be > 0, got {c.pia_init_std}"),
             (c.epochs > 0, f"epochs must be > 0, got {c.epochs}"),
-            (c.batch_size > 0 and c.eval_batch_size > 0, "batch sizes must be > 0"),
+            (c.batch_size > 0, f"batch_size must be > 0, got {c.batch_size}"),
+            (c.eval_batch_size > 0, f"eval_batch_size must be > 0, got {c.eval_batch_size}"),
             (c.lr > 0, f"lr must be > 0, got {c.lr}"),
             (c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}"),
             (c.latent_dim > 0, f"latent_dim must be > 0, got {c.latent_dim}"),
-            (c.gamma >= 0 and c.enc_epochs > 0, "gamma must be >= 0 and enc_epochs > 0"),
+            (all(w > 0 for w in c.hidden), f"hidden widths must be > 0, got {list(c.hidden)}"),
+            (c.model != "recvae" or len(c.hidden) == 1, f"recvae takes one hidden width, got {list(c.hidden)}"),
+            (c.gamma >= 0, f"gamma must be >= 0, got {c.gamma}"),
+            (c.enc_epochs > 0, f"enc_epochs must be > 0, got {c.enc_epochs}"),
+            (c.seed >= 0, f"seed must be >= 0, got {c.seed}"),
+            (
+                h is None or (h >= 1 and float(h).is_integer()) or 0 < h < 0.5,
+                f"heldout must be a whole number of users >= 1 or a fraction in (0, 0.5), got {h}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
-                raise ConfigError(message)
+                name, _, rest = message.partition(" ")
+                flag = FIELD_FLAGS.get(name)
+                raise ConfigError(f"{name} ({flag}) {rest}" if flag and flag not in rest else message)
+        try:
+            resolve_device(c.device)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -167,7 +248,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown configuration keys {unknown}; valid keys: {sorted(names)}")
         d = dict(d)
-        if d.get("hidden") is not None:
+        if isinstance(d.get("hidden"), list):
             d["hidden"] = tuple(d["hidden"])
         return cls(**d)
 
@@ -253,12 +334,6 @@ def beta_at(config: TrainConfig, updates: int, updates_per_epoch: int) -> float:
     return min(config.beta_cap, updates / steps)
 
 
-def _save_torch(path: Path, obj: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def split_config_of(config: TrainConfig) -> SplitConfig | None:
     """The split configuration of a run (dataset preset, held-out size overridden when given)."""
     if config.heldout is None:
@@ -278,6 +353,88 @@ def load_run_split(config: TrainConfig, progress: bool = False) -> Split:
     )
 
 
+RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "best.pt")
+"""What a run folder holds (besides its lock and the metrics files written by ``models.evaluate``)."""
+LOCK_NAME = ".lock"
+SAFE_ON_RESUME = ("epochs", "device", "eval_batch_size")
+"""Settings a resumed run may change: they do not change what the finished epochs computed."""
+MODEL_CODE_VERSION = 2
+"""Version of the training code's results: bump it whenever a change to ``models/`` changes what a configuration
+trains (architecture, loss, initialisation, data order, masks), so the run cache never serves an older model.
+2: self-verifying checkpoints, the run cache keyed on the split's content (issue 9)."""
+
+
+def split_fingerprint(split: Split) -> str:
+    """sha256 (16 hex digits) of a split's content: every CSR array of train, validation and test and the item
+    count. Two splits with the same fingerprint train and evaluate identically."""
+    h = hashlib.sha256()
+    for mat in (
+        split.train,
+        split.validation.fold_in,
+        split.validation.targets,
+        split.test.fold_in,
+        split.test.targets,
+    ):
+        m = mat.tocsr()
+        h.update(np.asarray(m.shape, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(m.indptr, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(m.indices, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_lock(out: Path) -> FolderLock:
+    """The lock of a run folder (``out/.lock``); not yet acquired."""
+    return FolderLock(Path(out) / LOCK_NAME, f"run folder {out}")
+
+
+def read_run_config(run: Path) -> tuple[TrainConfig, dict]:
+    """The configuration of a run folder (``config.json``) and its ``derived`` section, checked.
+
+    Raises
+    ------
+    ConfigError
+        One line when the file is missing, not JSON, or not a configuration of this toolkit.
+    """
+    path = Path(run) / "config.json"
+    if path.is_dir() or not path.exists():
+        raise ConfigError(f"{run} is not a run folder (no config.json); train one with models.train --out {run}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); restore it or start a new run") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a table of settings; restore it or start a new run")
+    derived = raw.pop("derived", {}) or {}
+    try:
+        config = TrainConfig.from_json(raw)
+        config.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config, derived
+
+
+def changed_fields(a: TrainConfig, b: TrainConfig, ignore: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """``{field: (a's value, b's value)}`` for the resolved fields that differ, ``ignore`` left out."""
+    ra, rb = a.resolved(), b.resolved()
+    return {
+        f.name: (getattr(ra, f.name), getattr(rb, f.name))
+        for f in fields(TrainConfig)
+        if f.name not in ignore and getattr(ra, f.name) != getattr(rb, f.name)
+    }
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what a run that never finished an epoch left (and temp files of killed writes); keep the lock."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
 def train(
     config: TrainConfig,
     out: Path,
@@ -286,34 +443,73 @@ def train(
     split: Split | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    lock: FolderLock | None = None,
 ) -> RunState:
-    """Train a model and write the run folder ``out``.
+    """Train a model and write the run folder ``out``, as its only writer.
 
     Parameters
     ----------
     config : TrainConfig
     out : Path
-        Run folder; must not already hold a run unless ``resume``.
+        Run folder. A folder holding a run with a checkpoint needs ``resume``; one whose run never finished an
+        epoch (no ``checkpoint.pt``) is started again, with or without ``resume``.
     resume : bool
-        Continue from ``out/checkpoint.pt``.
+        Continue from ``out/checkpoint.pt``. ``config`` may differ from the run's only in
+        :data:`SAFE_ON_RESUME` (e.g. more epochs); the change is recorded in ``config.json``.
     split : Split, optional
         Use this split instead of loading ``config.dataset`` (tests, notebooks).
     progress : bool
         tqdm bar with loss, beta, lambda_A and validation NDCG@100.
     stop_after_epochs : int, optional
         Return after this many epochs of *this call* (simulates an interrupted run in tests).
+    lock : FolderLock, optional
+        The run folder's lock (:func:`run_lock`), already held by the caller; otherwise ``train`` takes it and
+        raises :class:`models.cli.FolderBusy` naming the process that holds it.
+
+    Raises
+    ------
+    ConfigError
+        Impossible configuration, nothing to resume, a run that cannot be continued with ``config``.
+    models.io.DamagedFile
+        A truncated, altered or foreign ``checkpoint.pt``.
     """
+    config.validate()
+    rank, _ = _world()
+    own = run_lock(out).acquire() if rank == 0 and lock is None else None
+    try:
+        return _train(config, Path(out), resume, split, progress, stop_after_epochs)
+    finally:
+        if own is not None:
+            own.release()
+
+
+def _train(
+    config: TrainConfig, out: Path, resume: bool, split: Split | None, progress: bool, stop_after_epochs: int | None
+) -> RunState:
     from tqdm.auto import tqdm
 
-    config.validate()
     c = config.resolved()
     rank, world = _world()
-    out = Path(out)
     ckpt_path = out / "checkpoint.pt"
-    if resume and not ckpt_path.is_file():
-        raise ConfigError(f"{out}: no checkpoint.pt to resume from; start a new run without --resume")
-    if not resume and (out / "config.json").exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    started = (out / "config.json").exists()
+    if ckpt_path.exists():
+        if not resume:
+            done = len((out / "metrics.jsonl").read_text().splitlines()) if (out / "metrics.jsonl").is_file() else 0
+            raise ConfigError(
+                f"{out} already holds a run ({done} epoch(s) done); pass --resume to continue it, or choose another "
+                "--out for a new run"
+            )
+    elif resume and not started:
+        raise ConfigError(f"{out}: no run to resume there; start it without --resume")
+    elif started or resume:
+        # killed (or failed) before its first checkpoint: nothing worth keeping, start it again
+        if rank == 0:
+            _note(f"{out}: the run there never finished an epoch; starting it again from epoch 1")
+            _clear_run(out)
+        resume = False
+    if rank == 0:
+        for tmp in out.glob(".*.tmp"):  # left by a write that was killed; we are the only writer now
+            tmp.unlink(missing_ok=True)
     if split is None:
         if rank == 0:
             split = load_run_split(c, progress=progress)
@@ -334,20 +530,48 @@ def train(
     generator = torch.Generator().manual_seed(c.seed + 1)
     n_train = split.train.shape[0]
     updates_per_epoch = math.ceil(n_train / c.batch_size)
+    fingerprint = split_fingerprint(split)
     state = RunState()
 
     if resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        saved = TrainConfig.from_json(ckpt["config"])
-        if replace(saved, epochs=c.epochs) != c:
-            raise ConfigError(f"{out}: the checkpoint was written with another configuration; resume with the same one")
-        model.load_state_dict(ckpt["model"])
-        if anchors is not None and not anchors.tied:
-            anchors.load_state_dict(ckpt["anchors"])
-        for p, s in zip(phases, ckpt["optimizers"], strict=True):
-            p.optimizer.load_state_dict(s)
-        generator.set_state(ckpt["generator"])
-        state = RunState(ckpt["epoch"], ckpt["updates"], ckpt["best_value"], ckpt["best_epoch"], ckpt["history"])
+        fix = "restore it, or delete the run folder and train again"
+        ckpt = load_verified(ckpt_path, map_location=device, fix=fix)
+        try:
+            saved = TrainConfig.from_json(ckpt["config"])
+        except (KeyError, TypeError, ConfigError):
+            raise DamagedFile(f"{ckpt_path}: not a checkpoint of models.train (no valid config); {fix}") from None
+        changed = changed_fields(saved, c, ignore=SAFE_ON_RESUME)
+        if changed:
+            diff = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ConfigError(f"{out}: the run was trained with other settings ({diff}); resume with the run's own")
+        run_split = json.loads((out / "split.json").read_text()) if (out / "split.json").is_file() else {}
+        if run_split.get("fingerprint") not in (None, fingerprint):
+            raise ConfigError(
+                f"{out}: the split of {c.dataset} changed since this run started (fingerprint "
+                f"{run_split['fingerprint']} -> {fingerprint}); start a new run in another --out"
+            )
+        try:
+            model.load_state_dict(ckpt["model"])
+            if anchors is not None and not anchors.tied:
+                anchors.load_state_dict(ckpt["anchors"])
+            for p, s in zip(phases, ckpt["optimizers"], strict=True):
+                p.optimizer.load_state_dict(s)
+            generator.set_state(ckpt["generator"])
+            state = RunState(ckpt["epoch"], ckpt["updates"], ckpt["best_value"], ckpt["best_epoch"], ckpt["history"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            reason = " ".join(str(exc).split())[:120]
+            raise DamagedFile(f"{ckpt_path}: does not fit this model ({reason}); {fix}") from None
+        if rank == 0:
+            changes = changed_fields(saved, c)
+            _, derived = read_run_config(out)
+            if changes:
+                derived.setdefault("changes_on_resume", []).append(
+                    {"at_epoch": state.epoch, **{k: [a, b] for k, (a, b) in changes.items()}}
+                )
+                _note(
+                    f"{out}: resuming with " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()), progress
+                )
+            atomic_write_json(out / "config.json", {**c.to_json(), "derived": derived})
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         derived = {
@@ -356,6 +580,7 @@ def train(
             "updates_per_epoch": updates_per_epoch,
             "world_size": world,
             "torch": torch.__version__,
+            "model_code_version": MODEL_CODE_VERSION,
         }
         atomic_write_json(out / "config.json", {**c.to_json(), "derived": derived})
         r = split.report
@@ -363,6 +588,7 @@ def train(
             out / "split.json",
             {
                 "dataset": c.dataset,
+                "fingerprint": fingerprint,
                 "cache": r.get("cache"),
                 "acquisition": r.get("acquisition"),
                 "config": r.get("config"),
@@ -457,7 +683,7 @@ def train(
         if value > state.best_value:
             state.best_value, state.best_epoch = value, epoch
             if rank == 0:
-                _save_torch(
+                save_verified(
                     out / "best.pt",
                     {
                         "model": model.state_dict(),
@@ -467,7 +693,7 @@ def train(
                     },
                 )
         if rank == 0:
-            _save_torch(
+            save_verified(
                 ckpt_path,
                 {
                     "config": c.to_json(),
@@ -492,16 +718,53 @@ def train(
     return state
 
 
+def run_progress(run: Path) -> dict:
+    """How far a run folder got: ``epochs_done`` (lines of ``metrics.jsonl``), ``epochs_planned`` (its config),
+    ``finished`` and ``best_epoch`` (1-based, from ``best.pt``'s epoch as recorded in the history)."""
+    config, _ = read_run_config(run)
+    log = Path(run) / "metrics.jsonl"
+    history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    done, planned = len(history), config.resolved().epochs
+    best = max(history, key=lambda h: h.get("val_ndcg@100", -math.inf)) if history else None
+    return {
+        "epochs_done": done,
+        "epochs_planned": planned,
+        "finished": done >= planned,
+        "best_epoch": int(best["epoch"]) + 1 if best else None,
+    }
+
+
 def load_trained(run: Path, device: str | torch.device = "cpu") -> tuple[AutoencoderBase, TrainConfig]:
-    """The best-epoch model of a run folder and its configuration (anchors are not needed for inference)."""
+    """The best-epoch model of a run folder and its configuration (anchors are not needed for inference).
+
+    ``best.pt`` is read with ``weights_only=True`` and its checksum verified (:func:`models.io.load_verified`);
+    its configuration must be the one in ``config.json`` (up to :data:`SAFE_ON_RESUME`).
+
+    Raises
+    ------
+    ConfigError
+        Not a run folder, or no epoch finished yet.
+    models.io.DamagedFile
+        ``best.pt`` truncated, altered, foreign, or written by another configuration than ``config.json``.
+    """
     run = Path(run)
-    if not (run / "config.json").is_file() or not (run / "best.pt").is_file():
-        raise ConfigError(f"{run} is not a run folder (needs config.json and best.pt); train one with models.train")
-    raw = json.loads((run / "config.json").read_text())
-    raw.pop("derived", None)
-    config = TrainConfig.from_json(raw)
-    derived = json.loads((run / "config.json").read_text())["derived"]
+    config, derived = read_run_config(run)
+    if not (run / "best.pt").exists():
+        raise ConfigError(f"{run}: no best.pt yet (no epoch finished); train or resume it with models.train")
+    fix = f"resume the run (python -m models.train --out {run} --resume) or train it again"
+    best = load_verified(run / "best.pt", map_location=device, fix=fix)
+    try:
+        saved = TrainConfig.from_json(best["config"])
+    except (KeyError, TypeError, ConfigError):
+        raise DamagedFile(f"{run / 'best.pt'}: not a model of models.train (no valid config); {fix}") from None
+    changed = changed_fields(saved, config, ignore=SAFE_ON_RESUME)
+    if changed:
+        diff = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in changed.items())
+        raise DamagedFile(f"{run}: best.pt and config.json describe different runs ({diff}); train it again")
     model = build_model(config, derived["n_items"])
-    best = torch.load(run / "best.pt", map_location=device, weights_only=False)
-    model.load_state_dict(best["model"])
+    try:
+        model.load_state_dict(best["model"])
+    except (KeyError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise DamagedFile(f"{run / 'best.pt'}: does not fit the model of config.json ({reason}); {fix}") from None
     return model.to(device).eval(), config

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from models.batches import make_batch
+from models.io import load_verified
 from models.pia import ItemAnchors, LambdaSchedule, alignment_loss, alignment_loss_monte_carlo
 from models.readers import RawInteractions
 from models.split import SplitConfig, build_split
@@ -43,8 +44,8 @@ def test_resume_after_stop_matches_uninterrupted(tmp_path, tiny_split):
     train(config, tmp_path / "cut", split=tiny_split, progress=False, stop_after_epochs=2)
     resumed = train(config, tmp_path / "cut", split=tiny_split, progress=False, resume=True)
     assert [h["val_ndcg@100"] for h in resumed.history] == [h["val_ndcg@100"] for h in full.history]
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    a = load_verified(tmp_path / "full" / "checkpoint.pt")["model"]
+    b = load_verified(tmp_path / "cut" / "checkpoint.pt")["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
@@ -101,7 +102,7 @@ def test_pia_scores_do_not_depend_on_anchors(tmp_path, tiny_split):
     model, _ = load_trained(tmp_path / "pia")
     fold_in = tiny_split.test.fold_in
     before = model.score(fold_in)
-    ckpt = torch.load(tmp_path / "pia" / "checkpoint.pt", weights_only=False)
+    ckpt = load_verified(tmp_path / "pia" / "checkpoint.pt")
     assert ckpt["anchors"] is not None, "the anchors were trained"
     # The inference model is the plain Multi-VAE: same parameters and shapes as a run without PIA, so the same
     # inference cost, and nothing in it refers to the anchors.
@@ -160,7 +161,7 @@ def test_multdae_weight_decay_is_in_the_loss(tmp_path, tiny_split):
     model0 = build_model(config, tiny_split.n_items)
     norm0 = float(model0.weight_penalty().detach())
     train(config, tmp_path / "dae", split=tiny_split, progress=False)
-    ckpt = torch.load(tmp_path / "dae" / "checkpoint.pt", weights_only=False)
+    ckpt = load_verified(tmp_path / "dae" / "checkpoint.pt")
     model0.load_state_dict(ckpt["model"])
     assert float(model0.weight_penalty()) < 0.5 * norm0
 
@@ -170,9 +171,9 @@ def test_multdae_weight_decay_is_in_the_loss(tmp_path, tiny_split):
     [
         (["--model", "nope"], "unknown model"),
         (["--dataset", "nope"], "unknown dataset"),
-        (["--rho", "0"], "rho must lie in (0, 1]"),
-        (["--rho", "1.2"], "rho must lie in (0, 1]"),
-        (["--pia", "-0.1"], "lambda_A"),
+        (["--rho", "0"], "rho (--rho) must lie in (0, 1]"),
+        (["--rho", "1.2"], "rho (--rho) must lie in (0, 1]"),
+        (["--pia", "-0.1"], "pia (--pia) must be >= 0"),
     ],
 )
 def test_cli_rejects_bad_configurations(tmp_path, capsys, flags, message):
@@ -189,7 +190,7 @@ def test_not_a_run_folder(tmp_path, capsys):
     assert eval_main([str(tmp_path / "empty")]) == 2
     assert "is not a run folder" in capsys.readouterr().err
     assert train_main(["--out", str(tmp_path / "empty"), "--resume", "--dataset", "synthetic"]) == 2
-    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert "no run to resume there" in capsys.readouterr().err
 
 
 def test_config_file_values_are_overridden_by_flags(tmp_path):
@@ -229,8 +230,8 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
     mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp"), tiny_split), nprocs=2, join=True)
     config = TrainConfig(model="multvae", epochs=2, pia=0.3, seed=5, device="cpu", **TINY)
     train(config, tmp_path / "single", split=tiny_split, progress=False)
-    a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)
+    a = load_verified(tmp_path / "ddp" / "checkpoint.pt")
+    b = load_verified(tmp_path / "single" / "checkpoint.pt")
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a["anchors"]["weight_param"], b["anchors"]["weight_param"], rtol=1e-4, atol=1e-5)
