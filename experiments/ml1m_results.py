@@ -22,11 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.evaluate import evaluate_run
 from models.evaluation import USER_GROUPS, paired_difference
-from models.io import atomic_write_json
+from models.io import atomic_write_json, load_verified
 
 MODELS = ("multvae", "multdae", "recvae")
 METRICS = ("recall@20", "recall@50", "ndcg@100")
@@ -136,7 +135,7 @@ def main() -> None:
             epochs = []
             for s in args.seeds:
                 run = args.runs / run_name(m, lam, s)
-                saved = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["epoch"] + 1
+                saved = int(load_verified(run / "best.pt")["epoch"]) + 1
                 if saved != best_epoch(run):  # a longer earlier run improved after this invocation's cap
                     raise SystemExit(f"{run}: best.pt is from epoch {saved}, beyond the cap; retrain it with the cap")
                 epochs.append(str(saved))

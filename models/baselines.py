@@ -12,6 +12,9 @@ top-level keys ``recall@20``, ``recall@50``, ``ndcg@100`` each hold ``mean``, ``
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import math
 import sys
 import time
 import warnings
@@ -23,9 +26,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models.data import add_dataset_arguments, dataset_names, split_from_args
+from models.cli import OneLineParser, guarded
+from models.data import add_dataset_arguments, dataset_names, default_config, split_from_args
 from models.evaluation import evaluate
-from models.io import atomic_write_json, resolve_device
+from models.io import atomic_write_json, check_output_file, resolve_device
 from models.split import Split
 
 EASE_LAMBDAS: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
@@ -157,8 +161,34 @@ def select_ease_lambda(
     return best_model, LambdaSearch(best_model.lam, scores)
 
 
+def _lambda_grid(text: str) -> list[float]:
+    try:
+        grid = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 100,500,1000, got {text!r}") from None
+    if not grid or not all(math.isfinite(lam) and lam > 0 for lam in grid):
+        raise argparse.ArgumentTypeError(f"every lambda must be a finite number > 0, got {text!r}")
+    return grid
+
+
+def default_result_path(args: argparse.Namespace) -> Path:
+    """``results/MODEL-DATASET.json`` with the documented defaults; any option that changes the result adds a
+    short hash of the options, so results of other settings never overwrite each other."""
+    name = f"{args.model}-{args.dataset.replace(':', '_').replace('/', '_')}"
+    options = {
+        "lambdas": args.lambdas if args.model == "ease" and args.lambdas != list(EASE_LAMBDAS) else None,
+        "dtype": args.dtype if args.model == "ease" and args.dtype != "float32" else None,
+        **{k: str(getattr(args, k)) for k in ("path", "heldout", "min_uc", "min_sc") if getattr(args, k) is not None},
+        "min_rating": str(args.min_rating) if "min_rating" in vars(args) else None,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    if options:
+        name += "-" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    return Path("results") / f"{name}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m models.baselines",
         description="Popularity and EASE baselines under the strong-generalization protocol.",
     )
@@ -166,53 +196,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="ml-1m", help=f"one of {', '.join(dataset_names())}")
     parser.add_argument(
         "--lambdas",
-        type=lambda s: [float(v) for v in s.split(",")],
+        type=_lambda_grid,
         default=list(EASE_LAMBDAS),
         help="EASE: comma-separated lambda grid searched on validation NDCG@100 (default %(default)s)",
     )
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="EASE precision")
     parser.add_argument("--batch-size", type=int, default=1000, help="users scored per batch")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    parser.add_argument("--out", type=Path, help="results JSON (default results/MODEL-DATASET.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results JSON (default results/MODEL-DATASET.json; other options add a hash of them to the name)",
+    )
     add_dataset_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        if any(not lam > 0 for lam in args.lambdas):
-            raise ValueError(f"--lambdas must all be > 0, got {args.lambdas}")
-        split = split_from_args(args.dataset, args)
-        device = resolve_device(args.device)
-        start = time.perf_counter()
-        extra: dict = {}
-        if args.model == "ease":
-            dtype = torch.float32 if args.dtype == "float32" else torch.float64
-            print(
-                f"EASE on {args.dataset}: {split.n_items:,} items, searching lambda on validation",
-                file=sys.stderr,
-            )
-            model, search = select_ease_lambda(
-                split, args.lambdas, device=device, dtype=dtype, batch_size=args.batch_size, progress=True
-            )
-            if search.best in (min(args.lambdas), max(args.lambdas)) and len(args.lambdas) > 1:
-                print(
-                    f"warning: best lambda {search.best:g} is at the edge of the grid; widen --lambdas",
-                    file=sys.stderr,
-                )
-            score_fn = model.score
-            extra = {
-                "lambda": search.best,
-                "dtype": args.dtype,
-                "validation": {str(k): v for k, v in search.scores.items()},
-            }
-        else:
-            score_fn = Popularity.fit(split.train, device).score
-        test = evaluate(score_fn, split.test, batch_size=args.batch_size)
-        seconds = time.perf_counter() - start
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = args.out or Path("results") / f"{args.model}-{args.dataset.replace(':', '_').replace('/', '_')}.json"
+    return guarded(lambda: _run(args), what=f"{args.model} on {args.dataset}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
+    device = resolve_device(args.device)
+    default_config(args.dataset)  # an unknown dataset is one line before anything is created
+    out = args.out or default_result_path(args)
+    check_output_file(out)
+    split = split_from_args(args.dataset, args)
+    start = time.perf_counter()
+    extra: dict = {}
+    if args.model == "ease":
+        dtype = torch.float32 if args.dtype == "float32" else torch.float64
+        print(f"EASE on {args.dataset}: {split.n_items:,} items, searching lambda on validation", file=sys.stderr)
+        model, search = select_ease_lambda(
+            split, args.lambdas, device=device, dtype=dtype, batch_size=args.batch_size, progress=True
+        )
+        if search.best in (min(args.lambdas), max(args.lambdas)) and len(args.lambdas) > 1:
+            print(f"warning: best lambda {search.best:g} is at the edge of the grid; widen --lambdas", file=sys.stderr)
+        score_fn = model.score
+        validation = {str(k): v for k, v in search.scores.items()}
+        extra = {"lambda": search.best, "dtype": args.dtype, "validation": validation}
+    else:
+        score_fn = Popularity.fit(split.train, device).score
+    test = evaluate(score_fn, split.test, batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
     result = {
         **test.to_dict(),
         "model": args.model,
@@ -223,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_users": int(split.train.shape[0]),
             "test_users": split.test.n_users,
         },
+        "options": {"lambdas": args.lambdas, "dtype": args.dtype} if args.model == "ease" else {},
         "seconds": round(seconds, 2),
         **extra,
     }

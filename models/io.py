@@ -70,6 +70,21 @@ def resolve_device(device: str | None = None) -> torch.device:
     return dev
 
 
+def check_output_file(path: Path) -> Path:
+    """Check, before any work, that a result file can be written at ``path``: not a folder, its folder creatable
+    and writable. Raises the ``OSError`` (or ``IsADirectoryError``) that writing it would raise later."""
+    import errno
+
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 class FolderLock:
     """An exclusive lock held by one process on a folder it writes (a run folder, a job's output folder).
 

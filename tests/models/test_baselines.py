@@ -131,5 +131,8 @@ def test_cli_writes_results_json(tmp_path, monkeypatch, capsys):
 def test_cli_rejects_bad_options(tmp_path, capsys):
     assert main(["ease", "--dataset", "nope"]) == 2
     assert "unknown dataset" in capsys.readouterr().err
-    assert main(["ease", "--dataset", "synthetic", "--lambdas", "0,10"]) == 2
-    assert "--lambdas must all be > 0" in capsys.readouterr().err
+    for grid in ("0,10", "10,inf", "10,abc"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["ease", "--dataset", "synthetic", "--lambdas", grid])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("error: argument --lambdas")
