@@ -325,3 +325,106 @@ def test_nan_rating_in_parquet_names_the_row(tmp_path):
     path = tmp_path / "t.parquet"
     pd.DataFrame({"user": [1, 2, 3], "item": [1, 1, 1], "rating": [4.0, np.nan, 2.0]}).to_parquet(path)
     assert_names(error_of(lambda: readers.read_table(path, fmt="parquet")), path, "line 2", "'rating'")
+
+
+# ------------------------------------------------------------------------- ids and ratings never silently changed
+BIG = "99999999999999999999"  # beyond int64 (and uint64): would wrap or turn into a float
+UINT = str(2**64 - 1)  # fits uint64 only: pandas reads it as uint64, which wraps to -1 as int64
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "call", "parts"),
+    [
+        ("u.data", f"1\t2\t3\t4\n{BIG}\t3\t4\t5\n", readers.read_movielens_100k, ["line 2", BIG, "int64"]),
+        ("u.data", f"1\t2\t3\t4\n1\t{UINT}\t4\t5\n", readers.read_movielens_100k, ["line 2", UINT, "int64"]),
+        ("u.data", "1\t2\t3\t4\n1.5\t3\t4\t5\n", readers.read_movielens_100k, ["line 2", "'1.5'", "integer"]),
+        ("ratings.dat", f"1::2::3::4\n1::{BIG}::4::5\n", readers.read_movielens_1m, ["line 2", BIG, "int64"]),
+        ("ratings.dat", "1::2::3::4\n1::2e3::4::5\n", readers.read_movielens_1m, ["line 2", "'2e3'", "integer"]),
+        (
+            "ratings.csv",
+            f"userId,movieId,rating,timestamp\n1,2,3.5,4\n{UINT},3,4.0,5\n",
+            readers.read_movielens_20m,
+            ["line 3", UINT, "int64"],
+        ),
+        (
+            "ratings.csv",
+            "userId,movieId,rating,timestamp\n1,2,3.5,4\n1,1.23457E+11,4.0,5\n",
+            readers.read_movielens_20m,
+            ["line 3", "'1.23457E+11'", "integer"],
+        ),
+        ("mv.txt", f"1:\n5,3,2005\n{BIG},4,2005\n", readers.read_netflix, ["line 3", BIG, "int64"]),
+        ("mv.txt", "1:\n5,3,2005\n7.5,4,2005\n", readers.read_netflix, ["line 3", "'7.5'", "integer"]),
+        ("mv.txt", f"1:\n5,3,2005\n{BIG}:\n6,4,2005\n", readers.read_netflix, ["line 3", BIG, "int64"]),
+    ],
+)
+def test_ids_beyond_int64_or_not_integers_are_rejected_with_the_line(tmp_path, name, text, call, parts):
+    path = write(tmp_path / name, text)
+    assert_names(error_of(lambda: call(path)), path, *parts)
+
+
+def test_an_integral_decimal_id_is_that_integer_and_exponents_in_ratings_are_fine(tmp_path):
+    # 3.0 is exactly 3 (nothing lost), and a rating written 4e0 is a number like any other.
+    path = write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,3.0,4e0,5\n2,4,3.5,6\n")
+    check_raw(readers.read_movielens_20m(path), [1, 2], [3, 4], [4.0, 3.5], [path])
+
+
+def test_gowalla_id_beyond_int64(tmp_path):
+    write(tmp_path / "train.txt", f"0 1 2\n1 3 {BIG}\n")
+    write(tmp_path / "test.txt", "0 5\n")
+    assert_names(error_of(lambda: readers.read_gowalla(tmp_path)), tmp_path / "train.txt", "line 2", BIG, "int64")
+
+
+@pytest.mark.parametrize(
+    ("ids", "labels"),
+    [
+        (["1.5", "2", "1e3", "3"], ["1.5", "1e3", "2", "3"]),  # kept as written: not 2.0, not 1000.0
+        ([UINT, "2", "3", "4"], [UINT, "2", "3", "4"]),
+        ([BIG, "-1", "3", "4"], ["-1", "3", "4", BIG]),
+    ],
+    ids=["floats", "uint64", "beyond-64-bits"],
+)
+def test_csv_ids_that_are_not_int64_are_kept_as_written(tmp_path, ids, labels):
+    path = write(tmp_path / "t.csv", "user,item\n" + "".join(f"{u},{k}\n" for k, u in enumerate(ids)))
+    raw = readers.read_table(path, fmt="csv")
+    assert list(raw.user_labels[raw.user]) == ids
+    assert sorted(raw.user_labels) == sorted(labels)
+    assert raw.item_labels is None and raw.item.tolist() == [0, 1, 2, 3]
+
+
+def test_parquet_uint64_ids_beyond_int64_are_kept_exact(tmp_path):
+    path = tmp_path / "t.parquet"
+    users = np.array([2**64 - 1, 5, 2**63], dtype=np.uint64)
+    pd.DataFrame({"user": users, "item": np.array([1, 2, 3], dtype=np.uint64)}).to_parquet(path)
+    raw = readers.read_table(path, fmt="parquet")
+    assert list(raw.user_labels[raw.user]) == [str(2**64 - 1), "5", str(2**63)]
+    assert raw.item_labels is None and raw.item.tolist() == [1, 2, 3]  # small uint64 ids stay integers
+
+
+@pytest.mark.parametrize("bad", ["inf", "-inf", "Infinity"])
+def test_non_finite_ratings_are_rejected_in_tables_and_play_counts(tmp_path, bad):
+    csv = write(tmp_path / "t.csv", f"user,item,rating\n1,2,3\n1,3,{bad}\n")
+    assert_names(error_of(lambda: readers.read_table(csv, fmt="csv")), csv, "line 3", "'rating'", "finite")
+    msd = write(tmp_path / "train_triplets.txt", f"a\ts\t1\nb\ts\t{bad}\n")
+    assert_names(error_of(lambda: readers.read_msd(msd)), msd, "line 2", "finite")
+    dat = write(tmp_path / "ratings.dat", f"1::2::3::4\n1::3::{bad}::5\n")
+    assert_names(error_of(lambda: readers.read_movielens_1m(dat)), dat, "line 2", "finite")
+
+
+def test_non_finite_rating_in_parquet(tmp_path):
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"user": [1, 2, 3], "item": [1, 1, 1], "rating": [4.0, 2.0, -np.inf]}).to_parquet(path)
+    assert_names(error_of(lambda: readers.read_table(path, fmt="parquet")), path, "row 3", "finite")
+
+
+def test_the_same_column_for_user_and_item(tmp_path):
+    path = write(tmp_path / "t.csv", "user,item\n1,2\n")
+    assert_names(error_of(lambda: readers.read_table(path, fmt="csv", item_col="user")), path, "'user'", "differ")
+
+
+def test_a_rating_beyond_float32_is_rejected_not_turned_into_inf(tmp_path):
+    csv = write(tmp_path / "t.csv", "user,item,rating\n1,2,3\n1,3,1e39\n")
+    assert_names(error_of(lambda: readers.read_table(csv, fmt="csv")), csv, "line 3", "1e+39", "finite")
+    msd = write(tmp_path / "train_triplets.txt", "a\ts\t1\nb\ts\t1e39\n")
+    assert_names(error_of(lambda: readers.read_msd(msd)), msd, "line 2", "'1e39'", "finite")
+    dat = write(tmp_path / "u.data", "1\t2\t3\t4\n1\t3\t1e39\t5\n")
+    assert_names(error_of(lambda: readers.read_movielens_100k(dat)), dat, "line 2", "finite")
