@@ -16,6 +16,7 @@ Steps, each counted in the split report:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -119,17 +120,58 @@ class SplitConfig:
     seed: int = 98765
 
     def validate(self) -> None:
-        """Raise a ValueError for impossible options."""
-        if self.min_uc < 1 or self.min_sc < 0:
-            raise ValueError(f"min_uc must be >= 1 and min_sc >= 0, got {self.min_uc} and {self.min_sc}.")
-        if isinstance(self.n_heldout, float) and not 0.0 < self.n_heldout < 0.5:
-            raise ValueError(f"n_heldout as a fraction must lie in (0, 0.5), got {self.n_heldout}.")
-        if not isinstance(self.n_heldout, float) and self.n_heldout < 1:
-            raise ValueError(f"n_heldout must be >= 1 user, got {self.n_heldout}.")
-        if not 0.0 < self.test_prop < 1.0:
+        """Raise a ValueError naming the field for a wrong-typed, non-finite or impossible option.
+
+        Types are checked, not coerced: configs also come from JSON files, where ``"5"`` or ``2.5`` for a count
+        is a mistake to report, and a float ``n_heldout`` means a fraction (so ``10.0`` is refused, not guessed).
+        """
+        if not _is_int(self.min_uc) or self.min_uc < 1:
+            raise ValueError(f"min_uc must be an integer >= 1, got {self.min_uc!r}.")
+        if not _is_int(self.min_sc) or self.min_sc < 0:
+            raise ValueError(f"min_sc must be an integer >= 0, got {self.min_sc!r}.")
+        h = self.n_heldout
+        if _is_int(h):
+            if h < 1:
+                raise ValueError(f"n_heldout must be >= 1 user, got {h}.")
+        elif _is_real(h):
+            if not np.isfinite(h):
+                raise ValueError(f"n_heldout must be finite, got {h}.")
+            if h >= 1:
+                hint = f" ({int(h)}, not {h})" if float(h).is_integer() else ""
+                raise ValueError(
+                    f"n_heldout {h} is neither a fraction in (0, 0.5) nor a count: a count must be an integer{hint}."
+                )
+            if not 0.0 < h < 0.5:
+                raise ValueError(f"n_heldout as a fraction must lie in (0, 0.5), got {h}.")
+        else:
+            raise ValueError(f"n_heldout must be a count (integer >= 1) or a fraction in (0, 0.5), got {h!r}.")
+        if not _is_real(self.test_prop):
+            raise ValueError(f"test_prop must be a number in (0, 1), got {self.test_prop!r}.")
+        if not 0.0 < self.test_prop < 1.0:  # also false for NaN
             raise ValueError(f"test_prop must lie in (0, 1), got {self.test_prop}.")
-        if self.min_rating is not None and not np.isfinite(self.min_rating):
-            raise ValueError(f"min_rating must be a finite number or None, got {self.min_rating}.")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:  # numpy's RandomState accepts no other seed
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}.")
+        if self.min_rating is not None and (not _is_real(self.min_rating) or not np.isfinite(self.min_rating)):
+            raise ValueError(f"min_rating must be a finite number or None, got {self.min_rating!r}.")
+
+    def as_dict(self) -> dict:
+        """The options as plain Python values (numpy numbers from a caller converted), ready for JSON."""
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in asdict(self).items()}
+
+    @property
+    def heldout_is_fraction(self) -> bool:
+        """Whether ``n_heldout`` is a fraction of the users (a float) rather than a count."""
+        return not _is_int(self.n_heldout)
+
+
+def _is_int(value: object) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _is_real(value: object) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
 class EmptySplitError(ValueError):
@@ -200,7 +242,7 @@ def build_split(raw: RawInteractions, config: SplitConfig, name: str) -> Split:
     """
     config.validate()
     sources = ", ".join(raw.sources) or name
-    report: dict = {"dataset": name, "sources": list(raw.sources), "config": asdict(config)}
+    report: dict = {"dataset": name, "sources": list(raw.sources), "config": config.as_dict()}
     report["rows_read"] = raw.n_rows
     report["users_read"] = int(np.unique(raw.user).size)
     report["items_read"] = int(np.unique(raw.item).size)
@@ -269,12 +311,27 @@ def build_split(raw: RawInteractions, config: SplitConfig, name: str) -> Split:
             f"({report['binarise']['rule']}); lower --min-uc or --min-rating."
         )
 
-    n_heldout = round(config.n_heldout * n_users) if isinstance(config.n_heldout, float) else int(config.n_heldout)
-    if n_heldout < 1 or n_users - 2 * n_heldout < 1:
-        raise EmptySplitError(
-            f"{name}: {n_users} users cannot give two held-out sets of {n_heldout} users and a training set; "
-            "pass a smaller --heldout."
+    n_heldout = round(config.n_heldout * n_users) if config.heldout_is_fraction else int(config.n_heldout)
+    most = (n_users - 1) // 2  # the largest held-out set that leaves one training user
+    if most < 1:
+        dropped = report["user_filter"]["users_dropped"]
+        lower = (
+            f", or lower --min-uc (now {config.min_uc}) or --min-rating: filtering dropped {dropped:,} users"
+            if dropped
+            else ""
         )
+        raise EmptySplitError(
+            f"{name}: {n_users} user{'s' if n_users != 1 else ''} left after filtering, but a split needs at least "
+            f"3 users (one to train on and one per held-out set); use data with more users{lower}."
+        )
+    if n_heldout < 1 or n_heldout > most:
+        given = (
+            f"the fraction {config.n_heldout} of {n_users} users is {n_heldout} users per held-out set"
+            if config.heldout_is_fraction
+            else f"{n_users} users cannot give two held-out sets of {n_heldout} users and a training set"
+        )
+        counts = "--heldout 1" if most == 1 else f"--heldout 1 to --heldout {most}"
+        raise EmptySplitError(f"{name}: {given}; pass {counts} (users per held-out set).")
     perm = kept_users[np.random.RandomState(config.seed).permutation(n_users)]
     sets = {
         "train": perm[: n_users - 2 * n_heldout],

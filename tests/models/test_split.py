@@ -3,6 +3,7 @@ preprocessing (PROTOCOL.md), split invariants on random interaction lists, and e
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -429,8 +430,8 @@ def test_rating_threshold_on_implicit_data():
         ({"test_prop": 0.0}, r"test_prop must lie in \(0, 1\), got 0\.0"),
         ({"test_prop": 1.0}, r"test_prop must lie in \(0, 1\)"),
         ({"test_prop": -0.2}, r"test_prop must lie in \(0, 1\)"),
-        ({"min_uc": 0}, r"min_uc must be >= 1"),
-        ({"min_sc": -1}, r"min_sc >= 0"),
+        ({"min_uc": 0}, r"min_uc must be an integer >= 1, got 0"),
+        ({"min_sc": -1}, r"min_sc must be an integer >= 0, got -1"),
         ({"min_rating": float("nan")}, r"min_rating must be a finite number or None"),
     ],
 )
@@ -440,3 +441,60 @@ def test_impossible_options(options, pattern):
         config.validate()
     with pytest.raises(ValueError, match=pattern):
         build_split(raw_of([1], [1], [5.0]), config, "planted")
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"min_uc": 2.5}, r"min_uc must be an integer >= 1, got 2\.5"),
+        ({"min_uc": "5"}, r"min_uc must be an integer >= 1, got '5'"),
+        ({"min_uc": True}, r"min_uc must be an integer"),
+        ({"min_sc": 1.0}, r"min_sc must be an integer >= 0, got 1\.0"),
+        ({"min_sc": None}, r"min_sc must be an integer >= 0, got None"),
+        ({"n_heldout": float("inf")}, r"n_heldout must be finite, got inf"),
+        ({"n_heldout": float("nan")}, r"n_heldout must be finite, got nan"),
+        ({"n_heldout": 1.9}, r"n_heldout .*a count must be an integer"),
+        ({"n_heldout": "10"}, r"n_heldout must be a count \(integer >= 1\) or a fraction in \(0, 0\.5\), got '10'"),
+        ({"n_heldout": False}, r"n_heldout must be a count"),
+        ({"test_prop": float("nan")}, r"test_prop must lie in \(0, 1\), got nan"),
+        ({"test_prop": "0.2"}, r"test_prop must be a number in \(0, 1\), got '0\.2'"),
+        ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*32\), got -1"),
+        ({"seed": 1.5}, r"seed must be an integer"),
+        ({"seed": 2**32}, r"seed must be an integer in \[0, 2\*\*32\)"),
+        ({"min_rating": float("inf")}, r"min_rating must be a finite number or None, got inf"),
+        ({"min_rating": -float("inf")}, r"min_rating must be a finite number or None, got -inf"),
+        ({"min_rating": "3.5"}, r"min_rating must be a finite number or None, got '3\.5'"),
+    ],
+)
+def test_wrong_types_and_non_finite_values_name_the_field(options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        SplitConfig(**options).validate()
+
+
+def test_numpy_numbers_and_integral_floats_from_config_files_are_accepted():
+    SplitConfig(min_uc=np.int64(5), min_sc=np.int32(0), n_heldout=np.int64(10), seed=np.int64(1)).validate()
+    SplitConfig(n_heldout=np.float64(0.1), min_rating=np.float32(3.5), test_prop=np.float64(0.2)).validate()
+    with pytest.raises(ValueError, match=r"n_heldout .*a count must be an integer \(10, not 10\.0\)"):
+        SplitConfig(n_heldout=10.0).validate()  # a float selects the fraction meaning: say so rather than guess
+
+
+def test_too_few_users_say_what_would_work():
+    one = raw_of(np.zeros(8, dtype=np.int64), np.arange(8))
+    with pytest.raises(EmptySplitError) as info:
+        build_split(one, SplitConfig(min_rating=None, n_heldout=1), "planted")
+    message = str(info.value)
+    assert "1 user" in message and "at least 3 users" in message and "more users" in message, message
+    assert "--heldout" not in message
+    many = raw_of(np.repeat(np.arange(7), 5), np.tile(np.arange(5), 7))
+    with pytest.raises(EmptySplitError, match=r"7 users .*--heldout 1 to --heldout 3"):
+        build_split(many, SplitConfig(min_rating=None, n_heldout=4), "planted")
+    with pytest.raises(EmptySplitError, match=r"the fraction 0\.05 of 7 users is 0 users.*--heldout 1 to --heldout 3"):
+        build_split(many, SplitConfig(min_rating=None, n_heldout=0.05), "planted")
+    assert build_split(many, SplitConfig(min_rating=None, n_heldout=3), "planted").train.shape[0] == 1
+
+
+def test_a_config_of_numpy_numbers_gives_a_json_report():
+    raw = raw_of(np.repeat(np.arange(9), 5), np.tile(np.arange(5), 9))
+    config = SplitConfig(min_rating=None, min_uc=np.int64(5), n_heldout=np.int64(2))
+    report = build_split(raw, config, "planted").report
+    assert json.loads(json.dumps(report))["config"]["n_heldout"] == 2
