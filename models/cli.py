@@ -38,7 +38,7 @@ class Terminated(BaseException):
     ``KeyboardInterrupt``, so that ``except Exception`` blocks do not swallow it)."""
 
 
-def one_line(text: object, limit: int = 400) -> str:
+def one_line(text: object, limit: int = 600) -> str:
     """Collapse whitespace (e.g. a multi-line tool error) into one line of at most ``limit`` characters."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."

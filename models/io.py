@@ -150,7 +150,8 @@ class FolderLock:
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "command": " ".join(sys.argv)[:300],
+                # the program's name and arguments, short enough for one error line
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:160] if sys.argv else "",
             }
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)

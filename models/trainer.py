@@ -568,9 +568,8 @@ def _train(
                 derived.setdefault("changes_on_resume", []).append(
                     {"at_epoch": state.epoch, **{k: [a, b] for k, (a, b) in changes.items()}}
                 )
-                _note(
-                    f"{out}: resuming with " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()), progress
-                )
+                what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
+                _note(f"{out}: resuming with {what}")
             atomic_write_json(out / "config.json", {**c.to_json(), "derived": derived})
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
