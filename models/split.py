@@ -284,7 +284,7 @@ def build_split(raw: RawInteractions, config: SplitConfig, name: str) -> Split:
         keep = (np.bincount(i, minlength=item_vals.size) >= config.min_sc)[i]
         u, i = u[keep], i[keep]
     report["item_filter"] = {
-        "min_users_per_item": config.min_sc,
+        "min_users_per_item": int(config.min_sc),
         "rows_dropped": rows_before - int(u.size),
         "items_dropped": int(np.unique(item).size - np.unique(i).size) if config.min_sc > 0 else 0,
     }
@@ -295,7 +295,7 @@ def build_split(raw: RawInteractions, config: SplitConfig, name: str) -> Split:
     u, i = u[keep], i[keep]
     kept_users = np.unique(u)
     report["user_filter"] = {
-        "min_positives_per_user": config.min_uc,
+        "min_positives_per_user": int(config.min_uc),
         "users_dropped": users_before - int(kept_users.size),
         "rows_dropped": rows_before - int(u.size),
     }
