@@ -43,7 +43,8 @@ comparable across panels).
 (unit-RMS) latent space with their ``progression`` = ``d(first, last) / sum of consecutive distances`` (1 = the
 cohorts lie in order on a line).
 
-Outputs (folder printed at the end, default ``out/cohorts/DATASET-METHOD-rhoR-lamL``): ``embedding.csv`` (one row
+Outputs (folder printed at the end, default
+``out/cohorts/DATASET-METHOD-MODEL-rhoR-lamL-seedS[-quick]-HASH``): ``embedding.csv`` (one row
 per condition and user: cohort, interactions, 2-D coordinates), ``summary.csv`` (one row per condition),
 ``cohorts.csv`` (cohort sizes and interaction ranges), ``summary.json`` and the figure ``cohorts`` (PNG, PDF).
 """
@@ -65,13 +66,17 @@ from sklearn.metrics import silhouette_score
 
 from analyses.common import (
     add_job_arguments,
+    check_float,
+    check_int,
     default_out_dir,
     format_table,
     job_parser,
     planted_labels,
     print_done,
+    result_options,
     run_main,
     save_result,
+    stage_output,
     write_csv,
 )
 from analyses.encoding import mu_encoder
@@ -323,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (30)")
     add_job_arguments(
         parser,
-        out=f"out/{JOB}/DATASET-METHOD-rhoR-lamL",
+        out=f"out/{JOB}/DATASET-METHOD-MODEL-rhoR-lamL-seedS[-quick]-HASH",
         seed="seed of the training runs and of the analysis",
         quick="tiny models, few epochs, synthetic data unless --dataset: seconds to a minute",
     )
@@ -337,10 +342,10 @@ def _resolve(args: argparse.Namespace) -> int:
         raise ValueError(f"--per-cohort must be >= 2, got {per}")
     if len(set(args.targets)) != len(args.targets) or min(args.targets) < 1 or len(args.targets) < 2:
         raise ValueError(f"--targets must be at least two distinct positive interaction counts, got {args.targets}")
-    if args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
-    if args.n_neighbors < 2 or not args.min_dist >= 0 or not args.perplexity > 0:
-        raise ValueError("--n-neighbors must be >= 2, --min-dist >= 0 and --perplexity > 0")
+    check_int("--k", args.k, 1)
+    check_int("--n-neighbors", args.n_neighbors, 2)
+    check_float("--min-dist", args.min_dist, low=0)
+    check_float("--perplexity", args.perplexity, low=0, low_open=True)
     return per
 
 
@@ -359,7 +364,8 @@ def run(args: argparse.Namespace) -> Path:
         name: model_config(args, model=args.model, rho=rho, pia=pia) for name, (_, rho, pia) in conditions.items()
     }
     tag = f"{args.method}-{args.model}-rho{args.rho:g}-lam{args.lambda_a:g}-seed{args.seed}"
-    out = args.out or default_out_dir(JOB, dataset, tag + ("-quick" if args.quick else ""))
+    options = result_options(args, dataset=dataset, per_cohort=per_cohort)
+    out = stage_output(args.out or default_out_dir(JOB, dataset, tag, options), JOB, options)
 
     split = load_model_split(args)
     timing = {"load": time.perf_counter() - start}

@@ -1,51 +1,195 @@
-"""Helpers shared by the analysis jobs: the command line, one-line errors, dataset loading, the output folder, files.
+"""Helpers shared by the analysis jobs: the command line, one-line errors, option checks, dataset loading, the output
+folder and its files.
 
-Every job (``python -m analyses.<name>``) follows the same contract: bad options and unavailable data give
-**one** line on stderr and exit code 2; numbers go to JSON and CSV, figures to PNG and PDF, all written
-atomically into one output folder whose path is printed at the end. A job supplies ``build_parser()`` (with
-:func:`add_job_arguments`) and ``run(args) -> output folder`` (ending with :func:`save_result` and
-:func:`print_done`); its ``main(argv)`` is :func:`run_main` of the two. The options of trained models live in
-:mod:`analyses.model_options`, the encoders in :mod:`analyses.encoding`.
+Every job (``python -m analyses.<name>``) follows the same contract:
+
+* **One line per failure.** ``main(argv)`` is :func:`run_main`, which runs the job under
+  :func:`models.cli.guarded`: a bad option, unavailable data or an OS error (permission denied, disk full, ...)
+  prints **one** ``error: ...`` line on stderr and exits with code 2; Ctrl-C prints one line and exits with 130,
+  SIGTERM with 143. Argparse errors are one line too (:class:`JobArgumentParser`).
+* **Options checked before any work.** Every numeric option is checked for type, range and finiteness
+  (:func:`check_int`, :func:`check_float`, :func:`check_heldout`, :func:`check_seed`) before any data is loaded
+  or model trained; the error names the flag.
+* **The output folder is checked before any work and written as a whole.** After its checks and before loading
+  data, a job calls :func:`stage_output` with its final folder ``OUT``, which
+
+  - refuses, in one line naming the path and the fix, an ``OUT`` that is a file, a symbolic link, a folder that is
+    not a finished output of the same job (a marker-less folder with other files is never replaced), or a place
+    where the job cannot create or write files (read-only or permission denied);
+  - takes an exclusive lock on the sibling lock file ``OUT.parent/.OUT.name.lock``
+    (:class:`models.io.FolderLock`, released by the OS when the process dies): a second job into the same
+    ``--out`` stops at once with one line naming the process that holds it;
+  - removes what a killed job (SIGKILL) left behind for the same folder (staging and moved-aside folders), and
+    puts a finished folder back in place if a kill fell between the two renames of a replacement;
+  - returns the staging folder ``OUT.parent/.OUT.name.partial-PID``, where the job writes every file.
+
+  When the job returns, :func:`run_main` writes the completion marker :data:`COMPLETE_MARKER` (``OUT/COMPLETE``:
+  JSON with ``"complete": true``, the job, the options that decide the results and their hash, the command and
+  the time) and renames the staging folder into place; a previous finished ``OUT`` is first moved aside
+  (``.OUT.name.old-PID``) and then deleted. If the job fails or is interrupted, the staging folder is deleted, so
+  ``OUT`` is either the previous finished folder or the new one, never a mix of two runs. **A folder is finished
+  if and only if it holds** ``COMPLETE``; every job lists it among its files.
+* **Default folders never mix settings.** :func:`default_out_dir` names the folder
+  ``out/JOB/DATASET-TAG[-quick]-HASH``: a readable tag (e.g. ``rho0.5``) and the first 8 hex digits of the
+  SHA-256 of every option that can change the results (:func:`result_options`; resolved values, so an option
+  given at its default names the same folder). Those options and their hash are written into the job's JSON
+  (``options``, ``options_hash``) and into ``COMPLETE``. ``--quick`` means synthetic data unless ``--dataset`` is
+  given, and its folders carry ``-quick``, so a quick run never lands in the full-run folder.
+
+A job supplies ``build_parser()`` (with :func:`add_job_arguments`) and ``run(args) -> output folder`` (calling
+:func:`stage_output`, ending with :func:`save_result` and :func:`print_done`); :mod:`analyses.paper_figures` runs
+the other jobs inside its own staging folder (nested jobs take no lock of their own: the report's lock covers
+them). The options of trained models live in :mod:`analyses.model_options`, the encoders in
+:mod:`analyses.encoding`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import glob
+import hashlib
 import io
+import json
 import math
+import os
+import shutil
+import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.data import DatasetUnavailable, dataset_names, split_from_args
-from models.io import atomic_write_bytes, atomic_write_json
+from models.cli import FolderBusy, OneLineParser, error_line, guarded
+from models.data import DatasetUnavailable, add_dataset_arguments, dataset_names, split_from_args
+from models.io import FolderLock, atomic_write_bytes, atomic_write_json
 from models.split import Split
 
 OUT_ROOT = Path("out")
 EXIT_USAGE = 2
 DATASET_EPILOG = "Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic."
+COMPLETE_MARKER = "COMPLETE"
+"""Name of the file that marks a finished output folder (JSON, see the module docstring)."""
+NOT_RESULT_OPTIONS = frozenset({"out", "no_progress", "refresh"})
+"""Options that never change a job's numbers (where they go, progress bars, rebuilding a cached split)."""
+HASH_DIGITS = 8
 
 
-class JobError(Exception):
-    """A problem the user can fix (bad option, data not available); printed as one line, exit code 2."""
+class JobError(ValueError):
+    """A problem the user can fix (bad option, data not available); printed as one line, exit code 2.
+
+    A ``ValueError``, so that :func:`models.cli.guarded` prints it like every other user error."""
 
 
-class JobArgumentParser(argparse.ArgumentParser):
+class JobArgumentParser(OneLineParser):
     """``argparse`` parser whose errors are one line (``error: ...``) and exit code 2, without the usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
 def one_line(text: str, limit: int = 240) -> str:
     """Collapse whitespace (e.g. a pip error dump) into one line of at most ``limit`` characters."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
+
+
+# ------------------------------------------------------------------------------------------ the option checks
+
+
+def check_int(flag: str, value: int | None, low: int, high: int | None = None, why: str = "") -> None:
+    """Raise :class:`JobError` naming ``flag`` unless ``value`` (None: not given) is an integer in [low, high].
+
+    ``why`` is appended to the range, e.g. ``" (a variance needs two draws)"``.
+    """
+    if value is None:
+        return
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+    ok = ok and (high is None or value <= high)
+    if not ok:
+        span = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise JobError(f"{flag} must be an integer {span}{why}, got {value}")
+
+
+def check_float(
+    flag: str,
+    value: float | None,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    why: str = "",
+) -> None:
+    """Raise :class:`JobError` naming ``flag`` unless ``value`` (None: not given) is finite and inside the range.
+
+    ``low_open`` / ``high_open`` exclude the end points, e.g. ``low=0, low_open=True`` for "> 0".
+    """
+    if value is None:
+        return
+    x = float(value)
+    inside = math.isfinite(x)
+    inside = inside and (low is None or (x > low if low_open else x >= low))
+    inside = inside and (high is None or (x < high if high_open else x <= high))
+    if not inside:
+        if low is not None and high is not None:
+            span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            span = f"{'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            span = f"{'<' if high_open else '<='} {high:g}"
+        else:
+            span = ""
+        raise JobError(f"{flag} must be a finite number {span}{why}, got {value}".replace("  ", " "))
+
+
+def check_heldout(value: float | None) -> int | float | None:
+    """``--heldout`` as the split takes it: a whole count of users (>= 1) or a fraction in (0, 0.5); None if absent.
+
+    A fraction of 0.5 or more would leave no training users (validation and test each take that share).
+    """
+    if value is None:
+        return None
+    message = f"--heldout must be a whole number of users >= 1 or a fraction in (0, 0.5), got {value}"
+    x = float(value)
+    if not math.isfinite(x) or x <= 0 or 0.5 <= x < 1 or (x >= 1 and x != int(x)):
+        raise JobError(message)
+    return int(x) if x >= 1 else x
+
+
+def check_seed(args: argparse.Namespace) -> None:
+    """``--seed`` (and ``--train-seed`` where the job has it) must be integers >= 0 (numpy's seeds)."""
+    check_int("--seed", args.seed, 0)
+    check_int("--train-seed", vars(args).get("train_seed"), 0)
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """The dataset options of :func:`models.data.add_dataset_arguments`, for jobs that load the split themselves;
+    check them with :func:`check_dataset_options`."""
+    add_dataset_arguments(parser)
+    for action in parser._actions:  # argparse keeps no public handle on an added option
+        if action.dest == "heldout":
+            # parsed as a plain number and checked by check_heldout: the parser's own conversion lets 1.9
+            # through as 1 and fails on inf with a traceback
+            action.type = float
+
+
+def check_dataset_options(args: argparse.Namespace) -> None:
+    """Range and finiteness of the options of :func:`add_dataset_options`; ``args.heldout`` becomes a count or a
+    fraction (:func:`check_heldout`)."""
+    args.heldout = check_heldout(args.heldout)
+    check_int("--min-uc", args.min_uc, 1)
+    check_int("--min-sc", args.min_sc, 0)
+    if getattr(args, "min_rating", None) is not None:
+        check_float("--min-rating", args.min_rating)
+
+
+def job_dataset(args: argparse.Namespace) -> str:
+    """``--dataset``, else synthetic with ``--quick`` and ml-1m without."""
+    return args.dataset or ("synthetic" if args.quick else "ml-1m")
 
 
 def load_job_split(name: str, args: argparse.Namespace, *, progress: bool = True) -> Split:
@@ -65,14 +209,326 @@ def load_job_split(name: str, args: argparse.Namespace, *, progress: bool = True
         raise JobError(message) from None
 
 
-def default_out_dir(job: str, dataset: str, tag: str) -> Path:
-    """``out/JOB/DATASET-TAG``, with characters unsafe in a folder name (``:``, ``/``) replaced."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in f"{dataset}-{tag}")
+# ---------------------------------------------------------------------------------------------- output folder
+
+
+def result_options(args: argparse.Namespace, ignore: Sequence[str] = (), **resolved: object) -> dict:
+    """The options that decide a job's results: every parsed option except :data:`NOT_RESULT_OPTIONS` and
+    ``ignore``, with ``resolved`` values (e.g. the dataset and the sizes ``--quick`` chose) in place of the parsed
+    ones, as JSON values (paths as strings, tuples as lists)."""
+    skip = NOT_RESULT_OPTIONS | set(ignore)
+    options = {k: v for k, v in vars(args).items() if k not in skip}
+    options.update(resolved)
+    return {k: _plain(v) for k, v in sorted(options.items())}
+
+
+def _plain(value: object) -> object:
+    """A JSON value for an option (the display mapping of :func:`to_jsonable` does not apply: options name no
+    staging folder)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def options_hash(options: Mapping[str, object]) -> str:
+    """First :data:`HASH_DIGITS` hex digits of the SHA-256 of ``options`` as canonical JSON."""
+    blob = json.dumps(_plain(options), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_DIGITS]
+
+
+def default_out_dir(job: str, dataset: str, tag: str, options: Mapping[str, object]) -> Path:
+    """``out/JOB/DATASET-TAG[-quick]-HASH``: readable, and different for any change of ``options``.
+
+    ``-quick`` is added when ``options["quick"]`` is true; ``HASH`` is :func:`options_hash` of ``options``.
+    Characters unsafe in a folder name (``:``, ``/``) are replaced; a long name keeps its end (the hash).
+    """
+    name = f"{dataset}-{tag}" if tag else dataset
+    name += "-quick" if options.get("quick") else ""
+    safe = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in f"{name}-{options_hash(options)}")
     return OUT_ROOT / job / safe.strip("._")[-100:]
 
 
+# One list of open output folders per job main running in this process, innermost last (paper_figures runs the
+# other jobs' mains inside its own).
+_SESSIONS: list[list[OutputFolder]] = []
+
+_OUT_FIXES = {
+    errno.EACCES: ("permission denied", "choose another --out, or make that folder writable"),
+    errno.EPERM: ("operation not permitted", "choose another --out, or make that folder writable"),
+    errno.EROFS: ("read-only file system", "choose another --out on a writable disk"),
+    errno.ENOTDIR: ("a file stands where a folder is needed", "remove that file, or choose another --out"),
+    errno.EEXIST: ("a file stands where a folder is needed", "remove that file, or choose another --out"),
+    errno.ENOSPC: ("no space left on the device", "free some space, or choose another --out"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space, or choose another --out"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter --out"),
+}
+
+
+def _out_error(final: Path, exc: OSError) -> JobError:
+    """One line for an ``--out`` the job cannot create or write: the folder, what went wrong where, the fix."""
+    what, fix = _OUT_FIXES.get(exc.errno, (one_line(exc.strerror or exc, 120).lower(), "choose another --out"))
+    where = f" at {exc.filename}" if exc.filename and Path(exc.filename) != final else ""
+    return JobError(f"--out {final}: cannot write there ({what}{where}); {fix}")
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        doc = json.loads((folder / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("complete") is True else None
+
+
+def _legacy_job(folder: Path) -> str | None:
+    """The job of a finished folder written before the completion marker existed (its JSON names the job)."""
+    for name in ("summary.json", "results.json", "paper_figures.json"):
+        try:
+            doc = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("job"), str):
+            return doc["job"]
+    return None
+
+
+class OutputFolder:
+    """A job's output folder while the job writes it: checks, lock, staging folder, publication (module docstring).
+
+    Parameters
+    ----------
+    final : Path
+        The folder the job's results end up in (``--out``), as the user gave it (shown in messages).
+    job : str
+        The job's name (recorded in the marker; a finished folder of another job is never replaced).
+    options : mapping
+        The options that decide the results (:func:`result_options`).
+    """
+
+    def __init__(self, final: Path, job: str, options: Mapping[str, object]) -> None:
+        self.final = Path(final)
+        self.job = job
+        self.options = dict(options)
+        self.hash = options_hash(self.options)
+        self.real = Path(os.path.abspath(self.final))  # a name and a parent even for --out . or ..
+        self.staging = self.real.parent / f".{self.real.name}.partial-{os.getpid()}"
+        self.lock: FolderLock | None = None
+        self.extra: dict[str, object] = {}  # more facts for the completion marker (mark_output)
+
+    def _sibling(self, kind: str) -> str:
+        return glob.escape(str(self.real.parent / f".{self.real.name}.{kind}-")) + "*"
+
+    def _refusal(self) -> str | None:
+        """Why the existing ``final`` must not be replaced, or None when it may be (absent, empty, ours)."""
+        path, final = self.real, self.final
+        if path.is_symlink():
+            return f"--out {final} is a symbolic link; pass the folder it points to, or choose another --out"
+        if not path.exists():
+            return None
+        if not path.is_dir():
+            return f"--out {final} is a file, not a folder; remove it or choose another --out"
+        marker = _read_marker(path)
+        owner = marker.get("job") if marker else _legacy_job(path)
+        if owner is None and not any(path.iterdir()):
+            return None
+        if owner is None:
+            return (
+                f"--out {final} exists and is not a finished output folder (it has no {COMPLETE_MARKER} file), so it "
+                "is not replaced; remove it or choose another --out"
+            )
+        if owner != self.job:
+            return f"--out {final} holds the output of analyses.{owner}; choose another --out for analyses.{self.job}"
+        return None
+
+    def open(self) -> Path:
+        """Check ``final``, take the lock (unless inside another job's staging folder), clean up after a killed
+        run, create the staging folder and return it."""
+        refusal = self._refusal()
+        if refusal:
+            raise JobError(refusal)
+        nested = any(_inside(self.real, f.staging) for folders in _SESSIONS for f in folders)
+        try:
+            self.real.parent.mkdir(parents=True, exist_ok=True)
+            if not nested:  # the outer job's lock covers what it runs inside its staging folder
+                self.lock = FolderLock(self.real.parent / f".{self.real.name}.lock", f"--out {self.final}").acquire()
+            self._clean_up_after_killed_runs()
+            self.staging.mkdir()
+        except OSError as exc:
+            self.release()
+            raise _out_error(self.final, exc) from None
+        except BaseException:
+            self.release()
+            raise
+        self._note_replacement()
+        return self.staging
+
+    def _clean_up_after_killed_runs(self) -> None:
+        # Holding the lock, no live process writes this folder: every staging folder is a killed run's.
+        olds = sorted(Path(p) for p in glob.glob(self._sibling("old")))
+        if not self.real.exists():
+            # a kill between the two renames of a replacement: the previous finished folder is put back
+            for old in olds:
+                if _read_marker(old) is not None:
+                    os.rename(old, self.real)
+                    note = f"note: restored the finished folder {self.final} (a replacement of it was interrupted)"
+                    print(note, file=sys.stderr)
+                    break
+        for leftover in [*glob.glob(self._sibling("partial")), *glob.glob(self._sibling("old"))]:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _note_replacement(self) -> None:
+        marker = _read_marker(self.real)
+        if not marker or marker.get("options_hash") == self.hash:
+            return
+        before = marker.get("options") or {}
+        changed = [k for k in sorted({*before, *self.options}) if before.get(k) != self.options.get(k)]
+        shown = ", ".join(f"{k} {before.get(k)!r} -> {self.options.get(k)!r}" for k in changed[:6])
+        print(
+            f"note: --out {self.final} holds a finished run with other options ({shown or 'unrecorded'}); it is "
+            "replaced when this run completes",
+            file=sys.stderr,
+        )
+
+    def publish(self, extra: Mapping[str, object] | None = None) -> None:
+        """Write the completion marker, then rename the staging folder into place (replacing a finished one)."""
+        marker = {
+            "complete": True,
+            "job": self.job,
+            "options_hash": self.hash,
+            "options": self.options,
+            "command": " ".join(sys.argv)[:1000],
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **self.extra,
+            **(extra or {}),
+        }
+        atomic_write_json(self.staging / COMPLETE_MARKER, _plain(marker))
+        with _signals_deferred():  # Ctrl-C between the two renames would leave no folder at OUT
+            refusal = self._refusal()
+            if refusal:  # someone put something at OUT while the job ran: keep both, delete nothing
+                kept = self.real.parent / f"{self.real.name}.new-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.rename(self.staging, kept)
+                raise JobError(f"{refusal}; this run's results are in {kept}")
+            old = None
+            if self.real.exists():
+                old = self.real.parent / f".{self.real.name}.old-{os.getpid()}"
+                os.rename(self.real, old)
+            os.rename(self.staging, self.real)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self.release()
+
+    def discard(self) -> None:
+        """Delete the staging folder (the job failed or was interrupted) and give the lock back."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (they are delivered then), in the main thread."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def output_session() -> Iterator[list[OutputFolder]]:
+    """The output folders opened by :func:`stage_output` inside the block: published when the block ends normally,
+    discarded (staging deleted, lock released) when it raises or is interrupted. An OS error about a file in a
+    staging folder is reported with the file's final path."""
+    opened: list[OutputFolder] = []
+    _SESSIONS.append(opened)
+    try:
+        try:
+            yield opened
+            for folder in opened:
+                folder.publish()
+        except BaseException as exc:
+            if isinstance(exc, OSError):
+                for name in ("filename", "filename2"):
+                    if getattr(exc, name):
+                        setattr(exc, name, str(display_path(getattr(exc, name))))
+            for folder in opened:
+                folder.discard()
+            raise
+    finally:
+        _SESSIONS.pop()
+
+
+def stage_output(final: Path, job: str, options: Mapping[str, object]) -> Path:
+    """Check ``final`` (``--out``), lock it and return the staging folder the job writes into (module docstring).
+
+    Call it after the option checks and before loading data, inside :func:`run_main` (or :func:`output_session`).
+
+    Raises
+    ------
+    JobError
+        ``final`` is a file, a link, a folder that is not a finished output of ``job``, or not writable.
+    models.cli.FolderBusy
+        Another process writes the same folder.
+    """
+    if not _SESSIONS:
+        raise RuntimeError("stage_output() runs inside run_main() or output_session()")
+    folder = OutputFolder(final, job, options)
+    staging = folder.open()
+    _SESSIONS[-1].append(folder)
+    return staging
+
+
+def current_options() -> tuple[dict, str] | None:
+    """``(options, hash)`` of the innermost open output folder, or None."""
+    for folders in reversed(_SESSIONS):
+        if folders:
+            return folders[-1].options, folders[-1].hash
+    return None
+
+
+def mark_output(**facts: object) -> None:
+    """Record ``facts`` (JSON values) in the completion marker of the innermost open output folder."""
+    for folders in reversed(_SESSIONS):
+        if folders:
+            folders[-1].extra.update(facts)
+            return
+
+
+def display_path(path: str | Path) -> Path:
+    """``path`` with any staging folder of a job running in this process replaced by its final folder, for what a
+    job prints and records (a staging folder is gone once the job ends)."""
+    shown = Path(path)
+    for folders in reversed(_SESSIONS):
+        for folder in folders:
+            real = Path(os.path.abspath(shown))
+            if _inside(real, folder.staging):
+                shown = folder.final / real.relative_to(folder.staging)
+    return shown
+
+
 def to_jsonable(obj: object) -> object:
-    """Numpy scalars and arrays, paths and NaN (-> None) made JSON-serialisable, recursively."""
+    """Numpy scalars and arrays, paths and NaN (-> None) made JSON-serialisable, recursively.
+
+    Paths are recorded as :func:`display_path` shows them: a job's JSON names final folders, never staging ones.
+    """
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -84,7 +540,7 @@ def to_jsonable(obj: object) -> object:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, Path):
-        return str(obj)
+        return str(display_path(obj))
     return obj
 
 
@@ -134,6 +590,11 @@ def fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def report_failure(exc: BaseException) -> int:
+    """:func:`fail` with the line :func:`models.cli.guarded` prints for ``exc`` (OS errors name path and fix)."""
+    return fail(error_line(exc))
+
+
 # ------------------------------------------------------------------------------------------- the command line
 
 
@@ -158,7 +619,7 @@ def add_job_arguments(
     quick : str
         What ``--quick`` does.
     dataset : str, optional
-        Fixed default dataset; None: ml-1m, or synthetic with ``--quick``.
+        Fixed default dataset; None (every job today): ml-1m, or synthetic with ``--quick`` (:func:`job_dataset`).
     """
     default = f"default {dataset}" if dataset else "default ml-1m; --quick: synthetic"
     parser.add_argument("--dataset", default=dataset, help=f"one of {', '.join(dataset_names())} ({default})")
@@ -176,31 +637,41 @@ def option_sizes(
 ) -> dict:
     """The job's sizes: each option of ``defaults`` as given, else its default (``quick`` with ``--quick``).
 
-    ``minimum`` maps options to their smallest valid value; a smaller one raises ValueError naming the flag.
+    ``minimum`` maps options to their smallest valid value; a smaller one raises :class:`JobError` naming the flag.
     """
     base = quick if args.quick else defaults
     sizes = {key: getattr(args, key) if getattr(args, key) is not None else base[key] for key in base}
     for key, low in (minimum or {}).items():
-        if sizes[key] < low:
-            raise ValueError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {sizes[key]}")
+        check_int(f"--{key.replace('_', '-')}", sizes[key], low)
     return sizes
 
 
 def run_main(
     parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Path], argv: Sequence[str] | None
 ) -> int:
-    """A job's ``main``: parse ``argv``, ``run`` and print the output folder; returns the exit code.
+    """A job's ``main``: parse ``argv``, ``run`` (which writes into :func:`stage_output`'s folder), publish the
+    folder and print where it is; returns the exit code.
 
-    A problem the user can fix (:class:`JobError`, ``ValueError``, ``FileNotFoundError``) is printed as one
-    ``error:`` line on stderr and gives exit code 2 (bad options already do so while parsing).
+    Runs under :func:`models.cli.guarded`: a problem the user can fix (:class:`JobError` and every ``ValueError``,
+    ``FileNotFoundError``, any other ``OSError``, a busy folder) is one ``error:`` line on stderr and exit code 2
+    (bad options already are while parsing); Ctrl-C is one line and 130, SIGTERM one line and 143. Inside another
+    job's main (``paper_figures``) interrupts pass on to that job, which reports them once.
     """
-    args = parser.parse_args(argv)
-    try:
-        out = run(args)
-    except (JobError, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    print(f"output folder: {out}")
-    return 0
+    job = parser.prog.removeprefix("python -m analyses.")
+
+    def work() -> int:
+        args = parser.parse_args(argv)
+        with output_session():
+            shown = display_path(run(args))  # the final folder, while the staging one is still known
+        print(f"output folder: {shown}")
+        return 0
+
+    if _SESSIONS:
+        try:
+            return work()
+        except (ValueError, OSError, FolderBusy) as exc:
+            return report_failure(exc)
+    return guarded(work, what=f"analyses.{job}")
 
 
 # ------------------------------------------------------------------------------------------------- the data
@@ -251,10 +722,14 @@ def planted_labels(split: Split) -> tuple[dict[str, np.ndarray] | None, str | No
 
 
 def save_result(out: Path, name: str, result: dict, files: Sequence[Path], timing: Mapping[str, float]) -> Path:
-    """Write the job's JSON ``out/name``: ``result`` completed with ``timing_seconds`` and ``files`` (the names of
-    ``files`` and of the JSON itself, i.e. everything the job wrote)."""
+    """Write the job's JSON ``out/name``: ``result`` completed with ``options`` and ``options_hash`` (what decides
+    the results, as :func:`stage_output` recorded them), ``timing_seconds`` and ``files`` (the names of ``files``,
+    of the JSON itself and of the completion marker written when the job returns: everything in the folder)."""
+    recorded = current_options()
+    if recorded is not None:
+        result["options"], result["options_hash"] = recorded
     result["timing_seconds"] = {k: round(v, 3) for k, v in timing.items()}
-    result["files"] = [p.name for p in files] + [name]
+    result["files"] = [p.name for p in files] + [name] + ([COMPLETE_MARKER] if recorded is not None else [])
     return write_json(out / name, result)
 
 
@@ -263,4 +738,4 @@ def print_done(out: Path, result: Mapping, timing: Mapping[str, float], notes: S
     written (after :func:`save_result`)."""
     for note in notes:
         print(f"note: {note}")
-    print(f"\ndone in {timing['total']:.1f} s; wrote {len(result['files'])} files to {out}")
+    print(f"\ndone in {timing['total']:.1f} s; wrote {len(result['files'])} files to {display_path(out)}")

@@ -32,7 +32,8 @@ rho = 1 once. On the K = draws x users posteriors:
   weights are used), with the beta in force at that epoch (``beta_at_best``: below the cap when the best
   epoch comes before the end of the annealing).
 
-Outputs (folder printed at the end, default ``out/kl_budget/DATASET-betasB-rhosR``): ``budget.csv`` (one row
+Outputs (folder printed at the end, default
+``out/kl_budget/DATASET-betasB-rhosR[-quick]-HASH``): ``budget.csv`` (one row
 per setting), ``summary.json`` (arguments, runs, table, column notes, timing) and the figures
 ``kl_tradeoff`` (NDCG@100 against mean KL; mean pairwise W1 against its bound) and ``kl_decomposition``
 (mean KL = I + KL(q_h || p) per setting), PNG and PDF.
@@ -63,8 +64,10 @@ from analyses.common import (
     job_parser,
     option_sizes,
     print_done,
+    result_options,
     run_main,
     save_result,
+    stage_output,
     write_csv,
 )
 from analyses.encoding import encode_posteriors
@@ -129,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=int, help="samples per posterior for the KL(q_h || p) estimate (1)")
     add_job_arguments(
         parser,
-        out=f"out/{JOB}/DATASET-betasB-rhosR",
+        out=f"out/{JOB}/DATASET-betasB-rhosR[-quick]-HASH",
         seed="seed of the user sample, masks and samples",
         quick="synthetic data, tiny models, few users",
     )
@@ -212,7 +215,8 @@ def run(args: argparse.Namespace) -> Path:
         (beta, rho): model_config(args, rho=rho, beta_cap=beta) for rho in sizes["rhos"] for beta in sizes["betas"]
     }
     tag = "betas" + "-".join(f"{b:g}" for b in sizes["betas"]) + "-rhos" + "-".join(f"{r:g}" for r in sizes["rhos"])
-    out = args.out or default_out_dir(JOB, dataset, tag)
+    options = result_options(args, dataset=dataset, **sizes)
+    out = stage_output(args.out or default_out_dir(JOB, dataset, tag, options), JOB, options)
 
     split = load_model_split(args)
     X = binary(split.train)

@@ -48,7 +48,8 @@ stratum            partner v of anchor u
                    shared item, beyond the same-group median distance) with both users in training
 =================  =========================================================================================
 
-Outputs (folder printed at the end, default ``out/local_vs_global/DATASET-betaB``): ``pairs.csv`` (one row
+Outputs (folder printed at the end, default
+``out/local_vs_global/DATASET-betaB[-rhoR][-quick]-HASH``): ``pairs.csv`` (one row
 per pair), ``strata.csv`` (per-stratum summary), ``cohorts.csv`` (per-cohort silhouettes), ``summary.json``
 (arguments, model run, certificates and what they assume, ratios, violation counts, silhouettes, timing) and
 the figures ``lipschitz_transport``, ``cohorts`` and ``far_related`` (PNG and PDF).
@@ -83,8 +84,10 @@ from analyses.common import (
     option_sizes,
     planted_labels,
     print_done,
+    result_options,
     run_main,
     save_result,
+    stage_output,
     write_csv,
 )
 from analyses.encoding import encode_posteriors
@@ -356,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_job_arguments(
         parser,
-        out=f"out/{JOB}/DATASET-betaB",
+        out=f"out/{JOB}/DATASET-betaB[-quick]-HASH",
         seed="seed of the samples",
         quick="synthetic data, tiny model, few pairs: seconds",
     )
@@ -405,9 +408,9 @@ def run(args: argparse.Namespace) -> Path:
     progress = not args.no_progress
     dataset = validate_model_options(args)
     config = model_config(args, rho=args.rho, beta_cap=args.beta_cap)
-    out = args.out or default_out_dir(
-        JOB, dataset, f"beta{args.beta_cap:g}" + ("" if args.rho == 1 else f"-rho{args.rho:g}")
-    )
+    options = result_options(args, dataset=dataset, **sizes)
+    tag = f"beta{args.beta_cap:g}" + ("" if args.rho == 1 else f"-rho{args.rho:g}")
+    out = stage_output(args.out or default_out_dir(JOB, dataset, tag, options), JOB, options)
     rng = np.random.default_rng(args.seed)
 
     split = load_model_split(args)

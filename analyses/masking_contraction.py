@@ -38,7 +38,9 @@ number         that distance                          ``rho`` times it
 For every pair and rho: exact ``Pr[D' <= delta]`` (contraction) and ``Pr[D' >= delta]`` (expansion) for both
 thresholds, their Hoeffding lower bounds, and for the first ``--mc-pairs`` pairs of each stratum a Monte Carlo
 estimate that masks the real CSR rows ``--mc-draws`` times (``geometry.masking.monte_carlo_probabilities``)
-with 95% Wilson intervals. Outputs (folder printed at the end, default ``out/masking_contraction/DATASET-rhoR``):
+with 95% Wilson intervals. Outputs (folder printed at the end, default
+``out/masking_contraction/DATASET-rhoR[-quick]-HASH``, HASH naming every option that changes the results, see
+:mod:`analyses.common`; ``--quick`` runs on synthetic data unless ``--dataset`` is given):
 ``summary.csv`` (stratum x rho table), ``pairs.csv`` (one row per pair and rho), ``curves.csv`` (mean
 probabilities per stratum on a rho grid), ``summary.json`` (arguments, dataset, split cache, table, timing) and
 the figures ``masked_distance_pmf``, ``probability_vs_rho`` and ``contraction_vs_distance`` (PNG and PDF).
@@ -64,17 +66,24 @@ from tqdm import tqdm
 
 from analyses.common import (
     JobError,
+    add_dataset_options,
     add_job_arguments,
     binary,
+    check_dataset_options,
+    check_int,
+    check_seed,
     default_out_dir,
     format_table,
+    job_dataset,
     job_parser,
     load_job_split,
     option_sizes,
     planted_labels,
     print_done,
+    result_options,
     run_main,
     save_result,
+    stage_output,
     write_csv,
 )
 from figures.masking import (
@@ -97,7 +106,6 @@ from geometry.masking import (
     validate_rho,
 )
 from geometry.neighbourhoods import KNNResult, knn
-from models.data import add_dataset_arguments
 
 JOB = "masking_contraction"
 STRATA = ("near", "far", "far-related", "planted")
@@ -539,17 +547,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", type=int, help=f"rho grid points of the curves (default {DEFAULTS['grid']})")
     add_job_arguments(
         parser,
-        out=f"out/{JOB}/DATASET-rhoR",
+        out=f"out/{JOB}/DATASET-rhoR[-quick]-HASH",
         seed="seed of the pair sample and the masks",
-        quick="few pairs and draws (tests, CI): seconds on synthetic",
-        dataset="ml-1m",
+        quick="synthetic data unless --dataset, few pairs and draws (tests, CI): seconds",
     )
-    add_dataset_arguments(parser)
+    add_dataset_options(parser)
     return parser
 
 
 def _resolve(args: argparse.Namespace) -> tuple[list[float], DeltaRule, dict]:
-    """Validated rho values, threshold rule and sizes; ValueError with one clear message otherwise."""
+    """Validated rho values, threshold rule and sizes (and the dataset options); ValueError with one clear message
+    naming the flag otherwise."""
     rhos = []
     for r in args.rho:
         try:
@@ -559,12 +567,10 @@ def _resolve(args: argparse.Namespace) -> tuple[list[float], DeltaRule, dict]:
     rhos = sorted(set(rhos))
     rule = parse_delta(args.delta)
     sizes = option_sizes(args, DEFAULTS, QUICK, {"pairs": 1, "mc_pairs": 0, "mc_draws": 1, "grid": 2})
-    if args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
-    if args.min_shared < 1:
-        raise ValueError(f"--min-shared must be >= 1, got {args.min_shared}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    check_int("--k", args.k, 1)
+    check_int("--min-shared", args.min_shared, 1)
+    check_seed(args)
+    check_dataset_options(args)
     return rhos, rule, sizes
 
 
@@ -621,9 +627,12 @@ def run(args: argparse.Namespace) -> Path:
     timing: dict[str, float] = {}
     rhos, rule, sizes = _resolve(args)
     progress = not args.no_progress
-    out = args.out or default_out_dir(JOB, args.dataset, "rho" + "-".join(f"{r:g}" for r in rhos))
+    dataset = job_dataset(args)
+    options = result_options(args, dataset=dataset, rho=rhos, **sizes)
+    tag = "rho" + "-".join(f"{r:g}" for r in rhos)
+    out = stage_output(args.out or default_out_dir(JOB, dataset, tag, options), JOB, options)
 
-    split = load_job_split(args.dataset, args, progress=progress)
+    split = load_job_split(dataset, args, progress=progress)
     X = binary(split.train)
     timing["load"] = time.perf_counter() - start
     truth, note = planted_labels(split)
@@ -737,7 +746,7 @@ def run(args: argparse.Namespace) -> Path:
         "arguments": {k: v for k, v in vars(args).items()},
         "resolved": {"rho": rhos, **sizes, "k": args.k, "min_shared": args.min_shared},
         "dataset": {
-            "name": args.dataset,
+            "name": dataset,
             "train_users": int(X.shape[0]),
             "items": int(X.shape[1]),
             "interactions": int(X.nnz),
@@ -769,7 +778,7 @@ def run(args: argparse.Namespace) -> Path:
     save_result(out, "summary.json", result, [*files, *figures], timing)
 
     header = [
-        f"Masking contraction/expansion on {args.dataset}: {X.shape[0]:,} training users, {X.shape[1]:,} items; "
+        f"Masking contraction/expansion on {dataset}: {X.shape[0]:,} training users, {X.shape[1]:,} items; "
         f"independent masks, keep probability ρ in {', '.join(f'{r:g}' for r in rhos)}",
         f"pairs per stratum: near = one of u's {args.k} nearest (L1); far = beyond u's median distance; "
         f"far-related = far yet sharing >= max({args.min_shared}, u's median kNN overlap) positives"

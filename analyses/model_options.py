@@ -22,12 +22,11 @@ tiny models in every job, so quick runs of different jobs reuse each other's mod
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from analyses.common import load_job_split
+from analyses.common import check_float, check_heldout, check_int, check_seed, job_dataset, load_job_split
 from models.data import add_dataset_arguments
 from models.split import Split
 from models.trainer import MODEL_DEFAULTS, TrainConfig
@@ -159,37 +158,36 @@ def add_model_arguments(
 
 def dataset_name(args: argparse.Namespace) -> str:
     """``--dataset``, else synthetic with ``--quick`` and ml-1m without."""
-    return args.dataset or ("synthetic" if args.quick else "ml-1m")
+    return job_dataset(args)
 
 
 def _heldout(args: argparse.Namespace) -> float | int | None:
-    h = args.heldout
-    return int(h) if h is not None and h >= 1 else h
+    return check_heldout(args.heldout)
 
 
 def validate_model_options(args: argparse.Namespace) -> str:
     """Check the options of :func:`add_model_arguments` (and ``--seed``, ``--rho``, ``--beta-cap`` where the job
     has them) and return the dataset name.
 
+    Every number is checked for range and finiteness here, before any data is loaded, so that the error names
+    the flag (the training configuration's own check would name its field instead).
+
     Raises
     ------
     ValueError
-        One message naming the flag and its valid range.
+        One message (:class:`analyses.common.JobError`) naming the flag and its valid range.
     """
     given = vars(args)
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    if "rho" in given and not (math.isfinite(args.rho) and 0.0 < args.rho <= 1.0):
-        raise ValueError(f"--rho must lie in (0, 1] (keep probability; 1 = clean input), got {args.rho}")
-    if "lambda_a" in given and not (math.isfinite(args.lambda_a) and args.lambda_a > 0):
-        raise ValueError(f"--lambda-a must be a number > 0 (the PIA weight), got {args.lambda_a}")
-    if "beta_cap" in given and not (math.isfinite(args.beta_cap) and args.beta_cap >= 0):
-        raise ValueError(f"--beta-cap must be a finite number >= 0, got {args.beta_cap}")
-    for flag in ("epochs", "anneal_epochs"):
-        if given[flag] is not None and given[flag] < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {given[flag]}")
-    if args.heldout is not None and not (math.isfinite(args.heldout) and args.heldout > 0):
-        raise ValueError(f"--heldout must be a count >= 1 or a fraction in (0, 0.5), got {args.heldout}")
+    check_seed(args)
+    if "rho" in given:
+        check_float("--rho", args.rho, low=0, high=1, low_open=True, why=" (keep probability; 1 = clean input)")
+    if "lambda_a" in given:
+        check_float("--lambda-a", args.lambda_a, low=0, low_open=True, why=" (the PIA weight)")
+    if "beta_cap" in given:
+        check_float("--beta-cap", args.beta_cap, low=0)
+    for flag in ("epochs", "anneal_epochs", "latent", "batch_size"):
+        check_int(f"--{flag.replace('_', '-')}", given.get(flag), 1)
+    check_heldout(args.heldout)
     return dataset_name(args)
 
 

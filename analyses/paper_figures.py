@@ -23,18 +23,24 @@ job                      what it compares
 
 The models the jobs need come from the shared run cache (:mod:`analyses.trained`): a model trained by one job
 is reused by the others and by later runs. ``--dataset`` defaults to ``synthetic`` with ``--quick`` and to
-``ml-1m`` otherwise, and is always passed explicitly (some jobs default to ml-1m even with ``--quick``).
+``ml-1m`` otherwise, and is always passed explicitly, as in every job.
 
-Outputs in ``--out`` (default ``out/paper_figures/DATASET-seedS[-quick]``): one folder per job (its CSV, JSON
-and figures, as the job writes them), ``report.md`` (every PNG embedded by a relative link with a caption
-saying what is compared, and tables of the key numbers **read from each job's JSON**: every table names the
-JSON file and key it comes from, every column the JSON field) and ``paper_figures.json`` (the command, each
-job's status, exit code, error, seconds, folder and files). The report path is printed at the end.
+Outputs in ``--out`` (default ``out/paper_figures/DATASET-seedS[-quick]-HASH``, HASH naming the options that
+change the report, ``--jobs`` included; see :mod:`analyses.common`): one folder per job (its CSV, JSON and
+figures, as the job writes them), ``report.md`` (every PNG embedded by a relative link with a caption saying
+what is compared, and tables of the key numbers **read from each job's JSON**: every table names the JSON file
+and key it comes from, every column the JSON field), ``paper_figures.json`` (the command, each job's status,
+exit code, error, seconds, folder and files) and the completion marker ``COMPLETE`` (with the failed and unrun
+jobs). The report path is printed at the end. The whole folder is built aside (``.OUT.partial-PID``, the jobs
+writing into it, without locks of their own) and renamed into place when the report is written, under one lock
+for the whole run: Ctrl-C or SIGTERM stops every job with one line (exit code 130 / 143) and leaves the previous
+report folder as it was.
 
 A failing job (non-zero exit code, or an exception) stops the run with one error line naming the job and the
-command that reruns it alone (exit code 1). With ``--keep-going`` the remaining jobs still run, the report
-marks the failed ones, and the exit code is 1 when any job failed. Unknown ``--jobs`` names are a usage error
-(exit code 2).
+command that reruns it alone (exit code 1); the folder is still published, its report marking the failure.
+With ``--keep-going`` the remaining jobs still run, the report marks the failed ones, and the exit code is 1
+when any job failed; an interrupt is not a failure and stops the run with or without ``--keep-going``. Unknown
+``--jobs`` names are a usage error (exit code 2).
 """
 
 from __future__ import annotations
@@ -57,12 +63,19 @@ from typing import TextIO
 from analyses.common import (
     OUT_ROOT,
     add_job_arguments,
+    check_seed,
     default_out_dir,
-    fail,
+    display_path,
+    job_dataset,
     job_parser,
+    mark_output,
     one_line,
+    output_session,
+    result_options,
+    stage_output,
     write_json,
 )
+from models.cli import guarded
 from models.io import atomic_write_bytes
 
 JOB = "paper_figures"
@@ -612,9 +625,20 @@ def _error_line(stderr: str, exit_code: int | None, exc: BaseException | None) -
     return f"exit code {exit_code}" + (f"; last output: {one_line(lines[-1], 200)}" if lines else "")
 
 
-def run_job(spec: JobSpec, argv: list[str], out: Path, main: Callable[[list[str]], int] | None = None) -> JobResult:
-    """Run one job's ``main(argv)`` in this process; its stdout and stderr pass through (stderr also recorded)."""
-    result = JobResult(spec.name, command_line(spec.module, argv), out)
+def run_job(
+    spec: JobSpec,
+    argv: list[str],
+    out: Path,
+    main: Callable[[list[str]], int] | None = None,
+    shown_argv: list[str] | None = None,
+) -> JobResult:
+    """Run one job's ``main(argv)`` in this process; its stdout and stderr pass through (stderr also recorded).
+
+    ``out`` is where the job writes (inside the report's staging folder); ``shown_argv`` (default ``argv``) is the
+    command recorded and shown, with the final folder. Ctrl-C and SIGTERM are not failures of the job: they pass
+    on and stop the whole run, ``--keep-going`` or not.
+    """
+    result = JobResult(spec.name, command_line(spec.module, shown_argv or argv), out)
     start = time.perf_counter()
     tee = _Tee(sys.stderr)
     exc: BaseException | None = None
@@ -725,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_job_arguments(
         parser,
-        out=f"{OUT_ROOT}/{JOB}/DATASET-seedS[-quick]",
+        out=f"{OUT_ROOT}/{JOB}/DATASET-seedS[-quick]-HASH",
         seed="seed passed to every job",
         quick="every job in quick mode: synthetic data unless --dataset, tiny models, a few minutes",
     )
@@ -737,16 +761,20 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> tuple[Path, list[JobResult]]:
     """Run the selected jobs and write the report; returns ``(report path, results)``.
 
-    Stops at the first failing job unless ``args.keep_going`` (the report is then written with what ran).
+    Stops at the first failing job unless ``args.keep_going`` (the report is then written with what ran). The
+    whole folder is built in a staging folder (:func:`analyses.common.stage_output`), each job writing into its
+    ``<job>`` subfolder there, and published when the report is written: an interrupted run leaves the previous
+    report folder as it was. Must run inside :func:`analyses.common.output_session` (as :func:`main` does).
     """
     start = time.perf_counter()
     names = parse_jobs(args.jobs)
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    dataset = args.dataset or ("synthetic" if args.quick else "ml-1m")
-    out = args.out or default_out_dir(JOB, dataset, f"seed{args.seed}" + ("-quick" if args.quick else ""))
-    out.mkdir(parents=True, exist_ok=True)
-    argv_self = ["--dataset", dataset, "--seed", str(args.seed), "--out", str(out)]
+    check_seed(args)
+    dataset = job_dataset(args)
+    # --keep-going only decides whether jobs after a failed one run; the report says which ran
+    options = result_options(args, ignore=("keep_going",), dataset=dataset, jobs=names)
+    final = args.out or default_out_dir(JOB, dataset, f"seed{args.seed}", options)
+    out = stage_output(final, JOB, options)
+    argv_self = ["--dataset", dataset, "--seed", str(args.seed), "--out", str(final)]
     argv_self += (["--quick"] if args.quick else []) + (["--jobs", *names] if args.jobs else [])
     argv_self += ["--keep-going"] if args.keep_going else []
     results: list[JobResult] = []
@@ -754,8 +782,9 @@ def run(args: argparse.Namespace) -> tuple[Path, list[JobResult]]:
         spec = JOBS[name]
         job_out = out / name
         argv = job_argv(dataset, args.seed, args.quick, job_out, not args.no_progress)
-        print(f"[{i}/{len(names)}] {name}: {command_line(spec.module, argv)}", file=sys.stderr, flush=True)
-        result = run_job(spec, argv, job_out)
+        shown = job_argv(dataset, args.seed, args.quick, final / name, not args.no_progress)
+        print(f"[{i}/{len(names)}] {name}: {command_line(spec.module, shown)}", file=sys.stderr, flush=True)
+        result = run_job(spec, argv, job_out, shown_argv=shown)
         results.append(result)
         print(
             f"[{i}/{len(names)}] {name}: {result.status} in {result.seconds:.1f} s"
@@ -800,29 +829,34 @@ def run(args: argparse.Namespace) -> tuple[Path, list[JobResult]]:
         "report": REPORT,
     }
     write_json(out / MANIFEST, manifest)
-    return report, results
+    mark_output(failed_jobs=[r.name for r in results if r.status != "ok"], not_run=manifest["not_run"])
+    return display_path(report), results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: 0 when every job ran, 1 when a job failed, 2 for bad options."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        parse_jobs(args.jobs)
-    except ValueError as exc:
-        parser.error(f"--jobs: {exc}")
-    try:
-        report, results = run(args)
-    except ValueError as exc:
-        return fail(str(exc))
-    failed = [r for r in results if r.status != "ok"]
-    for r in failed:
-        print(
-            f"error: job {r.name} failed ({r.error}); rerun it alone with: {r.command}",
-            file=sys.stderr,
-        )
-    print(f"report: {report}")
-    return EXIT_JOB_FAILED if failed else 0
+    """Command-line entry point: 0 when every job ran, 1 when a job failed, 2 for bad options, 130 / 143 when
+    interrupted by Ctrl-C / SIGTERM (one line; the previous report folder stays as it was)."""
+
+    def work() -> int:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        try:
+            parse_jobs(args.jobs)
+        except ValueError as exc:
+            parser.error(f"--jobs: {exc}")
+        # a run whose jobs failed still publishes its folder: the report says what failed and how to rerun it
+        with output_session():
+            report, results = run(args)
+        failed = [r for r in results if r.status != "ok"]
+        for r in failed:
+            print(
+                f"error: job {r.name} failed ({r.error}); rerun it alone with: {r.command}",
+                file=sys.stderr,
+            )
+        print(f"report: {report}")
+        return EXIT_JOB_FAILED if failed else 0
+
+    return guarded(work, what=f"analyses.{JOB} (every job it runs)")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ posterior mean ``mu`` as the code and the masks of the model's training mode (``
 
 Both models see the same masks (one seeded generator per quantity, :func:`analyses.encoding.mask_generator`), so
 per-user differences are paired. Outputs (folder printed at the end, default
-``out/pia_geometry/DATASET-MODEL-rhoR-lamL``): ``users.csv`` (one row per model and user), ``summary.csv``
+``out/pia_geometry/DATASET-MODEL-rhoR-lamL-seedS[-quick]-HASH``):
+``users.csv`` (one row per model and user), ``summary.csv``
 (quantity x cohort: both models, paired difference, share of users where PIA is lower), ``groups.csv`` and
 ``paired.csv`` (test metrics), ``summary.json`` and the figures ``geometry`` (distributions and cohort mixing) and
 ``user_groups`` (NDCG@100 by group), PNG and PDF.
@@ -60,8 +61,10 @@ from analyses.common import (
     option_sizes,
     planted_labels,
     print_done,
+    result_options,
     run_main,
     save_result,
+    stage_output,
     write_csv,
 )
 from analyses.encoding import mask_generator, mu_encoder
@@ -260,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_job_arguments(
         parser,
-        out=f"out/{JOB}/DATASET-MODEL-rhoR-lamL",
+        out=f"out/{JOB}/DATASET-MODEL-rhoR-lamL-seedS[-quick]-HASH",
         seed="seed of the training runs and of the analysis",
         quick="tiny models, few epochs, synthetic data unless --dataset: seconds to a minute",
     )
@@ -328,8 +331,9 @@ def run(args: argparse.Namespace) -> Path:
         key: model_config(args, model=args.model, rho=args.rho, pia=args.lambda_a if key == pia_key else 0.0)
         for key in (base_key, pia_key)
     }
-    tag = f"{args.model}-rho{args.rho:g}-lam{args.lambda_a:g}-seed{args.seed}" + ("-quick" if args.quick else "")
-    out = args.out or default_out_dir(JOB, dataset, tag)
+    tag = f"{args.model}-rho{args.rho:g}-lam{args.lambda_a:g}-seed{args.seed}"
+    options = result_options(args, dataset=dataset, **sizes)
+    out = stage_output(args.out or default_out_dir(JOB, dataset, tag, options), JOB, options)
 
     split = load_model_split(args)
     timing = {"load": time.perf_counter() - start}

@@ -26,7 +26,7 @@ paper's tables as transcribed in the project's ``PAPER.md`` (section 7). They ex
 ``netflix`` and ``msd`` with the full configurations; on any other dataset (ML-1M, synthetic, ...) the paper columns
 read "n/a".
 
-Outputs (folder printed at the end, default ``out/reproduce/DATASET-seedS``): ``results.csv`` (one row per
+Outputs (folder printed at the end, default ``out/reproduce/DATASET-seedS[-quick]-HASH``): ``results.csv`` (one row per
 model: our means and standard errors, the published value or empty), ``groups.csv`` (model x user group),
 ``paired.csv`` (PIA - no PIA, overall and per group), ``results.json`` (all of it, plus the configurations, run
 folders, the EASE lambda search and the full published tables with their source) and the figure ``results``
@@ -55,8 +55,10 @@ from analyses.common import (
     format_table,
     job_parser,
     print_done,
+    result_options,
     run_main,
     save_result,
+    stage_output,
     write_csv,
 )
 from analyses.model_options import (
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_job_arguments(
         parser,
-        out=f"out/{JOB}/DATASET-seedS",
+        out=f"out/{JOB}/DATASET-seedS[-quick]-HASH",
         seed="seed of the training runs and of the analysis",
         quick="tiny models, few epochs, synthetic data unless --dataset: seconds to a minute",
     )
@@ -182,7 +184,8 @@ def run(args: argparse.Namespace) -> Path:
     lambdas = _lambdas(args.ease_lambdas)
     progress = not args.no_progress
     configs = {k: spec_config(MODEL_SPECS[k], args) for k in keys if MODEL_SPECS[k].model is not None}
-    out = args.out or default_out_dir(JOB, dataset, f"seed{args.seed}" + ("-quick" if args.quick else ""))
+    options = result_options(args, dataset=dataset, models=keys, ease_lambdas=lambdas)
+    out = stage_output(args.out or default_out_dir(JOB, dataset, f"seed{args.seed}", options), JOB, options)
 
     split = load_model_split(args)
     timing = {"load": time.perf_counter() - start}

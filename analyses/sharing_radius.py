@@ -39,7 +39,8 @@ the measured change after one real step on v, gradient norms and cosine, and the
 * sign agreement of measured and predicted changes (:func:`geometry.sharing.sign_agreement`) and the
   median ``|measured - predicted| / |predicted|``, the size of the second-order part at this ``eta``.
 
-Outputs (folder printed at the end, default ``out/sharing_radius/DATASET-betaB-etaE``): ``pairs.csv`` (one row
+Outputs (folder printed at the end, default
+``out/sharing_radius/DATASET-betaB[-rhoR]-etaE[-quick]-HASH``): ``pairs.csv`` (one row
 per pair), ``bins.csv`` (W1 bins), ``summary.json`` (arguments, model run, radius with interval, line fit,
 sign agreement, timing) and the figure ``sharing_radius`` (PNG and PDF).
 
@@ -70,8 +71,10 @@ from analyses.common import (
     job_parser,
     option_sizes,
     print_done,
+    result_options,
     run_main,
     save_result,
+    stage_output,
     write_csv,
 )
 from analyses.encoding import encode_posteriors
@@ -189,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-gradient-mb", type=int, default=1024, help="memory for per-user gradients (1024)")
     add_job_arguments(
         parser,
-        out=f"out/{JOB}/DATASET-betaB-etaE",
+        out=f"out/{JOB}/DATASET-betaB-etaE[-quick]-HASH",
         seed="seed of the pairs and the bootstrap",
         quick="synthetic data, tiny model, few pairs: seconds",
     )
@@ -217,7 +220,9 @@ def run(args: argparse.Namespace) -> Path:
     dataset = validate_model_options(args)
     config = model_config(args, rho=args.rho, beta_cap=args.beta_cap)
     tag = f"beta{args.beta_cap:g}" + ("" if args.rho == 1 else f"-rho{args.rho:g}") + f"-eta{args.eta:g}"
-    out = args.out or default_out_dir(JOB, dataset, tag)
+    # --max-gradient-mb only splits the gradient computation into chunks (same numbers, tested)
+    options = result_options(args, ignore=("max_gradient_mb",), dataset=dataset, **sizes)
+    out = stage_output(args.out or default_out_dir(JOB, dataset, tag, options), JOB, options)
     rng = np.random.default_rng(args.seed)
 
     split = load_model_split(args)

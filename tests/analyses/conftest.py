@@ -6,7 +6,7 @@
   read back;
 * ``check_outputs(run, figures)``: every file written, listed in the JSON, and the folder named last;
 * ``usage_error(main, argv, needle)`` and ``offline_error(main, argv)``: one ``error:`` line, exit code 2,
-  nothing written and nothing trained;
+  nothing written and nothing trained (and, for ``usage_error``, no data loaded unless ``data_dependent=True``);
 * ``no_training``: cached models only (training again would mean the job used another configuration).
 """
 
@@ -95,17 +95,22 @@ def check_outputs() -> Callable[[dict, Sequence[str]], None]:
 
 
 @pytest.fixture
-def usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable, Sequence[str], str], None]:
-    """``usage_error(main, argv, needle)``: the job (with ``--out`` added) exits with code 2 and one ``error:`` line
-    naming ``needle``, having written nothing and trained nothing."""
+def usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_root: Path
+) -> Callable[[Callable, Sequence[str], str], None]:
+    """``usage_error(main, argv, needle, data_dependent=False)``: the job (with ``--out`` added) exits with code 2 and
+    one ``error:`` line naming ``needle``, having written nothing, trained nothing and loaded no data (the dataset
+    cache stays absent; ``data_dependent=True`` for a limit that needs the data, e.g. more users than it has)."""
 
-    def check(main: Callable, argv: Sequence[str], needle: str) -> None:
+    def check(main: Callable, argv: Sequence[str], needle: str, data_dependent: bool = False) -> None:
         monkeypatch.setenv(trained.RUNS_ENV, str(tmp_path / "runs"))
         code, stdout, stderr = _run_cli(main, [*argv, "--out", str(tmp_path / "out")])
         lines = stderr.strip().splitlines()
         assert code == 2 and stdout == "", stderr
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], stderr
         assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+        assert data_dependent or not cache_root.exists(), "the job loaded data before rejecting its options"
+        assert not list(tmp_path.glob(".out.partial-*")), "a staging folder was left behind"
 
     return check
 
