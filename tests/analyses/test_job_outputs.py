@@ -22,6 +22,7 @@ import pytest
 
 import analyses.common
 import analyses.paper_figures
+import analyses.sharing_radius
 import models.data
 from analyses import masking_contraction
 from analyses.common import COMPLETE_MARKER
