@@ -79,6 +79,7 @@ def assert_one_error_line(proc, code: int = 2) -> str:
         (["--user-col", "user", "--item-col", "user"], ["--user-col", "--item-col", "'user'", "differ"]),
         (["--rating-col", "item"], ["--rating-col", "--item-col", "'item'"]),
     ],
+    ids=lambda v: " ".join(v) if v and isinstance(v[0], str) and v[0].startswith("--") else "",
 )
 def test_bad_options_are_one_line_naming_the_option_before_any_work(tmp_path, capsys, monkeypatch, options, parts):
     table = write(tmp_path / "t.csv", table_text())
