@@ -53,6 +53,7 @@ import io
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -259,6 +260,7 @@ def default_out_dir(job: str, dataset: str, tag: str, options: Mapping[str, obje
 # One list of open output folders per job main running in this process, innermost last (paper_figures runs the
 # other jobs' mains inside its own).
 _SESSIONS: list[list[OutputFolder]] = []
+_COMMANDS: list[str | None] = []  # the command line of each of those mains, for the completion marker
 
 _OUT_FIXES = {
     errno.EACCES: ("permission denied", "choose another --out, or make that folder writable"),
@@ -321,6 +323,7 @@ class OutputFolder:
         self.staging = self.real.parent / f".{self.real.name}.partial-{os.getpid()}"
         self.lock: FolderLock | None = None
         self.extra: dict[str, object] = {}  # more facts for the completion marker (mark_output)
+        self.command = " ".join(sys.argv)
 
     def _sibling(self, kind: str) -> str:
         return glob.escape(str(self.real.parent / f".{self.real.name}.{kind}-")) + "*"
@@ -403,7 +406,7 @@ class OutputFolder:
             "job": self.job,
             "options_hash": self.hash,
             "options": self.options,
-            "command": " ".join(sys.argv)[:1000],
+            "command": self.command[:1000],
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             **self.extra,
             **(extra or {}),
@@ -453,12 +456,14 @@ def _signals_deferred() -> Iterator[None]:
 
 
 @contextmanager
-def output_session() -> Iterator[list[OutputFolder]]:
+def output_session(command: str | None = None) -> Iterator[list[OutputFolder]]:
     """The output folders opened by :func:`stage_output` inside the block: published when the block ends normally,
     discarded (staging deleted, lock released) when it raises or is interrupted. An OS error about a file in a
-    staging folder is reported with the file's final path."""
+    staging folder is reported with the file's final path. ``command`` (default: this process's command line) is
+    recorded in the completion markers."""
     opened: list[OutputFolder] = []
     _SESSIONS.append(opened)
+    _COMMANDS.append(command)
     try:
         try:
             yield opened
@@ -474,6 +479,7 @@ def output_session() -> Iterator[list[OutputFolder]]:
             raise
     finally:
         _SESSIONS.pop()
+        _COMMANDS.pop()
 
 
 def stage_output(final: Path, job: str, options: Mapping[str, object]) -> Path:
@@ -491,6 +497,8 @@ def stage_output(final: Path, job: str, options: Mapping[str, object]) -> Path:
     if not _SESSIONS:
         raise RuntimeError("stage_output() runs inside run_main() or output_session()")
     folder = OutputFolder(final, job, options)
+    if _COMMANDS[-1] is not None:
+        folder.command = _COMMANDS[-1]
     staging = folder.open()
     _SESSIONS[-1].append(folder)
     return staging
@@ -522,6 +530,12 @@ def display_path(path: str | Path) -> Path:
             if _inside(real, folder.staging):
                 shown = folder.final / real.relative_to(folder.staging)
     return shown
+
+
+def _shown_token(token: str) -> str:
+    """A command-line word with a staging folder in it replaced by the final folder (:func:`display_path`)."""
+    shown = display_path(token)
+    return str(shown) if shown != Path(token) else token
 
 
 def to_jsonable(obj: object) -> object:
@@ -661,7 +675,10 @@ def run_main(
 
     def work() -> int:
         args = parser.parse_args(argv)
-        with output_session():
+        given = sys.argv[1:] if argv is None else list(argv)
+        # as it reruns the job: a nested job's --out (inside paper_figures' staging folder) shown as its final path
+        command = shlex.join([*parser.prog.split(), *(_shown_token(a) for a in given)])
+        with output_session(command):
             shown = display_path(run(args))  # the final folder, while the staging one is still known
         print(f"output folder: {shown}")
         return 0

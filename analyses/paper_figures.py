@@ -844,8 +844,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_jobs(args.jobs)
         except ValueError as exc:
             parser.error(f"--jobs: {exc}")
+        given = sys.argv[1:] if argv is None else list(argv)
         # a run whose jobs failed still publishes its folder: the report says what failed and how to rerun it
-        with output_session():
+        with output_session(command_line(f"analyses.{JOB}", given)):
             report, results = run(args)
         failed = [r for r in results if r.status != "ok"]
         for r in failed:

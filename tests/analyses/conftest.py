@@ -4,7 +4,8 @@
 * ``quick_job(main, name, argv, tables=..., json_name=...)`` (module scope): one run of a job with ``--out`` and
   ``--no-progress`` added, its run cache (``$VAECF_RUNS_DIR``) kept set for the module's tests, its tables and JSON
   read back;
-* ``check_outputs(run, figures)``: every file written, listed in the JSON, and the folder named last;
+* ``check_outputs(run, figures)``: every file written, listed in the JSON (the completion marker ``COMPLETE``
+  included), and the folder named last;
 * ``usage_error(main, argv, needle)`` and ``offline_error(main, argv)``: one ``error:`` line, exit code 2,
   nothing written and nothing trained (and, for ``usage_error``, no data loaded unless ``data_dependent=True``);
 * ``no_training``: cached models only (training again would mean the job used another configuration).
@@ -24,6 +25,7 @@ import pytest
 
 import analyses.trained as trained
 import models.data
+from analyses.common import COMPLETE_MARKER
 from models.data import DatasetUnavailable
 
 RunCli = Callable[[Callable[[Sequence[str]], int], Sequence[str]], tuple[int, str, str]]
@@ -78,12 +80,16 @@ def quick_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
 @pytest.fixture(scope="session")
 def check_outputs() -> Callable[[dict, Sequence[str]], None]:
     """``check_outputs(run, figures)``: every file is non-empty (figures as PNG and PDF), the JSON lists exactly the
-    folder's files, and the last line printed names the folder."""
+    folder's files, the folder is marked complete with the options the JSON records, and the last line printed
+    names the folder."""
 
     def check(run: dict, figures: Sequence[str]) -> None:
         out = run["out"]
         listed = run["json"]["files"]
         assert sorted(listed) == sorted(p.name for p in out.iterdir())
+        marker = json.loads((out / COMPLETE_MARKER).read_text())
+        assert marker["complete"] is True and marker["job"] == run["json"]["job"]
+        assert marker["options"] == run["json"]["options"] and marker["options_hash"] == run["json"]["options_hash"]
         for name in listed:
             assert (out / name).stat().st_size > 0, name
         for stem in figures:

@@ -25,7 +25,7 @@ import analyses.paper_figures
 import analyses.sharing_radius
 import models.data
 from analyses import masking_contraction
-from analyses.common import COMPLETE_MARKER
+from analyses.common import COMPLETE_MARKER, output_session, stage_output
 from models.data import DatasetUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,6 +125,15 @@ def test_a_folder_that_is_no_output_of_the_job_is_never_replaced(tmp_path, run_c
     line = _one_error(*_job(run_cli, "--quick", *SMALL, "--out", str(target))[::2])
     assert str(target) in line and "--out" in line
     assert _snapshot(target) == {"thesis.tex": b"years of work"} and not cache_root.exists()
+
+
+def test_a_finished_folder_of_another_job_is_never_replaced(tmp_path, run_cli, cache_root):
+    target = tmp_path / "budget"
+    target.mkdir()
+    (target / COMPLETE_MARKER).write_text(json.dumps({"complete": True, "job": "kl_budget"}))
+    line = _one_error(*_job(run_cli, "--quick", *SMALL, "--out", str(target))[::2])
+    assert str(target) in line and "analyses.kl_budget" in line and not cache_root.exists()
+    assert sorted(p.name for p in target.iterdir()) == [COMPLETE_MARKER]
 
 
 def test_out_in_a_read_only_folder_is_one_line_before_any_work(tmp_path, run_unprivileged):
@@ -257,6 +266,23 @@ def test_the_leftovers_of_a_killed_job_go_with_the_next_run(tmp_path, run_cli):
     code, _, stderr = _job(run_cli, "--quick", *SMALL, "--out", str(out))
     assert code == 0, stderr
     assert (out / COMPLETE_MARKER).is_file() and _partials(out) == []
+
+
+def test_a_kill_between_the_renames_of_a_replacement_loses_nothing(tmp_path):
+    # what SIGKILL between "move the finished folder aside" and "rename the new one in" leaves behind
+    out = tmp_path / "out"
+    aside, partial = tmp_path / ".out.old-4242", tmp_path / ".out.partial-4242"
+    aside.mkdir()
+    (aside / COMPLETE_MARKER).write_text(json.dumps({"complete": True, "job": "masking_contraction"}))
+    (aside / "summary.csv").write_text("the finished results")
+    finished = _snapshot(aside)
+    partial.mkdir()
+    (partial / COMPLETE_MARKER).write_text(json.dumps({"complete": True, "job": "masking_contraction"}))
+    with pytest.raises(RuntimeError, match="the job failed"), output_session():
+        staging = stage_output(out, "masking_contraction", {"pairs": 30})
+        assert staging.is_dir() and staging.name == f".out.partial-{os.getpid()}"
+        raise RuntimeError("the job failed")  # so nothing replaces what the next run found
+    assert _snapshot(out) == finished and _partials(out) == []
 
 
 # ------------------------------------------------------------------------------- paper_figures stages as a whole

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -47,6 +51,22 @@ def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outpu
     check_outputs(quick_run, FIGURES)
     for heading in ("Lipschitz bound", "Transport bound", "Pairs by stratum", "Cohorts by interaction level"):
         assert heading in quick_run["stdout"]
+
+
+def test_default_folders_follow_the_result_options(quick_run, run_cli, tmp_path, monkeypatch, no_training):
+    # a model job: other --anchors, other folder (never the other run's), the cached model reused by both
+    monkeypatch.chdir(tmp_path)
+    folders = []
+    for anchors in (20, 30):
+        code, stdout, stderr = run_cli(main, ["--quick", "--no-progress", "--anchors", str(anchors)])
+        assert code == 0, stderr
+        folders.append(Path(stdout.rstrip().splitlines()[-1].removeprefix("output folder: ")))
+    assert folders[0] != folders[1]
+    for folder, anchors in zip(folders, (20, 30), strict=True):
+        assert folder.parent == Path("out/local_vs_global"), folder
+        assert re.fullmatch(r"synthetic-beta0\.2-quick-[0-9a-f]{8}", folder.name), folder
+        doc = json.loads((folder / "summary.json").read_text())
+        assert doc["options"]["anchors"] == anchors and folder.name.endswith(doc["options_hash"])
 
 
 def test_bounds_hold_and_the_certificate_dominates_every_ratio(quick_run):
