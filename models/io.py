@@ -9,8 +9,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the data layer's locks and writes must not pay ~2 s for it
+    import torch
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -48,6 +50,8 @@ def resolve_device(device: str | None = None) -> torch.device:
     ValueError
         One line for a name that is not a device or a device this machine does not have.
     """
+    import torch
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -194,6 +198,8 @@ class DamagedFile(ValueError):
 def _feed(h: hashlib._Hash, obj: object) -> None:
     """Feed a canonical byte form of a checkpoint's content to ``h``: tensors by dtype, shape and raw bytes,
     containers in their (pickle-preserved) order, scalars by ``repr`` (exact for floats)."""
+    import torch
+
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
@@ -225,6 +231,8 @@ def save_verified(path: Path, obj: dict) -> Path:
     The file stays an ordinary PyTorch file (``torch.load(path, weights_only=True)`` reads it); the digest lets
     :func:`load_verified` detect a flipped byte, which PyTorch's zip container does not (it detects truncation).
     """
+    import torch
+
     buf = io.BytesIO()
     torch.save({**obj, DIGEST_KEY: content_digest(obj)}, buf)
     return atomic_write_bytes(path, buf.getvalue())
@@ -248,6 +256,8 @@ def load_verified(path: Path, map_location: str | torch.device | None = "cpu", *
         does not match the content. A file without a digest (written before digests existed) is accepted.
     """
     import pickle
+
+    import torch
 
     path = Path(path)
     tail = f"; {fix}" if fix else ""
