@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.cli import FolderBusy, OneLineParser, error_line, guarded
+from models.cli import FolderBusy, OneLineParser, error_line, fail, guarded, one_line
 from models.data import DatasetUnavailable, add_dataset_arguments, dataset_names, split_from_args
 from models.io import FolderLock, atomic_write_bytes, atomic_write_json
 from models.split import Split
@@ -90,12 +90,6 @@ class JobError(ValueError):
 
 class JobArgumentParser(OneLineParser):
     """``argparse`` parser whose errors are one line (``error: ...``) and exit code 2, without the usage dump."""
-
-
-def one_line(text: str, limit: int = 240) -> str:
-    """Collapse whitespace (e.g. a pip error dump) into one line of at most ``limit`` characters."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
 
 
 # ------------------------------------------------------------------------------------------ the option checks
@@ -596,12 +590,6 @@ def format_table(table: pd.DataFrame, formats: Mapping[str, str], headers: Mappi
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([render(names), rule, *(render(r) for r in cells)])
-
-
-def fail(message: str) -> int:
-    """Print ``error: message`` as one line on stderr and return the usage exit code."""
-    print(f"error: {one_line(message, 400)}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def report_failure(exc: BaseException) -> int:

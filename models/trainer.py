@@ -423,6 +423,14 @@ def changed_fields(a: TrainConfig, b: TrainConfig, ignore: tuple[str, ...] = ())
     }
 
 
+def _config_in(saved: dict, path: Path, fix: str) -> TrainConfig:
+    """The configuration stored in a checkpoint or ``best.pt``; a file without a valid one is damaged."""
+    try:
+        return TrainConfig.from_json(saved["config"])
+    except (KeyError, TypeError, ConfigError):
+        raise DamagedFile(f"{path}: not written by models.train (no valid configuration in it); {fix}") from None
+
+
 def _clear_run(out: Path) -> None:
     """Remove what a run that never finished an epoch left (and temp files of killed writes); keep the lock."""
     for name in RUN_FILES:
@@ -536,10 +544,7 @@ def _train(
     if resume:
         fix = "restore it, or delete the run folder and train again"
         ckpt = load_verified(ckpt_path, map_location=device, fix=fix)
-        try:
-            saved = TrainConfig.from_json(ckpt["config"])
-        except (KeyError, TypeError, ConfigError):
-            raise DamagedFile(f"{ckpt_path}: not a checkpoint of models.train (no valid config); {fix}") from None
+        saved = _config_in(ckpt, ckpt_path, fix)
         changed = changed_fields(saved, c, ignore=SAFE_ON_RESUME)
         if changed:
             diff = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -752,10 +757,7 @@ def load_trained(run: Path, device: str | torch.device = "cpu") -> tuple[Autoenc
         raise ConfigError(f"{run}: no best.pt yet (no epoch finished); train or resume it with models.train")
     fix = f"resume the run (python -m models.train --out {run} --resume) or train it again"
     best = load_verified(run / "best.pt", map_location=device, fix=fix)
-    try:
-        saved = TrainConfig.from_json(best["config"])
-    except (KeyError, TypeError, ConfigError):
-        raise DamagedFile(f"{run / 'best.pt'}: not a model of models.train (no valid config); {fix}") from None
+    saved = _config_in(best, run / "best.pt", fix)
     changed = changed_fields(saved, config, ignore=SAFE_ON_RESUME)
     if changed:
         diff = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in changed.items())
