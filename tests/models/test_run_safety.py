@@ -416,3 +416,11 @@ def test_cache_retrains_a_run_recorded_on_another_split_or_damaged(tmp_path, mon
     assert load_verified(third.run / "best.pt")["epoch"] >= 0
     with pytest.raises(FolderBusy), run_lock(third.run).acquire():
         run_lock(third.run).acquire()
+
+
+def test_resume_on_a_changed_split_is_one_line(run2, capsys):
+    meta = json.loads((run2 / "split.json").read_text())
+    (run2 / "split.json").write_text(json.dumps({**meta, "fingerprint": "0123456789abcdef"}))
+    assert train_main(["--out", str(run2), "--resume", "--epochs", "3", "--no-progress"]) == 2
+    _one_error(capsys, "the split of synthetic changed since this run started (fingerprint 0123456789abcdef ->")
+    assert len((run2 / "metrics.jsonl").read_text().splitlines()) == 2
