@@ -28,7 +28,16 @@ from geometry.masking import (
     pair_overlaps,
     relative_threshold,
 )
-from geometry.neighbourhoods import global_transfer, knn, knn_drift, knn_w2, mask_variance, rank_threshold
+from geometry.neighbourhoods import (
+    global_transfer,
+    input_knn_drift,
+    knn,
+    knn_drift,
+    knn_w2,
+    mask_variance,
+    neighbours_leaving,
+    rank_threshold,
+)
 from geometry.sharing import estimate_sharing_radius, pair_w1_bounds, sharing_effects, sign_agreement
 from geometry.wasserstein import (
     iter_pairwise_w1_bounds,
@@ -52,6 +61,7 @@ __all__ = [
     "global_transfer",
     "hoeffding_contraction_bound",
     "hoeffding_expansion_bound",
+    "input_knn_drift",
     "iter_pairwise_w1_bounds",
     "kl_budget",
     "kl_to_standard_normal",
@@ -66,6 +76,7 @@ __all__ = [
     "masked_distance_moments",
     "masked_distance_pmf",
     "monte_carlo_probabilities",
+    "neighbours_leaving",
     "pair_overlaps",
     "pair_w1_bounds",
     "pairwise_w1_bounds",

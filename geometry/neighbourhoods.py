@@ -14,6 +14,9 @@ Definitions (PAPER.md sections 4 and 6)
   distances of binary histories. Memory is one ``block x N`` distance block, never ``N x N``.
 * Drift (:func:`knn_drift`): ``1 - |A ∩ B| / (|A| + |B| - |A ∩ B|)`` (one minus the Jaccard index) between
   two kNN sets of a user (e.g. under two mask draws, or clean versus masked input).
+* Realised input drift (:func:`input_knn_drift`): the share of a user's L1 k nearest neighbours that leave
+  when every user is masked independently (:func:`neighbours_leaving`), against the clean neighbourhood and
+  between two independent draws.
 * Mask variance (:func:`mask_variance`, Proposition 3.2): ``tr Var_b[mu(x ⊙ b)]`` per user; PIA predicts it
   shrinks by ``tau^2``, ``tau = L / (L + 2 lambda_A)``.
 * Global transfer (:func:`global_transfer`): the share of a user's latent neighbours that are far in input
@@ -253,6 +256,12 @@ def knn_drift(knn_a: KNNResult | np.ndarray, knn_b: KNNResult | np.ndarray) -> n
     numpy.ndarray of float64, shape (Q,)
         0 for identical sets, 1 for disjoint ones.
     """
+    inter, ka, kb = _intersections(knn_a, knn_b)
+    return 1.0 - inter / (ka + kb - inter)
+
+
+def _intersections(knn_a: KNNResult | np.ndarray, knn_b: KNNResult | np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``|A_u ∩ B_u|`` per row and the two set sizes, after checking shapes and distinct entries."""
     a = _neighbour_array(knn_a, "knn_a")
     b = _neighbour_array(knn_b, "knn_b")
     if a.shape[0] != b.shape[0]:
@@ -262,9 +271,7 @@ def knn_drift(knn_a: KNNResult | np.ndarray, knn_b: KNNResult | np.ndarray) -> n
         if np.any(s[:, 1:] == s[:, :-1]):
             raise ValueError(f"{name} repeats a neighbour within a row; neighbour sets must be distinct")
     both = np.sort(np.hstack((a, b)), axis=1)
-    inter = (both[:, 1:] == both[:, :-1]).sum(axis=1)
-    union = a.shape[1] + b.shape[1] - inter
-    return 1.0 - inter / union
+    return (both[:, 1:] == both[:, :-1]).sum(axis=1), a.shape[1], b.shape[1]
 
 
 def _dense_batch(
@@ -465,6 +472,135 @@ def masked_knn_drift(
         for _ in range(int(n_draws) // 2):
             drifts.append(knn_drift(neighbours(rho), neighbours(rho)))
     return np.mean(drifts, axis=0)
+
+
+def neighbours_leaving(knn_a: KNNResult | np.ndarray, knn_b: KNNResult | np.ndarray) -> np.ndarray:
+    """Share of each user's neighbours in ``knn_a`` that are not in ``knn_b``: ``1 - |A_u ∩ B_u| / |A_u|``.
+
+    Unlike :func:`knn_drift` (one minus Jaccard) this reads as "the share of u's neighbours that leave".
+
+    Parameters
+    ----------
+    knn_a, knn_b : KNNResult or array_like of int, shapes (Q, k_a) and (Q, k_b)
+        Neighbour sets per user (same rows), entries distinct within a row.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (Q,)
+    """
+    inter, ka, _ = _intersections(knn_a, knn_b)
+    return 1.0 - inter / ka
+
+
+@dataclass(frozen=True)
+class InputDrift:
+    """Realised neighbourhood drift of binary histories when every user is masked independently.
+
+    Attributes
+    ----------
+    queries : numpy.ndarray of int64, shape (Q,)
+        The users whose neighbourhoods are followed.
+    clean_to_masked : numpy.ndarray of float64, shape (Q,)
+        Per user, mean over the mask draws of the share of u's clean L1 k nearest neighbours that are not
+        among u's k nearest neighbours once every user is masked.
+    masked_to_masked : numpy.ndarray of float64, shape (Q,) or None
+        Per user, mean over pairs of consecutive independent draws of the share of u's masked k nearest
+        neighbours (draw j) that leave in draw j + 1; None with a single draw.
+    rho : float
+    k : int
+    n_draws : int
+    """
+
+    queries: np.ndarray
+    clean_to_masked: np.ndarray
+    masked_to_masked: np.ndarray | None
+    rho: float
+    k: int
+    n_draws: int
+
+    @staticmethod
+    def _summary(values: np.ndarray, confidence: float) -> dict:
+        from scipy import stats
+
+        n = values.size
+        mean = float(values.mean())
+        se = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se if n > 1 else float("nan")
+        return {"mean": mean, "se": se, "ci": [mean - half, mean + half], "n_users": int(n)}
+
+    def summary(self, confidence: float = 0.95) -> dict:
+        """Means with t intervals over users: one value per user (its draws averaged), so a user's draws are
+        one cluster, not independent samples."""
+        out = {"rho": self.rho, "k": self.k, "n_draws": self.n_draws}
+        out["clean_to_masked"] = self._summary(self.clean_to_masked, confidence)
+        if self.masked_to_masked is not None:
+            out["masked_to_masked"] = self._summary(self.masked_to_masked, confidence)
+        return out
+
+
+def input_knn_drift(
+    X: sp.spmatrix | sp.sparray,
+    rho: float,
+    k: int,
+    queries: np.ndarray | list[int] | None = None,
+    n_draws: int = 4,
+    rng: np.random.Generator | int | None = None,
+    block_size: int | None = None,
+) -> InputDrift:
+    r"""The realised drift of input-space neighbourhoods under independent masks (PAPER.md section 4).
+
+    Draw ``j`` masks every user independently, :math:`\tilde x_w = x_w \odot b_w^{(j)}`,
+    :math:`b_w^{(j)} \sim \mathrm{Bernoulli}(\rho)^I`, and takes each query's k nearest neighbours in L1 among
+    the masked rows (:func:`knn`, ties towards the lower index). Reported per query user: the share of its
+    clean neighbours that leave (:func:`neighbours_leaving`, averaged over draws), and the share of its masked
+    neighbours of draw ``j`` that leave in draw ``j + 1``. This is the realised counterpart of the exact
+    expansion probability :math:`\Pr[D'_{uv} \ge \delta_m]` of a near pair, which holds the radius fixed
+    while here every other user's distance moves too.
+
+    Parameters
+    ----------
+    X : scipy sparse matrix, shape (N, I)
+        Binary histories (every stored entry a positive).
+    rho : float
+        Keep probability in (0, 1]; ``rho = 1`` gives zero drift.
+    k : int
+        Neighbours per user.
+    queries : array_like of int, optional
+        Users to follow (default all); every user is masked and is a candidate neighbour.
+    n_draws : int
+        Independent mask draws (>= 1).
+    rng : numpy.random.Generator or int, optional
+    block_size : int, optional
+        As in :func:`knn`.
+
+    Returns
+    -------
+    InputDrift
+    """
+    from geometry.masking import mask_csr
+
+    rho = validate_rho(rho)
+    if int(n_draws) != n_draws or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
+    X = _binary_csr(X)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    clean = knn(X, k, "l1", queries=queries, block_size=block_size)
+    from_clean, between = [], []
+    previous = None
+    for _ in range(int(n_draws)):
+        masked = knn(mask_csr(X, rho, gen), k, "l1", queries=clean.queries, block_size=block_size)
+        from_clean.append(neighbours_leaving(clean, masked))
+        if previous is not None:
+            between.append(neighbours_leaving(previous, masked))
+        previous = masked
+    return InputDrift(
+        queries=clean.queries,
+        clean_to_masked=np.mean(from_clean, axis=0),
+        masked_to_masked=np.mean(between, axis=0) if between else None,
+        rho=rho,
+        k=int(k),
+        n_draws=int(n_draws),
+    )
 
 
 @dataclass(frozen=True)

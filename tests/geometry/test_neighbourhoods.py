@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -10,16 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
-from geometry.masking import contraction_probability, pair_overlaps
+from geometry.masking import contraction_probability, mask_csr, pair_overlaps
 from geometry.neighbourhoods import (
     KNNResult,
     encode_masked,
     global_transfer,
+    input_knn_drift,
     knn,
     knn_drift,
     knn_w2,
     mask_variance,
     masked_knn_drift,
+    neighbours_leaving,
     rank_threshold,
 )
 
@@ -251,3 +255,70 @@ def test_rank_threshold_clean_and_expected_masked():
     assert p.shape == (49,) and ((p >= 0) & (p <= 1)).all()
     with pytest.raises(ValueError, match="sparse"):
         rank_threshold(dense, 3)
+
+
+# ------------------------------------------------------------------------------------ realised input drift
+
+
+def _dense_knn(D: np.ndarray, k: int) -> np.ndarray:
+    """Reference kNN of every row of a dense distance matrix: sort by (distance, index), self excluded."""
+    D = D.astype(np.float64).copy()
+    np.fill_diagonal(D, np.inf)
+    return np.stack([np.lexsort((np.arange(D.shape[1]), row))[:k] for row in D])
+
+
+def test_neighbours_leaving_counts_the_share_that_leaves():
+    a = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    b = np.array([[4, 3, 9, 10], [5, 6, 7, 8]])
+    np.testing.assert_array_equal(neighbours_leaving(a, b), [0.5, 0.0])
+    np.testing.assert_allclose(knn_drift(a, b), [1 - 2 / 6, 0.0])
+
+
+def test_input_drift_matches_a_dense_reference():
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((60, 40)) < 0.2).astype(np.float32))
+    got = input_knn_drift(X, 0.5, 4, n_draws=3, rng=np.random.default_rng(7))
+    gen = np.random.default_rng(7)
+
+    def l1(M: sp.csr_matrix) -> np.ndarray:
+        A = M.toarray()
+        return np.abs(A[:, None, :] - A[None, :, :]).sum(2)
+
+    clean = _dense_knn(l1(X), 4)
+    draws = [_dense_knn(l1(mask_csr(X, 0.5, gen)), 4) for _ in range(3)]
+
+    def leave(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.array([1 - len(set(a) & set(b)) / len(a) for a, b in zip(x, y, strict=True)])
+
+    from_clean = [leave(clean, d) for d in draws]
+    between = [leave(x, y) for x, y in itertools.pairwise(draws)]
+    np.testing.assert_allclose(got.clean_to_masked, np.mean(from_clean, axis=0))
+    np.testing.assert_allclose(got.masked_to_masked, np.mean(between, axis=0))
+
+
+def test_input_drift_is_zero_unmasked_small_with_planted_groups_and_large_on_a_null():
+    rng = np.random.default_rng(1)
+    k, size, n_items = 5, 6, 400
+    # planted: groups of six users with the same 60 items (disjoint between groups): their neighbours are
+    # each other, and masking at rho = 0.5 keeps them far closer than any outsider
+    rows, cols = [], []
+    for g in range(20):
+        items = rng.choice(np.arange(g * 20, g * 20 + 400) % n_items, size=60, replace=False)
+        for u in range(size):
+            rows += [g * size + u] * 60
+            cols += list(items)
+    planted = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(20 * size, n_items))
+    planted.sum_duplicates()
+    # null: the same row sizes, items drawn uniformly: no neighbourhood structure to keep
+    null_rows = [rng.choice(n_items, size=int(n), replace=False) for n in np.diff(planted.indptr)]
+    null = sp.csr_matrix(
+        (np.ones(sum(map(len, null_rows)), np.float32),
+         (np.repeat(np.arange(len(null_rows)), [len(r) for r in null_rows]), np.concatenate(null_rows))),
+        shape=planted.shape,
+    )  # fmt: skip
+    assert input_knn_drift(planted, 1.0, k, n_draws=2, rng=0).clean_to_masked.max() == 0.0
+    kept = input_knn_drift(planted, 0.5, k, n_draws=4, rng=2).summary()
+    lost = input_knn_drift(null, 0.5, k, n_draws=4, rng=2).summary()
+    assert kept["clean_to_masked"]["ci"][1] < 0.05 and kept["masked_to_masked"]["ci"][1] < 0.05
+    assert lost["clean_to_masked"]["ci"][0] > 0.7 and lost["masked_to_masked"]["ci"][0] > 0.7
+    assert lost["clean_to_masked"]["n_users"] == planted.shape[0] and kept["n_draws"] == 4
