@@ -105,12 +105,12 @@ from geometry.masking import (
     relative_threshold,
     validate_rho,
 )
-from geometry.neighbourhoods import KNNResult, knn
+from geometry.neighbourhoods import KNNResult, input_knn_drift, knn
 
 JOB = "masking_contraction"
 STRATA = ("near", "far", "far-related", "planted")
-DEFAULTS = {"pairs": 2000, "mc_pairs": 300, "mc_draws": 1000, "grid": 20}
-QUICK = {"pairs": 120, "mc_pairs": 40, "mc_draws": 200, "grid": 8}
+DEFAULTS = {"pairs": 2000, "mc_pairs": 300, "mc_draws": 1000, "grid": 20, "drift_draws": 4}
+QUICK = {"pairs": 120, "mc_pairs": 40, "mc_draws": 200, "grid": 8, "drift_draws": 2}
 PROBABILITIES = ("p_contraction", "p_expansion", "p_contraction_masked", "p_expansion_masked")
 # Elements of one anchor-block x users distance block (float64: 16 MiB per working array).
 _BLOCK_ELEMENTS = 1 << 21
@@ -545,6 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mc-pairs", type=int, help=f"Monte Carlo pairs per stratum (default {DEFAULTS['mc_pairs']})")
     parser.add_argument("--mc-draws", type=int, help=f"Monte Carlo mask draws (default {DEFAULTS['mc_draws']})")
     parser.add_argument("--grid", type=int, help=f"rho grid points of the curves (default {DEFAULTS['grid']})")
+    parser.add_argument(
+        "--drift-draws",
+        type=int,
+        help="independent maskings of every user for the realised drift of the anchors' k-NN "
+        f"(default {DEFAULTS['drift_draws']}; 1: against the clean neighbourhood only)",
+    )
     add_job_arguments(
         parser,
         out=f"out/{JOB}/DATASET-rhoR[-quick]-HASH",
@@ -566,7 +572,7 @@ def _resolve(args: argparse.Namespace) -> tuple[list[float], DeltaRule, dict]:
             raise ValueError(f"--rho: {exc}") from None
     rhos = sorted(set(rhos))
     rule = parse_delta(args.delta)
-    sizes = option_sizes(args, DEFAULTS, QUICK, {"pairs": 1, "mc_pairs": 0, "mc_draws": 1, "grid": 2})
+    sizes = option_sizes(args, DEFAULTS, QUICK, {"pairs": 1, "mc_pairs": 0, "mc_draws": 1, "grid": 2, "drift_draws": 1})
     check_int("--k", args.k, 1)
     check_int("--min-shared", args.min_shared, 1)
     check_seed(args)
@@ -621,6 +627,23 @@ def _print_summary(summary: pd.DataFrame, header: list[str], rule: DeltaRule, k:
         print(textwrap.fill(item, width=110, initial_indent="  ", subsequent_indent=" " * 13))
 
 
+def _print_drift(drifts: list[dict], k: int) -> None:
+    print(
+        f"\nRealised drift of the anchors' {k}-NN when every user is masked independently (mean [95% CI] over anchors):"
+    )
+    for d in drifts:
+        line = f"  ρ = {d['rho']:g}: clean -> masked {_ci_text(d['clean_to_masked'])}"
+        if "masked_to_masked" in d:
+            line += f"; masked -> masked {_ci_text(d['masked_to_masked'])}"
+        if d["near_p_expansion_masked"] is not None:
+            line += f"; exact Pr[D' >= δm] of near pairs {d['near_p_expansion_masked']:.3f}"
+        print(line)
+
+
+def _ci_text(s: dict) -> str:
+    return f"{s['mean']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
+
+
 def run(args: argparse.Namespace) -> Path:
     """Run the job from parsed arguments; returns the output folder. Raises JobError / ValueError."""
     start = time.perf_counter()
@@ -638,8 +661,8 @@ def run(args: argparse.Namespace) -> Path:
     truth, note = planted_labels(split)
     notes = [note] if note else []
     grid = rho_grid(sizes["grid"], rhos)
-    seeds = np.random.SeedSequence(args.seed).spawn(1 + len(rhos))
-    steps = 1 + 2 * len(rhos) + grid.size + 3
+    seeds = np.random.SeedSequence(args.seed).spawn(1 + 2 * len(rhos))
+    steps = 1 + 3 * len(rhos) + grid.size + 3
     bar = tqdm(total=steps, desc="pairs and neighbourhoods", unit="step", disable=not progress, file=sys.stderr)
 
     t = time.perf_counter()
@@ -663,7 +686,7 @@ def run(args: argparse.Namespace) -> Path:
     if truth is not None:
         base["same_group"] = truth["taste_group"][pairs.u] == truth["taste_group"][pairs.v]
     idx_mc = mc_subset(pairs.stratum, sizes["mc_pairs"])
-    tables, typical, t_exact, t_mc = [], [], 0.0, 0.0
+    tables, typical, drifts, t_exact, t_mc, t_drift = [], [], [], 0.0, 0.0, 0.0
     for i, rho in enumerate(rhos):
         bar.set_description(f"exact laws ρ={rho:g}")
         t = time.perf_counter()
@@ -678,6 +701,15 @@ def run(args: argparse.Namespace) -> Path:
         t_mc += time.perf_counter() - t
         bar.update()
         tables.append(pd.DataFrame({"rho": rho, **base, **exact, **mc}))
+        bar.set_description(f"realised drift ρ={rho:g}")
+        t = time.perf_counter()
+        drift = input_knn_drift(
+            X, rho, args.k, nb.queries, sizes["drift_draws"], np.random.default_rng(seeds[1 + len(rhos) + i])
+        )
+        near = exact["p_expansion_masked"][pairs.stratum == "near"]
+        drifts.append({**drift.summary(), "near_p_expansion_masked": float(near.mean()) if near.size else None})
+        t_drift += time.perf_counter() - t
+        bar.update()
         for s in dict.fromkeys(pairs.stratum.tolist()):
             sel = np.flatnonzero(pairs.stratum == s)
             j = sel[typical_index(pairs.d[sel], pairs.c[sel])]
@@ -692,7 +724,7 @@ def run(args: argparse.Namespace) -> Path:
                     float(delta_m[j]),
                 )
             )
-    timing["exact"], timing["monte_carlo"] = t_exact, t_mc
+    timing["exact"], timing["monte_carlo"], timing["drift"] = t_exact, t_mc, t_drift
     table = pd.concat(tables, ignore_index=True)
     summary = summarise(table, sizes["mc_draws"])
 
@@ -769,6 +801,7 @@ def run(args: argparse.Namespace) -> Path:
         "rho_grid": grid,
         "columns": COLUMN_NOTES,
         "table": summary.to_dict(orient="records"),
+        "realised_drift": drifts,
         "typical_pairs": [
             {"stratum": p.stratum, "rho": p.rho, "d": p.d, "c": p.c, "delta": p.delta, "delta_masked": p.delta_masked}
             for p in typical
@@ -787,6 +820,7 @@ def run(args: argparse.Namespace) -> Path:
         f"{sizes['mc_pairs']} pairs per stratum x {sizes['mc_draws']} draws on the real rows",
     ]
     _print_summary(summary, header, rule, args.k)
+    _print_drift(drifts, args.k)
     print_done(out, result, timing, notes)
     return out
 

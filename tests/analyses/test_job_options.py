@@ -27,6 +27,7 @@ CASES = [
     (masking_contraction, ["--mc-pairs", "-1"], "--mc-pairs"),
     (masking_contraction, ["--mc-draws", "0"], "--mc-draws"),
     (masking_contraction, ["--grid", "1"], "--grid"),
+    (masking_contraction, ["--drift-draws", "0"], "--drift-draws"),
     (masking_contraction, ["--seed", "-1"], "--seed"),
     (masking_contraction, ["--heldout", "inf"], "--heldout"),
     (masking_contraction, ["--heldout", "nan"], "--heldout"),

@@ -259,3 +259,25 @@ def test_planted_labels_detect_a_split_that_is_not_the_default_generator(quick_r
     truth, note = planted_labels(replace(split, train=trimmed))
     assert truth is None and "make_synthetic()" in note
     assert planted_labels(replace(split, name="csv:elsewhere")) == (None, None)
+
+
+def test_realised_drift_is_the_library_value_for_the_anchors_beside_the_exact_law(quick_run):
+    """summary.json's realised drift: the library's input_knn_drift over the job's anchors, one entry per rho, with
+    the near pairs' exact Pr[D' >= delta_m] beside it; more masking loses more neighbours."""
+    from geometry.neighbourhoods import input_knn_drift
+
+    drifts = quick_run["json"]["realised_drift"]
+    assert [d["rho"] for d in drifts] == list(RHOS)
+    pairs = quick_run["pairs"]
+    anchors = np.unique(pairs["anchor"].to_numpy())
+    for d in drifts:
+        assert d["n_draws"] == QUICK["drift_draws"] and d["k"] == K
+        assert d["clean_to_masked"]["n_users"] == anchors.size
+        low, high = d["clean_to_masked"]["ci"]
+        assert 0 <= low <= d["clean_to_masked"]["mean"] <= high <= 1
+        near = pairs[(pairs["rho"] == d["rho"]) & (pairs["stratum"] == "near")]["p_expansion_masked"].mean()
+        assert d["near_p_expansion_masked"] == pytest.approx(near)
+    # the same anchors with more draws: the job's estimate lies inside the library's interval
+    ref = input_knn_drift(quick_run["X"], RHOS[0], K, anchors, n_draws=6, rng=123).summary()["clean_to_masked"]
+    assert abs(drifts[0]["clean_to_masked"]["mean"] - ref["mean"]) < 4 * max(ref["se"], 1e-3)
+    assert drifts[0]["clean_to_masked"]["mean"] > drifts[1]["clean_to_masked"]["mean"]  # rho 0.5 vs 0.8
