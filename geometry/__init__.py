@@ -38,7 +38,14 @@ from geometry.neighbourhoods import (
     neighbours_leaving,
     rank_threshold,
 )
-from geometry.sharing import estimate_sharing_radius, pair_w1_bounds, sharing_effects, sign_agreement
+from geometry.sharing import (
+    choose_eta,
+    estimate_sharing_radius,
+    first_order_check,
+    pair_w1_bounds,
+    sharing_effects,
+    sign_agreement,
+)
 from geometry.wasserstein import (
     iter_pairwise_w1_bounds,
     pairwise_w1_bounds,
@@ -53,11 +60,13 @@ from geometry.wasserstein import (
 __all__ = [
     "KLBudget",
     "certified_lipschitz",
+    "choose_eta",
     "contraction_probability",
     "empirical_lipschitz_ratios",
     "estimate_sharing_radius",
     "expansion_probability",
     "expected_pairwise_bound",
+    "first_order_check",
     "global_transfer",
     "hoeffding_contraction_bound",
     "hoeffding_expansion_bound",

@@ -30,7 +30,11 @@ This module measures the quantities of the theorem on any differentiable per-use
   second-order remainder (measured - predicted).
 * :func:`sign_agreement`: how often the measured change has the sign of the first-order prediction.
 * :func:`estimate_sharing_radius`: an *empirical* r_share, where a least-squares line of gain against W1
-  crosses zero (bootstrap CI over pairs), and where a binned mean of gain crosses zero.
+  crosses zero, and where a binned mean of gain crosses zero; reported only when the bootstrap interval of the
+  slope lies below 0 and that of the intercept above 0 (:data:`RADIUS_RULE`), the bootstrap resampling
+  clusters of pairs that share a user.
+* :func:`first_order_check`, :func:`choose_eta`: is a step size in the first-order regime (median second-order
+  remainder under 5% of the median first-order prediction), and the largest such step size of a grid.
 * :func:`pair_w1_bounds`: the closed-form sandwich :math:`\lVert\mu_u - \mu_v\rVert \le W_1 \le W_2` per pair
   (:mod:`geometry.wasserstein`), and :func:`sample_pairs` to draw pairs.
 
@@ -51,14 +55,23 @@ import torch
 from geometry.wasserstein import w1_bounds
 
 __all__ = [
+    "ETA_GRID",
+    "FIRST_ORDER_TOL",
+    "RADIUS_RULE",
     "BinnedGain",
+    "EtaChoice",
+    "FirstOrderCheck",
     "SharingEffects",
     "SharingRadius",
     "SignAgreement",
+    "choose_eta",
     "estimate_sharing_radius",
+    "first_order_check",
     "pair_w1_bounds",
     "sample_pairs",
+    "select_eta",
     "sharing_effects",
+    "sharing_effects_grid",
     "sign_agreement",
 ]
 
@@ -287,12 +300,57 @@ def sharing_effects(
     SharingEffects
         Arrays in the order of ``pairs``.
     """
+    return _effects_on_grid(loss_fn, params, pairs, [eta], max_gradient_bytes)[0]
+
+
+def _check_eta(eta: object) -> float:
     try:
-        eta = float(eta)
+        value = float(eta)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"eta must be a finite step size > 0; got {eta!r}.") from None
-    if not (math.isfinite(eta) and eta > 0):
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"eta must be a finite step size > 0; got {eta!r}.")
+    return value
+
+
+def sharing_effects_grid(
+    loss_fn: LossFn,
+    params: Sequence[torch.Tensor],
+    pairs: np.ndarray | torch.Tensor | Sequence[Sequence[int]],
+    etas: Sequence[float],
+    *,
+    max_gradient_bytes: int = 2 << 30,
+) -> list[SharingEffects]:
+    r""":func:`sharing_effects` for several step sizes, computing the gradients once.
+
+    The gradients :math:`g_w` and the pair products do not depend on :math:`\eta`; only the measured step does
+    (two forward calls per distinct v and step size). ``result[k]`` equals ``sharing_effects(..., etas[k])``.
+
+    Parameters
+    ----------
+    loss_fn, params, pairs, max_gradient_bytes
+        As in :func:`sharing_effects`.
+    etas : sequence of float
+        Step sizes, each finite and > 0 (at least one).
+
+    Returns
+    -------
+    list of SharingEffects
+        One per step size, in the order of ``etas``.
+    """
+    return _effects_on_grid(loss_fn, params, pairs, etas, max_gradient_bytes)
+
+
+def _effects_on_grid(
+    loss_fn: LossFn,
+    params: Sequence[torch.Tensor],
+    pairs: np.ndarray | torch.Tensor | Sequence[Sequence[int]],
+    etas: Sequence[float],
+    max_gradient_bytes: int,
+) -> list[SharingEffects]:
+    etas = [_check_eta(e) for e in etas]
+    if not etas:
+        raise ValueError("etas is empty; pass at least one step size.")
     params = _check_params(params)
     pairs = _check_pairs(pairs)
     dtype = params[0].dtype
@@ -310,7 +368,46 @@ def sharing_effects(
         )
     grads, single_losses = _user_gradients(loss_fn, params, users, dtype)
     dot, norm_u, norm_v, distance = _pair_products(grads, inverse[:, 0], inverse[:, 1])
+    eps = torch.finfo(dtype).eps
+    single = single_losses[inverse[:, 0]]
+    cosine = _nan_divide(dot, norm_u * norm_v)
+    out = []
+    for eta in etas:
+        before, after = _measured_step(loss_fn, params, pairs, inverse, grads, eta)
+        if not np.allclose(before, single, rtol=math.sqrt(eps), atol=math.sqrt(eps)):
+            worst = int(np.argmax(np.abs(before - single)))
+            raise ValueError(
+                f"loss_fn is not deterministic: user {pairs[worst, 0]} got loss {single[worst]!r} alone and "
+                f"{before[worst]!r} in a batch; fix z (e.g. z = mu or fixed eps per user) and make each user's loss "
+                "independent of the other users in the call."
+            )
+        out.append(
+            SharingEffects(
+                u=pairs[:, 0].copy(),
+                v=pairs[:, 1].copy(),
+                eta=eta,
+                loss_u=before,
+                predicted=-eta * dot,
+                measured=after - before,
+                grad_norm_u=norm_u,
+                grad_norm_v=norm_v,
+                cosine=cosine,
+                grad_distance=distance,
+                loss_resolution=eps * np.abs(before),
+            )
+        )
+    return out
 
+
+def _measured_step(
+    loss_fn: LossFn,
+    params: list[torch.Tensor],
+    pairs: np.ndarray,
+    inverse: np.ndarray,
+    grads: torch.Tensor,
+    eta: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """u's losses before and after the step ``theta - eta g_v``, grouped by v; parameters restored bit-exactly."""
     n = pairs.shape[0]
     before = np.empty(n)
     after = np.empty(n)
@@ -335,30 +432,7 @@ def sharing_effects(
         with torch.no_grad():
             for p, s in zip(params, saved, strict=True):
                 p.copy_(s)
-
-    eps = torch.finfo(dtype).eps
-    single = single_losses[inverse[:, 0]]
-    if not np.allclose(before, single, rtol=math.sqrt(eps), atol=math.sqrt(eps)):
-        worst = int(np.argmax(np.abs(before - single)))
-        raise ValueError(
-            f"loss_fn is not deterministic: user {pairs[worst, 0]} got loss {single[worst]!r} alone and "
-            f"{before[worst]!r} in a batch; fix z (e.g. z = mu or fixed eps per user) and make each user's loss "
-            "independent of the other users in the call."
-        )
-    cosine = _nan_divide(dot, norm_u * norm_v)
-    return SharingEffects(
-        u=pairs[:, 0].copy(),
-        v=pairs[:, 1].copy(),
-        eta=eta,
-        loss_u=before,
-        predicted=-eta * dot,
-        measured=after - before,
-        grad_norm_u=norm_u,
-        grad_norm_v=norm_v,
-        cosine=cosine,
-        grad_distance=distance,
-        loss_resolution=eps * np.abs(before),
-    )
+    return before, after
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -462,6 +536,15 @@ class BinnedGain:
     reason: str | None
 
 
+RADIUS_RULE = (
+    "a radius only when the bootstrap interval (at the estimator's level, resampling clusters of pairs) of the slope "
+    "of gain on W1 lies entirely below 0 and that of the intercept entirely above 0, so that the gain at W1 = 0 is "
+    "positive, falls with W1, and the line crosses zero at a finite r > 0; otherwise no radius, with the reason. "
+    "The binned crossing follows the same rule."
+)
+"""The decision rule of :func:`estimate_sharing_radius`, in words (fixed before any result is seen)."""
+
+
 @dataclass(frozen=True)
 class SharingRadius:
     r"""Empirical estimate of the sharing radius from (W1, gain) pairs.
@@ -469,18 +552,18 @@ class SharingRadius:
     Attributes
     ----------
     radius : float or None
-        :math:`\hat r = -a / b` for the least-squares line ``gain = a + b W1`` when :math:`b < 0` and
-        :math:`a > 0`; None otherwise (see ``reason``).
+        :math:`\hat r = -a / b` for the least-squares line ``gain = a + b W1``, reported only under the rule
+        :data:`RADIUS_RULE`: the bootstrap interval of b lies below 0 and that of a above 0. None otherwise
+        (see ``reason``).
     ci : tuple of float or None
-        Percentile bootstrap interval of the radius at level ``level`` (pairs resampled with replacement). A
+        Percentile bootstrap interval of the radius at level ``level`` (clusters resampled with replacement). A
         resample whose slope is not negative has no crossing and counts as radius :math:`+\infty`, one whose
-        intercept is not positive as radius 0, so the upper end may be ``inf`` when the fall of the gain is not
-        resolved. None when ``radius`` is None.
+        intercept is not positive as radius 0. None when ``radius`` is None.
     level : float
     intercept, slope : float
         The fitted line (a, b), always finite.
-    slope_ci : tuple of float
-        Percentile bootstrap interval of the slope.
+    intercept_ci, slope_ci : tuple of float
+        Percentile bootstrap intervals of a and b at level ``level``.
     residual_std : float
         Standard deviation of the fit residuals.
     extrapolated : bool
@@ -488,10 +571,14 @@ class SharingRadius:
     boot_no_crossing : float
         Share of bootstrap resamples whose slope was not negative.
     n_pairs, n_boot : int
+    n_clusters : int
+        Resampling units of the bootstrap (``n_pairs`` when no clusters were given).
     binned : BinnedGain
-        The model-free check: the crossing of the binned mean gain.
+        The model-free check: the crossing of the binned mean gain, under the same rule.
     reason : str or None
         Why ``radius`` is None.
+    rule : str
+        :data:`RADIUS_RULE`.
     """
 
     radius: float | None
@@ -499,14 +586,17 @@ class SharingRadius:
     level: float
     intercept: float
     slope: float
+    intercept_ci: tuple[float, float]
     slope_ci: tuple[float, float]
     residual_std: float
     extrapolated: bool
     boot_no_crossing: float
     n_pairs: int
     n_boot: int
+    n_clusters: int
     binned: BinnedGain
     reason: str | None
+    rule: str = RADIUS_RULE
 
 
 def _line_fits(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -519,7 +609,46 @@ def _line_fits(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ym[..., 0] - slope * xm[..., 0], slope
 
 
-def _binned(w1: np.ndarray, gain: np.ndarray, n_bins: int) -> BinnedGain:
+def _cluster_bootstrap_lines(
+    x: np.ndarray, y: np.ndarray, cluster: np.ndarray, n_boot: int, gen: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Intercepts and slopes of the least-squares line on ``n_boot`` cluster-bootstrap resamples.
+
+    A resample draws the ``C`` clusters with replacement and keeps every pair of each drawn cluster. With
+    :math:`m_c` the number of times cluster c is drawn and the per-cluster sums :math:`S_c = (n_c, \sum x,
+    \sum y, \sum x^2, \sum xy)` of the centred data, the resample's sums are :math:`\sum_c m_c S_c`, so the
+    fit is one matrix product per block of resamples (exactly the fit on the resampled pairs).
+    """
+    n_clusters = int(cluster.max()) + 1
+    x0, y0 = float(x.mean()), float(y.mean())
+    xc, yc = x - x0, y - y0
+    stats = np.stack(
+        [np.bincount(cluster, weights=w, minlength=n_clusters) for w in (np.ones_like(xc), xc, yc, xc * xc, xc * yc)],
+        axis=1,
+    )
+    boot_a = np.empty(n_boot)
+    boot_b = np.empty(n_boot)
+    rows = max(1, (1 << 22) // n_clusters)  # bounded (rows, n_clusters) count blocks
+    for s in range(0, n_boot, rows):
+        m = min(rows, n_boot - s)
+        draw = gen.integers(0, n_clusters, size=(m, n_clusters))
+        flat = (np.arange(m)[:, None] * n_clusters + draw).ravel()
+        counts = np.bincount(flat, minlength=m * n_clusters).reshape(m, n_clusters).astype(np.float64)
+        n, sx, sy, sxx, sxy = (counts @ stats).T
+        mx, my = sx / n, sy / n
+        vxx = sxx - n * mx * mx
+        vxy = sxy - n * mx * my
+        slope = np.divide(vxy, vxx, out=np.zeros_like(vxy), where=vxx > 1e-12 * np.maximum(sxx, 1e-300))
+        boot_b[s : s + m] = slope
+        boot_a[s : s + m] = y0 + my - slope * (x0 + mx)
+    return boot_a, boot_b
+
+
+def _interval(lo: float, hi: float) -> str:
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
+def _binned(w1: np.ndarray, gain: np.ndarray, n_bins: int, blocked: str | None) -> BinnedGain:
     edges = np.unique(np.quantile(w1, np.linspace(0.0, 1.0, n_bins + 1)))
     if edges.shape[0] < 2:
         edges = np.array([w1.min(), w1.max()])
@@ -531,7 +660,9 @@ def _binned(w1: np.ndarray, gain: np.ndarray, n_bins: int) -> BinnedGain:
     gain_mean = np.bincount(which, weights=gain, minlength=counts.shape[0])[keep] / counts[keep]
     counts = counts[keep].astype(np.int64)
     crossing, reason = None, None
-    if gain_mean[0] <= 0:
+    if blocked is not None:
+        reason = f"not reported, as for the line: {blocked}"
+    elif gain_mean[0] <= 0:
         reason = "the mean gain is not positive even in the nearest W1 bin"
     else:
         down = np.flatnonzero(gain_mean <= 0)
@@ -544,10 +675,20 @@ def _binned(w1: np.ndarray, gain: np.ndarray, n_bins: int) -> BinnedGain:
     return BinnedGain(edges, w1_mean, gain_mean, counts, crossing, reason)
 
 
+def _cluster_codes(clusters: np.ndarray | torch.Tensor | Sequence[int] | None, n: int) -> np.ndarray:
+    if clusters is None:
+        return np.arange(n)
+    arr = np.asarray(clusters.detach().cpu() if isinstance(clusters, torch.Tensor) else clusters)
+    if arr.shape != (n,):
+        raise ValueError(f"clusters must hold one label per pair, shape ({n},); got shape {arr.shape}.")
+    return np.unique(arr, return_inverse=True)[1].reshape(n)
+
+
 def estimate_sharing_radius(
     w1: np.ndarray | torch.Tensor,
     gain: np.ndarray | torch.Tensor,
     *,
+    clusters: np.ndarray | torch.Tensor | Sequence[int] | None = None,
     n_bins: int = 10,
     n_boot: int = 1000,
     level: float = 0.95,
@@ -558,18 +699,36 @@ def estimate_sharing_radius(
     Theorem 2.3 bounds the normalised gain from below by a line that falls with W1,
     :math:`\mathrm{gain}_{uv} \ge \lVert g_u\rVert - \Delta_x(u, v) - L_{\theta z} W_1(q_u, q_v)`, vanishing at
     :math:`r_{share}`. We fit :math:`\mathrm{gain} \approx a + b\, W_1` by least squares over pairs and report
-    :math:`\hat r = -a/b` (when :math:`b < 0 < a`), with a percentile bootstrap interval over pairs, plus
-    the crossing of the mean gain in quantile bins of W1 as a model-free check.
+    :math:`\hat r = -a/b`, with a percentile bootstrap interval, plus the crossing of the mean gain in quantile
+    bins of W1 as a model-free check.
+
+    **Decision rule** (:data:`RADIUS_RULE`, fixed before results are seen). With :math:`[b_{lo}, b_{hi}]` and
+    :math:`[a_{lo}, a_{hi}]` the percentile bootstrap intervals at ``level`` of the slope and the intercept,
+
+    .. math::
+        \hat r = -a / b \ \text{is reported} \iff b_{hi} < 0 \ \text{and}\ a_{lo} > 0,
+
+    otherwise ``radius`` is None with the reason (e.g. "slope interval [-0.02, 0.01] includes 0"). A point
+    estimate :math:`b < 0 < a` is not enough: on data where the gain does not depend on W1 it holds about half
+    the time. Under such a null the slope interval misses 0 on the low side with probability about
+    :math:`(1 - \text{level}) / 2` (2.5% at 95%), so a radius is reported at most that often; the binned
+    crossing is withheld whenever the line's is.
+
+    **Resampling units.** Pairs that share a user are not independent: in :mod:`analyses.sharing_radius` every
+    anchor u appears in two pairs, and its gradient norm :math:`\lVert g_u\rVert` and latent neighbourhood move
+    both pairs' gain and W1 together. Pass ``clusters`` (e.g. the anchor u of each pair) and the bootstrap
+    resamples clusters with replacement, keeping all pairs of a drawn cluster (the cluster bootstrap; Cameron,
+    Gelbach and Miller, "Bootstrap-based improvements for inference with clustered errors", 2008). Without
+    ``clusters`` each pair is its own cluster. Dependence through a shared partner v across clusters is not
+    modelled (in the job, partners rarely repeat).
 
     This is an **empirical estimate**, not the theorem's radius. It assumes (i) the mean gain falls about
     linearly with W1 over the observed range (the theorem bounds the gain, it does not say the mean is
     linear); (ii) one radius for all pairs: :math:`r_{share}(u, v)` varies with :math:`\lVert g_u\rVert` and
-    :math:`\Delta_x(u, v)`, so :math:`\hat r` is a population-level summary (normalise the gain per user,
-    e.g. divide by :math:`\lVert g_u\rVert`, to remove the first source); (iii) the step is small enough for
-    the :math:`O(\eta)` part of the gain to be negligible (compare ``gain`` with ``predicted_gain`` of
-    :class:`SharingEffects`); (iv) the W1 passed is W1 or a consistent proxy: the radius is in the units of
-    whatever was passed (e.g. the lower or upper end of :func:`pair_w1_bounds`). Pairs are treated as
-    independent in the bootstrap, though pairs that share a user are not.
+    :math:`\Delta_x(u, v)`, so :math:`\hat r` is a population-level summary; (iii) the step is small enough for
+    the :math:`O(\eta)` part of the gain to be negligible (:func:`first_order_check`); (iv) the W1 passed is W1
+    or a consistent proxy: the radius is in the units of whatever was passed (e.g. the lower or upper end of
+    :func:`pair_w1_bounds`).
 
     Parameters
     ----------
@@ -577,6 +736,8 @@ def estimate_sharing_radius(
         W1(q_u, q_v) per pair (>= 0).
     gain : array, shape (n,)
         Normalised gain per pair, e.g. ``SharingEffects.gain`` (finite; drop NaN pairs first).
+    clusters : array, shape (n,), optional
+        Label of each pair's resampling unit (any hashable values, e.g. the user u); None: pairs independent.
     n_bins : int
         Quantile bins of W1 for the binned mean.
     n_boot : int
@@ -588,8 +749,7 @@ def estimate_sharing_radius(
     Returns
     -------
     SharingRadius
-        ``radius`` None with ``reason`` when the fitted slope is not negative (no radius) or the intercept is
-        not positive (no pair is predicted to gain).
+        ``radius`` None with ``reason`` when the rule does not hold.
     """
     w1, gain = _paired_arrays(w1=w1, gain=gain)
     if w1.shape[0] < 3:
@@ -607,35 +767,43 @@ def estimate_sharing_radius(
     if not (0 < level < 1):
         raise ValueError(f"level must be in (0, 1), e.g. 0.95; got {level!r}.")
     n_bins, n_boot = int(n_bins), int(n_boot)
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     n = w1.shape[0]
+    cluster = _cluster_codes(clusters, n)
+    n_clusters = int(cluster.max()) + 1
+    if n_clusters < 3:
+        raise ValueError(f"need at least 3 clusters to resample; got {n_clusters}.")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
     a, b = _line_fits(w1, gain)
     a, b = float(a), float(b)
     residual_std = float(np.std(gain - (a + b * w1)))
 
-    boot_a = np.empty(n_boot)
-    boot_b = np.empty(n_boot)
-    rows = max(1, (1 << 22) // n)  # bounded (rows, n) index blocks
-    for s in range(0, n_boot, rows):
-        idx = gen.integers(0, n, size=(min(rows, n_boot - s), n))
-        boot_a[s : s + idx.shape[0]], boot_b[s : s + idx.shape[0]] = _line_fits(w1[idx], gain[idx])
+    boot_a, boot_b = _cluster_bootstrap_lines(w1, gain, cluster, n_boot, gen)
     falls = boot_b < 0
     boot_r = np.full(n_boot, np.inf)
     boot_r[falls] = np.maximum(-boot_a[falls] / boot_b[falls], 0.0)
     lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
     # order statistics, not interpolation: the sample may hold inf
-    r_lo, r_hi = np.quantile(boot_r, [lo_q, hi_q], method="inverted_cdf")
-    s_lo, s_hi = np.quantile(boot_b, [lo_q, hi_q], method="inverted_cdf")
+    r_lo, r_hi = (float(q) for q in np.quantile(boot_r, [lo_q, hi_q], method="inverted_cdf"))
+    s_lo, s_hi = (float(q) for q in np.quantile(boot_b, [lo_q, hi_q], method="inverted_cdf"))
+    a_lo, a_hi = (float(q) for q in np.quantile(boot_a, [lo_q, hi_q], method="inverted_cdf"))
 
+    pct = f"{100 * level:g}%"
     radius, ci, reason, extrapolated = None, None, None, False
-    if b >= 0:
-        reason = f"the fitted slope of gain on W1 is not negative ({b:.3g}): the gain does not fall with W1"
-    elif a <= 0:
-        reason = f"the fitted intercept is not positive ({a:.3g}): no pair is predicted to gain, even at W1 = 0"
+    if not s_hi < 0:
+        where = "lies above 0" if s_lo > 0 else "includes 0"
+        reason = (
+            f"the {pct} interval of the slope of gain on W1, {_interval(s_lo, s_hi)}, {where}: the gain does not "
+            f"fall with W1 (estimate {b:.3g})"
+        )
+    elif not a_lo > 0:
+        reason = (
+            f"the {pct} interval of the intercept, {_interval(a_lo, a_hi)}, does not lie above 0: no pair is "
+            f"reliably predicted to gain, even at W1 = 0 (estimate {a:.3g})"
+        )
     else:
         radius = -a / b
-        ci = (float(r_lo), float(r_hi))
+        ci = (r_lo, r_hi)
         extrapolated = bool(radius > w1.max())
     return SharingRadius(
         radius=radius,
@@ -643,15 +811,179 @@ def estimate_sharing_radius(
         level=float(level),
         intercept=a,
         slope=b,
-        slope_ci=(float(s_lo), float(s_hi)),
+        intercept_ci=(a_lo, a_hi),
+        slope_ci=(s_lo, s_hi),
         residual_std=residual_std,
         extrapolated=extrapolated,
         boot_no_crossing=float(1.0 - falls.mean()),
         n_pairs=n,
         n_boot=n_boot,
-        binned=_binned(w1, gain, n_bins),
+        n_clusters=n_clusters,
+        binned=_binned(w1, gain, n_bins, reason),
         reason=reason,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the first-order regime: choosing eta
+# ---------------------------------------------------------------------------------------------------------
+
+ETA_GRID = (1e-3, 1e-4, 1e-5, 1e-6)
+"""Step sizes tried by :func:`choose_eta`, largest first."""
+FIRST_ORDER_TOL = 0.05
+"""Largest median |remainder| / median |first-order prediction| accepted as the first-order regime."""
+
+
+@dataclass(frozen=True)
+class FirstOrderCheck:
+    r"""Is a step size in the first-order regime of Theorem 2.3?
+
+    Attributes
+    ----------
+    eta : float
+    remainder_ratio : float or None
+        :math:`\mathrm{median}_{uv} |R_{uv}(\eta)| / \mathrm{median}_{uv} |\eta \langle g_u, g_v\rangle|`, the
+        second-order remainder against the first-order prediction; None when every prediction is 0.
+    median_relative_remainder : float or None
+        :math:`\mathrm{median}_{uv} |R_{uv}| / |\eta\langle g_u, g_v\rangle|` over pairs with a nonzero prediction
+        (a per-pair ratio: heavy-tailed where the prediction is near 0, so not the criterion).
+    tol : float
+    holds : bool
+        ``remainder_ratio < tol``.
+    """
+
+    eta: float
+    remainder_ratio: float | None
+    median_relative_remainder: float | None
+    tol: float
+    holds: bool
+
+
+def first_order_check(effects: SharingEffects, tol: float = FIRST_ORDER_TOL) -> FirstOrderCheck:
+    r"""Check the first-order regime of one step size on measured effects.
+
+    For a step :math:`\eta`, Taylor's theorem gives :math:`L_u(\theta - \eta g_v) - L_u(\theta) = -\eta\langle
+    g_u, g_v\rangle + R_{uv}(\eta)` with :math:`R_{uv}(\eta) = \tfrac12 \eta^2 g_v^\top \nabla^2 L_u(\xi) g_v`
+    (Theorem 2.3, PAPER.md section 2). The step is in the first-order regime when
+
+    .. math::
+        \frac{\mathrm{median}_{uv} |R_{uv}(\eta)|}{\mathrm{median}_{uv} |\eta \langle g_u, g_v\rangle|} < \text{tol}
+        \quad (\text{default } 0.05).
+
+    Since :math:`R = O(\eta^2)` and the prediction is :math:`O(\eta)`, the ratio falls about linearly with
+    :math:`\eta` until the loss's rounding (``SharingEffects.loss_resolution``) takes over.
+
+    Parameters
+    ----------
+    effects : SharingEffects
+    tol : float
+        In (0, 1).
+
+    Returns
+    -------
+    FirstOrderCheck
+    """
+    if not (0 < tol < 1):
+        raise ValueError(f"tol must be in (0, 1), e.g. 0.05; got {tol!r}.")
+    prediction = np.abs(effects.predicted)
+    remainder = np.abs(effects.remainder)
+    scale = float(np.median(prediction))
+    ratio = float(np.median(remainder)) / scale if scale > 0 else None
+    nonzero = prediction > 0
+    relative = float(np.median(remainder[nonzero] / prediction[nonzero])) if nonzero.any() else None
+    return FirstOrderCheck(
+        eta=float(effects.eta),
+        remainder_ratio=ratio,
+        median_relative_remainder=relative,
+        tol=float(tol),
+        holds=ratio is not None and ratio < tol,
+    )
+
+
+@dataclass(frozen=True)
+class EtaChoice:
+    """The step size chosen by :func:`select_eta` / :func:`choose_eta`.
+
+    Attributes
+    ----------
+    eta : float
+        The largest step size of the grid in the first-order regime, else the smallest tried.
+    effects : SharingEffects
+        The effects at ``eta``.
+    check : FirstOrderCheck
+        The check at ``eta``.
+    tried : tuple of FirstOrderCheck
+        The checks of the step sizes tried, largest first, up to and including ``eta``.
+    holds : bool
+        ``check.holds``: False when no step size of the grid is in the first-order regime.
+    """
+
+    eta: float
+    effects: SharingEffects
+    check: FirstOrderCheck
+    tried: tuple[FirstOrderCheck, ...]
+    holds: bool
+
+
+def select_eta(candidates: Sequence[SharingEffects], tol: float = FIRST_ORDER_TOL) -> EtaChoice:
+    """From effects measured at several step sizes, the largest step size in the first-order regime.
+
+    The step sizes are tried from the largest down; the first whose :func:`first_order_check` holds is chosen
+    (a larger step keeps the measured change furthest above the loss's rounding). When none holds, the smallest
+    is returned with ``holds`` False.
+
+    Parameters
+    ----------
+    candidates : sequence of SharingEffects
+        Effects of the same pairs at distinct step sizes (any order).
+    tol : float
+
+    Returns
+    -------
+    EtaChoice
+    """
+    if not candidates:
+        raise ValueError("candidates is empty; pass effects at one or more step sizes.")
+    ordered = sorted(candidates, key=lambda e: -e.eta)
+    tried = []
+    for effects in ordered:
+        check = first_order_check(effects, tol)
+        tried.append(check)
+        if check.holds:
+            break
+    return EtaChoice(eta=effects.eta, effects=effects, check=check, tried=tuple(tried), holds=check.holds)
+
+
+def choose_eta(
+    loss_fn: LossFn,
+    params: Sequence[torch.Tensor],
+    pairs: np.ndarray | torch.Tensor | Sequence[Sequence[int]],
+    *,
+    grid: Sequence[float] = ETA_GRID,
+    tol: float = FIRST_ORDER_TOL,
+    max_gradient_bytes: int = 2 << 30,
+) -> EtaChoice:
+    r"""The largest step size of ``grid`` whose median second-order remainder is under ``tol`` of the median
+    first-order prediction (:func:`first_order_check`), with its effects.
+
+    The gradients are computed once (:func:`sharing_effects_grid`); each step size costs two forward calls per
+    distinct v.
+
+    Parameters
+    ----------
+    loss_fn, params, pairs, max_gradient_bytes
+        As in :func:`sharing_effects`.
+    grid : sequence of float
+        Step sizes to try (default :data:`ETA_GRID`, 1e-3 to 1e-6).
+    tol : float
+        Default :data:`FIRST_ORDER_TOL` (0.05).
+
+    Returns
+    -------
+    EtaChoice
+    """
+    effects = sharing_effects_grid(loss_fn, params, pairs, list(grid), max_gradient_bytes=max_gradient_bytes)
+    return select_eta(effects, tol)
 
 
 # ---------------------------------------------------------------------------------------------------------

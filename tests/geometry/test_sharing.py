@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from geometry.sharing import (
+    RADIUS_RULE,
     estimate_sharing_radius,
     pair_w1_bounds,
     sample_pairs,
@@ -346,7 +347,8 @@ def test_no_radius_for_a_non_decreasing_relation():
     est = estimate_sharing_radius(w1, 0.5 + 0.4 * w1 + 0.2 * rng.normal(size=400), n_boot=200)
     assert est.radius is None and est.ci is None and "slope" in est.reason
     assert est.slope > 0 and est.boot_no_crossing == 1.0
-    assert est.binned.crossing is None and "positive" in est.binned.reason
+    # the binned crossing follows the line's rule
+    assert est.binned.crossing is None and est.binned.reason.startswith("not reported") and "slope" in est.binned.reason
     fields = [est.intercept, est.slope, *est.slope_ci, est.residual_std]
     assert all(math.isfinite(f) for f in fields)
     # falling but negative everywhere: no pair gains, so no radius either
@@ -355,20 +357,44 @@ def test_no_radius_for_a_non_decreasing_relation():
     assert down.binned.crossing is None
 
 
-def test_unresolved_slope_gives_an_unbounded_interval():
-    n_inf = 0
+def test_unresolved_slope_gives_no_radius():
+    """A point slope < 0 < intercept is not a radius: the slope's interval must lie below 0 (issue 10)."""
+    naive = 0
     for seed in range(5):
         rng = np.random.default_rng(seed)
         w1 = rng.uniform(0, 1, 100)
         est = estimate_sharing_radius(w1, 1.0 - 0.01 * w1 + rng.normal(size=100), n_boot=300, rng=seed)
-        if est.radius is None:
-            continue
-        # resamples without a crossing count as an infinite radius: the upper end is inf exactly when more
-        # than (1 - level) / 2 of them do not fall
-        assert (est.ci[1] == math.inf) == (est.boot_no_crossing > (1 - est.level) / 2)
-        assert est.ci[0] <= est.radius and math.isfinite(est.ci[0])
-        n_inf += est.ci[1] == math.inf
-    assert n_inf >= 1
+        naive += est.slope < 0 < est.intercept
+        assert est.radius is None and est.ci is None
+        assert est.slope_ci[0] < 0 < est.slope_ci[1] and "includes 0" in est.reason
+        assert est.binned.crossing is None
+    assert naive >= 1  # the old rule would have reported a radius here
+
+
+def test_reported_radius_has_a_finite_interval_around_it():
+    rng = np.random.default_rng(11)
+    w1 = rng.uniform(0, 3, 300)
+    est = estimate_sharing_radius(w1, 1.0 - 0.5 * w1 + 0.5 * rng.normal(size=300), n_boot=400, rng=0)
+    assert est.radius is not None and est.slope_ci[1] < 0 < est.intercept_ci[0]
+    assert est.ci[0] <= est.radius <= est.ci[1] < math.inf
+    assert est.boot_no_crossing <= (1 - est.level) / 2 and est.rule == RADIUS_RULE
+
+
+def test_bootstrap_equals_fits_on_explicit_resamples():
+    """The sufficient-statistics bootstrap gives the least-squares fit of the resampled clusters' pairs."""
+    rng = np.random.default_rng(5)
+    w1 = rng.gamma(2.0, 1.0, 60)
+    gain = 1.0 - 0.3 * w1 + rng.normal(size=60)
+    labels = rng.integers(0, 20, 60)
+    est = estimate_sharing_radius(w1, gain, clusters=labels, n_boot=50, level=0.5, rng=9)
+    codes = np.unique(labels, return_inverse=True)[1]
+    draws = np.random.default_rng(9).integers(0, codes.max() + 1, size=(50, codes.max() + 1))
+    slopes = []
+    for d in draws:
+        rows = np.concatenate([np.flatnonzero(codes == c) for c in d])
+        slopes.append(np.polyfit(w1[rows], gain[rows], 1)[0])
+    expected = np.quantile(slopes, [0.25, 0.75], method="inverted_cdf")
+    np.testing.assert_allclose(est.slope_ci, expected, rtol=1e-9)
 
 
 def test_radius_bad_inputs():
