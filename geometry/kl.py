@@ -17,9 +17,17 @@ Estimator (:func:`kl_budget`)
 * Draw S samples :math:`z_{n,s} \sim q_n` from every component (stratified sampling of :math:`q_h`).
 * :math:`\log q_h(z) = \mathrm{logsumexp}_m \log q_m(z) - \log K`, computed **exactly over all K components**
   for every sample, in chunks of queries x components (torch, float64). No minibatch approximation, hence no
-  minibatch bias. Each log-density block is one matmul via
+  minibatch bias. Each log-density block is first one matmul via
   :math:`\sum_k (z_k - \mu_{mk})^2/\sigma_{mk}^2 = [z^2, z] \cdot [\sigma_m^{-2}, -2\mu_m\sigma_m^{-2}] +
   \sum_k \mu_{mk}^2 \sigma_{mk}^{-2}`.
+* Stable evaluation. The expanded form cancels when :math:`|\mu|/\sigma` is large (tiny variances): its rounding
+  error is at most :math:`\gamma\,(\|z\|^2 \max_k \sigma_{mk}^{-2} + \sum_k \mu_{mk}^2\sigma_{mk}^{-2} + |c_m|)`
+  with :math:`\gamma = (2d + 8)\,u`, u the float64 unit roundoff (a standard dot-product bound). Every
+  (sample, component) pair whose bound exceeds :data:`EXACT_TOLERANCE` nats and that can matter (its value plus
+  the bound is within :data:`LSE_MARGIN` + log K of the sample's own log density, a lower bound of the maximum) is
+  recomputed centred, :math:`\sum_k ((z_k - \mu_{mk})/\sigma_{mk})^2`. The own component is always the exact
+  :math:`\sum_k \epsilon_k^2` of the standardised draw, so :math:`\log q_h(z) \ge \log q_n(z) - \log K` holds in
+  floating point and the estimate of :math:`I_q` never exceeds :math:`\log K` beyond rounding.
 * :math:`KL(q_h\|p) \approx \mathrm{mean}_{n,s}[\log q_h(z_{n,s}) - \log p(z_{n,s})]`.
 * :math:`I_q \approx \mathrm{mean}_{n,s}[\log q_n(z_{n,s}) - \log q_h(z_{n,s})]`, the direct estimate; every
   term is at most :math:`\log K`, so the estimate never exceeds :math:`\log K`.
@@ -28,11 +36,29 @@ Estimator (:func:`kl_budget`)
   :math:`\mathrm{mean}_{n,s}[\log q_n(z) - \log p(z)]` around the analytic mean KL, with a standard error:
   it is the "three terms add up" check.
 
-Uncertainty: the reported standard errors are sample standard deviations of the per-sample terms over
-:math:`\sqrt{KS}`. They describe Monte Carlo error for the fixed set of K posteriors and are conservative
-(stratified sampling has lower variance than i.i.d. sampling from :math:`q_h`). The mean KL is exact for a
-fixed set of rows; its ``mean_kl_se`` is the between-row standard error, i.e. the uncertainty if the K
-(user, mask) rows are viewed as a sample from a population. Intervals are normal-approximation intervals.
+Uncertainty, two kinds:
+
+* ``*_se`` (used by :meth:`KLBudget.ci`): **user-clustered** standard errors, the uncertainty if the N users are
+  viewed as a sample from a population. A user's M mask draws and S samples are not independent, so the
+  per-sample terms (and the analytic KL rows) are first averaged per user, :math:`\bar t_n = \frac{1}{MS}
+  \sum_{m,s} t_{m n s}`, and the standard error is :math:`\mathrm{sd}_n(\bar t_n)/\sqrt N` (the naive
+  :math:`\mathrm{sd}(t)/\sqrt{MNS}` is too narrow by up to :math:`\sqrt{MS}`). For ``mean_kl`` this is the
+  only uncertainty: the mean KL of a fixed sample is exact.
+* ``*_mc_se``: Monte Carlo error for the **fixed** set of K posteriors (stratified sampling of :math:`q_h`),
+  :math:`\sqrt{\sum_c \widehat{\mathrm{var}}_c(t)/S}\,/K` from the within-component variances (S >= 2); with
+  S = 1 the conservative :math:`\mathrm{sd}(t)/\sqrt{K}`. This is the error to compare with a quadrature of
+  the same mixture.
+
+Intervals are normal-approximation intervals.
+
+Saturation. Every term of :math:`\hat I` is at most :math:`\log K`, with equality when the sample's own
+component dominates :math:`q_h(z)`. When the posteriors barely overlap, :math:`\hat I \approx \log K`: the
+estimate then measures K, not the model, and the split of the mean KL into :math:`I_q` and
+:math:`KL(q_h\|p)` is **not identifiable at this sample size** (both terms move with N and M for an unchanged
+model). The rule, fixed here: ``saturated`` when the gap ``log K - I`` is at most
+:data:`SATURATION_FRACTION` (5%) of log K, i.e. the geometric-mean weight of a sample's own component in
+:math:`q_h` exceeds :math:`K^{-0.05}` (0.60 at K = 24,170; 0.75 at K = 300). The same rule with log N flags
+the user-level :math:`I(X; Z)` (``saturated_users``).
 
 Mask draws: pass ``mu, logvar`` of shape (M, N, d) for M mask draws of N users. The K = M N rows are the
 mixture components (each (user, mask) pair weighs 1/(MN)), which estimates :math:`q_h` and
@@ -56,9 +82,17 @@ from geometry.wasserstein import _check_latent_axis, _coerce
 
 ArrayLike = Any
 
-__all__ = ["KLBudget", "kl_budget", "kl_to_standard_normal"]
+__all__ = ["EXACT_TOLERANCE", "LSE_MARGIN", "SATURATION_FRACTION", "KLBudget", "kl_budget", "kl_to_standard_normal"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+_UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2.0
+
+SATURATION_FRACTION = 0.05
+"""The saturation rule: I(X_h; Z) is flagged when ``log K - I <= SATURATION_FRACTION * log K``."""
+EXACT_TOLERANCE = 1e-9
+"""Nats: a log density whose expanded-form rounding bound exceeds this is recomputed centred."""
+LSE_MARGIN = 50.0
+"""Nats below the own log density (plus log K) beyond which a component cannot change log q_h(z)."""
 
 
 def kl_to_standard_normal(mu: ArrayLike, logvar: ArrayLike) -> ArrayLike:
@@ -97,17 +131,26 @@ class KLBudget:
     log_n_components : float
         log K, the upper bound on ``mutual_information``.
     mean_kl, mean_kl_se : float
-        Analytic mean KL(q_n || p) over the K rows (exact) and its between-row standard error.
-    mutual_information, mutual_information_se : float
-        Direct estimate of I_q(X_h; Z) (<= log K).
-    mutual_information_users, mutual_information_users_se : float
+        Analytic mean KL(q_n || p) over the K rows (exact) and its user-clustered standard error (the M draws of a
+        user averaged first, then the standard error over the N users).
+    mutual_information, mutual_information_se, mutual_information_mc_se : float
+        Direct estimate of I_q(X_h; Z) (<= log K); user-clustered and Monte Carlo (fixed posteriors) errors.
+    mutual_information_users, mutual_information_users_se, mutual_information_users_mc_se : float
         I(X; Z) with the mask draws of each user pooled (<= log N); equals ``mutual_information`` when M = 1.
-    kl_aggregate, kl_aggregate_se : float
+    kl_aggregate, kl_aggregate_se, kl_aggregate_mc_se : float
         KL(q_h || p).
     mutual_information_identity : float
         ``mean_kl - kl_aggregate``, the identity-based estimate of I_q(X_h; Z).
-    additivity_gap, additivity_gap_se : float
+    additivity_gap, additivity_gap_se, additivity_gap_mc_se : float
         ``mean_kl - (mutual_information + kl_aggregate)``; zero in expectation.
+    mi_gap_to_ceiling, mi_users_gap_to_ceiling : float
+        ``log K - mutual_information`` and ``log N - mutual_information_users`` (>= 0 up to rounding).
+    saturated, saturated_users : bool
+        The saturation rule of the module docstring (gap <= :data:`SATURATION_FRACTION` x ceiling): the estimate
+        sits at its ceiling and the split of the mean KL is not identifiable at this sample size.
+    n_exact_recomputed : int
+        (sample, component) log densities recomputed centred because the expanded form could have lost more than
+        :data:`EXACT_TOLERANCE` nats.
     confidence : float
         Level of the intervals returned by :meth:`ci`.
     """
@@ -128,12 +171,29 @@ class KLBudget:
     additivity_gap: float
     additivity_gap_se: float
     confidence: float = 0.95
+    mutual_information_mc_se: float = float("nan")
+    mutual_information_users_mc_se: float = float("nan")
+    kl_aggregate_mc_se: float = float("nan")
+    additivity_gap_mc_se: float = float("nan")
+    mi_gap_to_ceiling: float = float("nan")
+    mi_users_gap_to_ceiling: float = float("nan")
+    saturated: bool = False
+    saturated_users: bool = False
+    n_exact_recomputed: int = 0
+
+    @property
+    def saturation_message(self) -> str | None:
+        """``"not identifiable at this sample size: Î = log K - x"`` when :attr:`saturated`, else None."""
+        if not self.saturated:
+            return None
+        return f"not identifiable at this sample size: Î = log K - {self.mi_gap_to_ceiling:.3g}"
 
     def ci(self, name: str) -> tuple[float, float]:
-        """Normal-approximation interval ``estimate -/+ z_{(1+confidence)/2} * se`` for one quantity.
+        """Normal-approximation interval ``estimate -/+ z_{(1+confidence)/2} * se`` (user-clustered se).
 
         ``name`` is one of "mean_kl", "mutual_information", "mutual_information_users", "kl_aggregate",
-        "additivity_gap".
+        "additivity_gap". The interval is returned even when :attr:`saturated`; callers that report the split
+        of the mean KL should then report the flag (:attr:`saturation_message`) instead of the interval.
         """
         if name not in (
             "mean_kl",
@@ -157,11 +217,32 @@ def _to_float64_numpy(name: str, a: ArrayLike) -> np.ndarray:
     return a
 
 
-def _mean_se(x: torch.Tensor) -> tuple[float, float]:
-    n = x.numel()
-    mean = float(x.mean())
-    se = float(x.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-    return mean, se
+def _clustered_mean_se(x: torch.Tensor) -> tuple[float, float]:
+    r"""Mean and user-clustered standard error of terms ``x`` of shape (M, N, S) (mask draw, user, sample).
+
+    :math:`\bar x_n = \mathrm{mean}_{m,s}\, x_{mns}`, se :math:`= \mathrm{sd}(\bar x_n) / \sqrt N` (NaN for N = 1).
+    """
+    per_user = x.mean(dim=(0, 2))
+    n = per_user.numel()
+    se = float(per_user.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
+    return float(x.mean()), se
+
+
+def _monte_carlo_se(x: torch.Tensor) -> float:
+    r"""Monte Carlo standard error of the stratified mean of ``x`` (M, N, S) for fixed components.
+
+    :math:`\sqrt{\sum_c \widehat{\mathrm{var}}_c / S} / K` over the K = M N components with S >= 2; with S = 1
+    the conservative :math:`\mathrm{sd}(x) / \sqrt{K}`.
+    """
+    flat = x.reshape(-1, x.shape[-1])
+    k, s = flat.shape
+    if s >= 2:
+        return float(math.sqrt(float(flat.var(dim=1, unbiased=True).sum()) / s) / k)
+    return float(flat.std(unbiased=True)) / math.sqrt(k) if k > 1 else float("nan")
+
+
+def _saturated(gap: float, ceiling: float) -> bool:
+    return bool(gap <= SATURATION_FRACTION * ceiling)
 
 
 def kl_budget(
@@ -176,6 +257,14 @@ def kl_budget(
 ) -> KLBudget:
     r"""Estimate mean KL, :math:`I_q(X_h; Z)` and :math:`KL(q_h\,\|\,p)` over all posteriors (module docstring).
 
+    .. math::
+        \hat I = \frac{1}{KS}\sum_{c,s}\Big[\log q_c(z_{cs}) - \log \tfrac1K \sum_{c'} q_{c'}(z_{cs})\Big]
+        \le \log K, \qquad
+        \widehat{KL}(q_h\|p) = \frac{1}{KS}\sum_{c,s}\big[\log q_h(z_{cs}) - \log p(z_{cs})\big],
+
+    with :math:`z_{cs} \sim q_c` and :math:`\log q_h` exact over all K components (stable evaluation, module
+    docstring), user-clustered standard errors and the saturation flag.
+
     Parameters
     ----------
     mu, logvar : array (numpy or torch), shape (N, d) or (M, N, d)
@@ -186,7 +275,7 @@ def kl_budget(
         Samples per query block.
     component_chunk_size : int
         Components per block of the log-sum-exp; a block holds ``chunk_size * component_chunk_size``
-        float64 values (32 MB at the defaults).
+        float64 values (32 MB at the defaults, about three such blocks at a time).
     rng : numpy.random.Generator, int or None
         Draws the standard normals (all K S d of them up front, float64, so results do not depend on the
         chunk sizes).
@@ -199,7 +288,12 @@ def kl_budget(
     Notes
     -----
     Cost: K S x K x 2d multiply-adds and K S K exponentials; about 14 s on a shared 2-core CPU for K = 10,000,
-    d = 200, S = 1 (see benchmarks/RESULTS_geometry.md).
+    d = 200, S = 1 (see benchmarks/RESULTS_geometry.md), growing as K^2. The centred recomputation adds d
+    operations per flagged pair (none for well-conditioned posteriors; see ``n_exact_recomputed``).
+
+    References
+    ----------
+    Hoffman & Johnson (2016), "ELBO surgery"; PAPER.md section 5.
     """
     mu_np = _to_float64_numpy("mu", mu)
     lv_np = _to_float64_numpy("logvar", logvar)
@@ -222,10 +316,16 @@ def kl_budget(
     ivar = torch.exp(-lv_c)
     # log q_c(z) = -0.5 * ([z^2, z] @ B_c + const_c)
     b_mat = torch.cat([ivar, -2.0 * mu_c * ivar], dim=1).T.contiguous()  # (2d, K)
-    const = (mu_c**2 * ivar).sum(1) + lv_c.sum(1) + d * _LOG_2PI  # (K,)
+    mu2_ivar = (mu_c**2 * ivar).sum(1)
+    lv_sum = lv_c.sum(1)
+    const = mu2_ivar + lv_sum + d * _LOG_2PI  # (K,)
+    # rounding bound of the expanded form, in nats: 0.5 * gamma * (|z|^2 max ivar + sum mu^2 ivar + |const| terms)
+    gamma = 0.5 * (2 * d + 8) * _UNIT_ROUNDOFF
+    ivar_max = ivar.max(dim=1).values
+    bound_const = gamma * (mu2_ivar + lv_sum.abs() + d * _LOG_2PI)
 
     kl_rows = kl_to_standard_normal(mu_c, lv_c)  # (K,)
-    mean_kl, mean_kl_se = _mean_se(kl_rows)
+    mean_kl, mean_kl_se = _clustered_mean_se(kl_rows.view(m_draws, n_users, 1))
 
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     eps = torch.from_numpy(gen.standard_normal((k * s, d)))
@@ -233,6 +333,7 @@ def kl_budget(
     own = torch.arange(k).repeat_interleave(s)
     log_k = math.log(k)
     log_m = math.log(m_draws)
+    margin = LSE_MARGIN + log_k
 
     t_agg = torch.empty(k * s, dtype=torch.float64)  # log q_h(z) - log p(z)
     t_mi = torch.empty(k * s, dtype=torch.float64)  # log q_own(z) - log q_h(z)
@@ -240,6 +341,7 @@ def kl_budget(
     t_gap = torch.empty(k * s, dtype=torch.float64)  # KL_own - (log q_own(z) - log p(z))
     mu_users = mu_c.view(m_draws, n_users, d)
     lv_users = lv_c.view(m_draws, n_users, d)
+    n_exact = 0
 
     for q0 in range(0, k * s, chunk_size):
         q1 = min(q0 + chunk_size, k * s)
@@ -247,15 +349,28 @@ def kl_budget(
         e = eps[q0:q1]
         z = mu_c[c] + torch.exp(0.5 * lv_c[c]) * e
         feats = torch.cat([z * z, z], dim=1)
-        lse = torch.full((q1 - q0,), -math.inf, dtype=torch.float64)
+        zz = (z * z).sum(1)
+        # own density from the standardised draw: (z - mu)^2 / var = eps^2 exactly
+        log_own = -0.5 * ((e * e).sum(1) + lv_c[c].sum(1) + d * _LOG_2PI)
+        lse = log_own.clone()
+        rows = torch.arange(q1 - q0)
         for c0 in range(0, k, component_chunk_size):
             c1 = min(c0 + component_chunk_size, k)
             block = torch.addmm(const[c0:c1][None, :], feats, b_mat[:, c0:c1]).mul_(-0.5)
+            mine = (c >= c0) & (c < c1)
+            block[rows[mine], c[mine] - c0] = -math.inf  # the own term enters exactly, through log_own
+            bound = torch.addr(bound_const[c0:c1][None, :].expand(q1 - q0, -1), zz, gamma * ivar_max[c0:c1])
+            redo = (bound > EXACT_TOLERANCE) & (block + bound >= (log_own - margin)[:, None])
+            if bool(redo.any()):
+                qi, cj = redo.nonzero(as_tuple=True)
+                n_exact += int(qi.numel())
+                for p0 in range(0, qi.numel(), 65536):
+                    a, b = qi[p0 : p0 + 65536], cj[p0 : p0 + 65536] + c0
+                    quad = (((z[a] - mu_c[b]) ** 2) * ivar[b]).sum(1)
+                    block[a, b - c0] = -0.5 * (quad + lv_sum[b] + d * _LOG_2PI)
             lse = torch.logaddexp(lse, torch.logsumexp(block, dim=1))
         log_qh = lse - log_k
-        # own density from the standardised draw: (z - mu)^2 / var = eps^2 exactly
-        log_own = -0.5 * ((e * e).sum(1) + lv_c[c].sum(1) + d * _LOG_2PI)
-        log_p = -0.5 * ((z * z).sum(1) + d * _LOG_2PI)
+        log_p = -0.5 * (zz + d * _LOG_2PI)
         t_agg[q0:q1] = log_qh - log_p
         t_mi[q0:q1] = log_own - log_qh
         t_gap[q0:q1] = kl_rows[c] - (log_own - log_p)
@@ -267,10 +382,13 @@ def kl_budget(
             dens = -0.5 * (((z[:, None] - mu_u) ** 2 * torch.exp(-lv_u)).sum(2) + lv_u.sum(2) + d * _LOG_2PI)
             t_mi_user[q0:q1] = torch.logsumexp(dens, dim=1) - log_m - log_qh
 
-    kl_agg, kl_agg_se = _mean_se(t_agg)
-    mi, mi_se = _mean_se(t_mi)
-    mi_u, mi_u_se = _mean_se(t_mi_user)
-    gap, gap_se = _mean_se(t_gap)
+    shape = (m_draws, n_users, s)
+    terms = {name: t.view(shape) for name, t in (("agg", t_agg), ("mi", t_mi), ("mi_u", t_mi_user), ("gap", t_gap))}
+    kl_agg, kl_agg_se = _clustered_mean_se(terms["agg"])
+    mi, mi_se = _clustered_mean_se(terms["mi"])
+    mi_u, mi_u_se = _clustered_mean_se(terms["mi_u"])
+    gap, gap_se = _clustered_mean_se(terms["gap"])
+    log_n = math.log(n_users)
     return KLBudget(
         n_users=n_users,
         n_mask_draws=m_draws,
@@ -288,4 +406,13 @@ def kl_budget(
         additivity_gap=gap,
         additivity_gap_se=gap_se,
         confidence=confidence,
+        mutual_information_mc_se=_monte_carlo_se(terms["mi"]),
+        mutual_information_users_mc_se=_monte_carlo_se(terms["mi_u"]),
+        kl_aggregate_mc_se=_monte_carlo_se(terms["agg"]),
+        additivity_gap_mc_se=_monte_carlo_se(terms["gap"]),
+        mi_gap_to_ceiling=log_k - mi,
+        mi_users_gap_to_ceiling=log_n - mi_u,
+        saturated=_saturated(log_k - mi, log_k),
+        saturated_users=_saturated(log_n - mi_u, log_n),
+        n_exact_recomputed=n_exact,
     )
