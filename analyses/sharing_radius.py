@@ -4,7 +4,7 @@ Usage::
 
     python -m analyses.sharing_radius                       # ML-1M, clean Multi-VAE (trained once, cached)
     python -m analyses.sharing_radius --quick               # synthetic data, tiny model: seconds
-    python -m analyses.sharing_radius --eta 1e-4 --w1 upper --anchors 500
+    python -m analyses.sharing_radius --eta 1e-4 --w1 upper --anchors 500   # a given step size, checked
 
 Theorem 2.3 (PAPER.md section 2): a step ``theta+ = theta - eta g_v`` on v's loss changes u's loss by
 
@@ -29,15 +29,24 @@ For every pair (:func:`geometry.sharing.sharing_effects`): the first-order predi
 the measured change after one real step on v, gradient norms and cosine, and the normalised gain
 ``-(measured) / (eta ||g_u||)``. Then:
 
-* ``r_share``: where the least-squares line of gain against W1 crosses zero, with a bootstrap interval over
-  pairs, and the crossing of the binned mean gain (:func:`geometry.sharing.estimate_sharing_radius`; an
-  empirical population-level estimate, see its assumptions). W1 is taken at the ``--w1`` end of the closed
-  form sandwich ``||mu_u - mu_v|| <= W1 <= W2`` (default ``lower``: with ``z = mu`` the losses see the means
-  only; ``upper``: W2);
+* ``r_share``: where the least-squares line of gain against W1 crosses zero, and the crossing of the binned
+  mean gain (:func:`geometry.sharing.estimate_sharing_radius`; an empirical population-level estimate, see
+  its assumptions). **Reported only when** the 95% bootstrap interval of the slope lies below 0 and that of the
+  intercept above 0 (``geometry.sharing.RADIUS_RULE``, recorded as ``radius.rule``); otherwise ``r_share`` is
+  none with the reason (``radius.reason``). The bootstrap resamples **anchors**, keeping both pairs of a drawn
+  anchor, since the two pairs of u share ``||g_u||`` and u's latent neighbourhood. W1 is taken at the
+  ``--w1`` end of the closed form sandwich ``||mu_u - mu_v|| <= W1 <= W2`` (default ``lower``: with
+  ``z = mu`` the losses see the means only; ``upper``: W2);
 * the share of pairs where v's step helps u (measured change < 0) in quantile bins of W1, with 95% Wilson
   intervals, next to the share the first-order prediction gives;
-* sign agreement of measured and predicted changes (:func:`geometry.sharing.sign_agreement`) and the
-  median ``|measured - predicted| / |predicted|``, the size of the second-order part at this ``eta``.
+* sign agreement of measured and predicted changes (:func:`geometry.sharing.sign_agreement`);
+* the first-order regime: the gain is a first-order quantity only while the second-order remainder
+  ``measured - predicted`` is small. ``--eta auto`` (default) takes the largest step size of
+  ``geometry.sharing.ETA_GRID`` (1e-3, 1e-4, 1e-5, 1e-6; the gradients are computed once) with
+  ``median |remainder| < 0.05 median |predicted|`` (:func:`geometry.sharing.first_order_check`), or the
+  smallest with a warning when none does; a given ``--eta`` is checked against the same criterion and a
+  warning printed when it fails. ``first_order`` in the JSON records the step size, the ratio, whether the
+  criterion held, and the ratio of every step size tried.
 
 Outputs (folder printed at the end, default
 ``out/sharing_radius/DATASET-betaB[-rhoR]-etaE[-quick]-HASH``): ``pairs.csv`` (one row
@@ -84,7 +93,18 @@ from figures.geometry import sharing_radius_figure
 from figures.style import savefig
 from geometry.masking import wilson_interval
 from geometry.neighbourhoods import knn
-from geometry.sharing import SharingEffects, estimate_sharing_radius, pair_w1_bounds, sharing_effects, sign_agreement
+from geometry.sharing import (
+    ETA_GRID,
+    FIRST_ORDER_TOL,
+    FirstOrderCheck,
+    SharingEffects,
+    estimate_sharing_radius,
+    first_order_check,
+    pair_w1_bounds,
+    select_eta,
+    sharing_effects_grid,
+    sign_agreement,
+)
 from models.batches import make_batch
 from models.vae import MultiVAE, multinomial_nll
 
@@ -124,6 +144,15 @@ def chunked_effects(
 ) -> SharingEffects:
     """:func:`geometry.sharing.sharing_effects` on consecutive chunks of pairs whose distinct users' gradients
     fit in ``max_bytes``, concatenated in the order of ``pairs``."""
+    return chunked_effects_grid(loss_fn, params, pairs, [eta], max_bytes)[0]
+
+
+def chunked_effects_grid(
+    loss_fn, params: list[torch.Tensor], pairs: np.ndarray, etas: Sequence[float], max_bytes: int
+) -> list[SharingEffects]:
+    """:func:`geometry.sharing.sharing_effects_grid` (gradients computed once for every step size) on
+    consecutive chunks of pairs whose distinct users' gradients fit in ``max_bytes``; one
+    :class:`~geometry.sharing.SharingEffects` per step size, concatenated in the order of ``pairs``."""
     n_params = sum(p.numel() for p in params)
     per_user = n_params * torch.finfo(params[0].dtype).bits // 8
     max_users = max_bytes // per_user
@@ -136,11 +165,33 @@ def chunked_effects(
     while start < len(pairs):
         # grow the chunk while its distinct users fit (pairs come anchor by anchor: <= 2 new users per pair)
         stop = min(len(pairs), start + max(1, max_users // 2))
-        parts.append(sharing_effects(loss_fn, params, pairs[start:stop], eta, max_gradient_bytes=max_bytes))
+        parts.append(sharing_effects_grid(loss_fn, params, pairs[start:stop], etas, max_gradient_bytes=max_bytes))
         start = stop
     fields = ("u", "v", "loss_u", "predicted", "measured", "grad_norm_u", "grad_norm_v", "cosine", "grad_distance")
-    joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in (*fields, "loss_resolution")}
-    return SharingEffects(eta=eta, **joined)
+    out = []
+    for k, eta in enumerate(etas):
+        joined = {f: np.concatenate([getattr(p[k], f) for p in parts]) for f in (*fields, "loss_resolution")}
+        out.append(SharingEffects(eta=float(eta), **joined))
+    return out
+
+
+def eta_option(text: str) -> str | float:
+    """``--eta``: ``auto`` or a number (checked for range in :func:`_resolve`, before any work)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a step size > 0, got {text!r}") from None
+
+
+def _check_record(check: FirstOrderCheck) -> dict:
+    return {
+        "eta": check.eta,
+        "remainder_ratio": check.remainder_ratio,
+        "median_relative_remainder": check.median_relative_remainder,
+        "holds": check.holds,
+    }
 
 
 def help_bins(w1: np.ndarray, measured: np.ndarray, predicted: np.ndarray, gain: np.ndarray, edges: np.ndarray):
@@ -180,7 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--anchors", type=int, help=f"users u, two partners each ({DEFAULTS['anchors']})")
     parser.add_argument("--k", type=int, default=10, help="latent neighbourhood of the latent-near partners (10)")
-    parser.add_argument("--eta", type=float, default=1e-3, help="SGD step size on v's loss (1e-3)")
+    parser.add_argument(
+        "--eta",
+        type=eta_option,
+        default="auto",
+        help="SGD step size on v's loss, or auto (default): the largest of "
+        + ", ".join(f"{e:g}" for e in ETA_GRID)
+        + f" whose median second-order remainder is under {FIRST_ORDER_TOL:.0%} of the median first-order "
+        "prediction; a given value is checked against the same criterion and flagged when it fails",
+    )
     parser.add_argument(
         "--w1",
         choices=("lower", "upper"),
@@ -202,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve(args: argparse.Namespace) -> dict:
     sizes = option_sizes(args, DEFAULTS, QUICK, {"anchors": 3, "bins": 1, "boot": 1})
-    if not (math.isfinite(args.eta) and args.eta > 0):
-        raise ValueError(f"--eta must be a finite step size > 0, got {args.eta}")
+    if args.eta != "auto" and not (math.isfinite(args.eta) and args.eta > 0):
+        raise ValueError(f"--eta must be 'auto' or a finite step size > 0, got {args.eta}")
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.max_gradient_mb < 1:
@@ -219,7 +278,8 @@ def run(args: argparse.Namespace) -> Path:
     progress = not args.no_progress
     dataset = validate_model_options(args)
     config = model_config(args, rho=args.rho, beta_cap=args.beta_cap)
-    tag = f"beta{args.beta_cap:g}" + ("" if args.rho == 1 else f"-rho{args.rho:g}") + f"-eta{args.eta:g}"
+    eta_tag = "auto" if args.eta == "auto" else f"{args.eta:g}"
+    tag = f"beta{args.beta_cap:g}" + ("" if args.rho == 1 else f"-rho{args.rho:g}") + f"-eta{eta_tag}"
     # --max-gradient-mb only splits the gradient computation into chunks (same numbers, tested)
     options = result_options(args, ignore=("max_gradient_mb",), dataset=dataset, **sizes)
     out = stage_output(args.out or default_out_dir(JOB, dataset, tag, options), JOB, options)
@@ -253,9 +313,22 @@ def run(args: argparse.Namespace) -> Path:
     t = time.perf_counter()
     mu_t = torch.from_numpy(mu)
     params = list(model.decoder.parameters())
-    effects = chunked_effects(
-        reconstruction_loss(model, X, mu_t), params, pairs, args.eta, args.max_gradient_mb * 2**20
+    auto = args.eta == "auto"
+    etas = list(ETA_GRID) if auto else [float(args.eta)]
+    candidates = chunked_effects_grid(
+        reconstruction_loss(model, X, mu_t), params, pairs, etas, args.max_gradient_mb * 2**20
     )
+    grid_checks = [first_order_check(e, FIRST_ORDER_TOL) for e in candidates]
+    choice = select_eta(candidates, FIRST_ORDER_TOL)
+    effects, check = choice.effects, choice.check
+    if not check.holds:
+        ratio = "undefined" if check.remainder_ratio is None else f"{check.remainder_ratio:.3g}"
+        print(
+            f"warning: eta = {check.eta:g} is not in the first-order regime: median |remainder| / median |first "
+            f"order| = {ratio}, not under {FIRST_ORDER_TOL:g}"
+            + ("" if not auto else f" (no step size of {', '.join(f'{e:g}' for e in ETA_GRID)} is)"),
+            file=sys.stderr,
+        )
     timing["effects"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -264,11 +337,12 @@ def run(args: argparse.Namespace) -> Path:
     ok = np.isfinite(gain)
     if ok.sum() < 3:
         raise JobError("fewer than 3 pairs with a non-zero gradient of u: nothing to fit")
-    radius = estimate_sharing_radius(w1[ok], gain[ok], n_bins=sizes["bins"], n_boot=sizes["boot"], rng=args.seed)
+    # each anchor u has two pairs: resample anchors, keeping both pairs (geometry.sharing docs)
+    radius = estimate_sharing_radius(
+        w1[ok], gain[ok], clusters=pairs[ok, 0], n_bins=sizes["bins"], n_boot=sizes["boot"], rng=args.seed
+    )
     sign = sign_agreement(effects.predicted, effects.measured)
     bins = help_bins(w1[ok], effects.measured[ok], effects.predicted[ok], gain[ok], radius.binned.edges)
-    nonzero = effects.predicted != 0
-    rel_remainder = np.abs(effects.remainder[nonzero]) / np.abs(effects.predicted[nonzero])
     resolved = np.abs(effects.measured) > 100 * effects.loss_resolution
     table = pd.DataFrame(
         {
@@ -333,7 +407,14 @@ def run(args: argparse.Namespace) -> Path:
     result = {
         "job": JOB,
         "arguments": vars(args),
-        "resolved": {**sizes, "dataset": dataset, "k": args.k, "eta": args.eta, "w1": args.w1},
+        "resolved": {
+            **sizes,
+            "dataset": dataset,
+            "k": args.k,
+            "eta": effects.eta,
+            "eta_mode": "auto" if auto else "given",
+            "w1": args.w1,
+        },
         "dataset": {
             "name": dataset,
             "train_users": n,
@@ -352,6 +433,10 @@ def run(args: argparse.Namespace) -> Path:
             "intercept": radius.intercept,
             "slope": radius.slope,
             "slope_ci": radius.slope_ci,
+            "intercept_ci": radius.intercept_ci,
+            "rule": radius.rule,
+            "resampled": "anchors u (clusters of pairs; both pairs of a drawn anchor kept)",
+            "n_clusters": radius.n_clusters,
             "residual_std": radius.residual_std,
             "extrapolated": radius.extrapolated,
             "boot_no_crossing": radius.boot_no_crossing,
@@ -369,10 +454,24 @@ def run(args: argparse.Namespace) -> Path:
             "zero": sign.n_zero,
         },
         "first_order": {
-            "median_relative_remainder": float(np.median(rel_remainder)) if rel_remainder.size else None,
+            "eta": check.eta,
+            "eta_mode": "auto" if auto else "given",
+            "remainder_ratio": check.remainder_ratio,
+            "tol": FIRST_ORDER_TOL,
+            "criterion_held": check.holds,
+            "criterion": f"median |measured - predicted| / median |predicted| < {FIRST_ORDER_TOL:g}"
+            + (
+                f"; eta = the largest of {', '.join(f'{e:g}' for e in ETA_GRID)} that satisfies it (else the smallest)"
+                if auto
+                else "; eta given by --eta and checked"
+            ),
+            "grid": [_check_record(c) for c in grid_checks],
+            "median_relative_remainder": check.median_relative_remainder,
             "share_resolved": float(resolved.mean()),
-            "note": "relative remainder |measured - predicted| / |predicted|: small means eta is in the first-order "
-            "regime; share_resolved: measured changes above 100x the float64 rounding scale",
+            "note": "remainder_ratio: median |second-order remainder| over median |first-order prediction| (the "
+            "criterion); median_relative_remainder: median of the per-pair ratio |measured - predicted| / "
+            "|predicted| (heavy-tailed where the prediction is near 0); share_resolved: measured changes above "
+            "100x the float64 rounding scale",
         },
         "help_share": float(table["helps"].mean()),
         "strata": strata.to_dict(orient="records"),
@@ -394,6 +493,11 @@ def _print_summary(result: dict, strata: pd.DataFrame, bins: pd.DataFrame, datas
         f"val NDCG@100 {m['val_ndcg@100']:.4f})"
     )
     print(f"one SGD step on v (eta = {result['resolved']['eta']:g}) on the decoder; {result['loss'].split(';')[0]}")
+    ratio = "-" if fo["remainder_ratio"] is None else f"{fo['remainder_ratio']:.3g}"
+    print(
+        f"eta {fo['eta']:g} ({fo['eta_mode']}): median |remainder| / median |first order| = {ratio}, first-order "
+        f"criterion (< {fo['tol']:g}) " + ("held" if fo["criterion_held"] else "FAILED: the gains are not first order")
+    )
     print()
     print(
         format_table(
@@ -458,10 +562,12 @@ def _print_summary(result: dict, strata: pd.DataFrame, bins: pd.DataFrame, datas
         + (f"{r['binned_crossing']:.4g}" if r["binned_crossing"] is not None else f"- ({r['binned_reason']})")
     )
     frac = "-" if s["fraction"] is None else f"{s['fraction']:.3f}"
-    rem = "-" if fo["median_relative_remainder"] is None else f"{fo['median_relative_remainder']:.3g}"
+    print(
+        f"  slope {100 * r['level']:.0f}% interval [{r['slope_ci'][0]:.4g}, {r['slope_ci'][1]:.4g}], intercept "
+        f"[{r['intercept_ci'][0]:.4g}, {r['intercept_ci'][1]:.4g}] ({r['n_clusters']} anchors resampled)"
+    )
     print(
         f"  sign agreement of measured and first-order changes: {frac} ({s['agree']} of {s['agree'] + s['disagree']})"
-        f"; median |remainder| / |first order| = {rem}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,9 @@ import torch
 from analyses.encoding import encode_posteriors
 from analyses.model_options import model_config
 from analyses.sharing_radius import QUICK, build_parser, chunked_effects, help_bins, main, reconstruction_loss
-from analyses.trained import get_trained
+from analyses.trained import RUNS_ENV, get_trained
 from geometry import estimate_sharing_radius, pair_w1_bounds, sharing_effects, sign_agreement
+from geometry.sharing import ETA_GRID, FIRST_ORDER_TOL, RADIUS_RULE
 from models.data import load_split
 from models.vae import MultiVAE
 
@@ -48,10 +50,12 @@ def test_values_lie_in_range(quick_run):
     assert (p["grad_norm_u"] > 0).all() and ((p["cosine"] >= -1 - 1e-12) & (p["cosine"] <= 1 + 1e-12)).all()
     r = j["radius"]
     if r["estimate"] is not None:
-        assert r["estimate"] > 0 and r["ci"][0] <= r["ci"][1]
-        assert r["slope"] < 0 < r["intercept"]
-    # eta = 1e-3 is in the first-order regime: the second-order remainder is small
-    assert j["first_order"]["median_relative_remainder"] < 0.2
+        assert r["estimate"] > 0 and r["ci"][0] <= r["estimate"] <= r["ci"][1]
+        # the rule: slope interval below 0, intercept interval above 0
+        assert r["slope_ci"][1] < 0 < r["intercept_ci"][0]
+    else:
+        assert r["reason"] and r["ci"] is None and r["binned_crossing"] is None
+    assert r["n_clusters"] == QUICK["anchors"] and r["rule"] == RADIUS_RULE
     # first-order inequality (Cauchy-Schwarz): predicted gain >= ||g_u|| - ||g_u - g_v||
     assert (p["predicted_gain"] >= p["gain_lower_bound"] - 1e-9 * p["grad_norm_u"]).all()
 
@@ -97,11 +101,18 @@ def test_summary_equals_the_library_on_the_table(quick_run):
     ok = np.isfinite(p["gain"])
     w1 = p.loc[ok, "w1_lower"].to_numpy()  # default --w1 lower
     radius = estimate_sharing_radius(
-        w1, p.loc[ok, "gain"].to_numpy(), n_bins=QUICK["bins"], n_boot=QUICK["boot"], rng=0
+        w1,
+        p.loc[ok, "gain"].to_numpy(),
+        clusters=p.loc[ok, "u"].to_numpy(),  # anchors resampled
+        n_bins=QUICK["bins"],
+        n_boot=QUICK["boot"],
+        rng=0,
     )
     r = j["radius"]
     assert r["slope"] == pytest.approx(radius.slope) and r["intercept"] == pytest.approx(radius.intercept)
     assert r["estimate"] == pytest.approx(radius.radius)
+    np.testing.assert_allclose(r["slope_ci"], radius.slope_ci)
+    np.testing.assert_allclose(r["intercept_ci"], radius.intercept_ci)
     if radius.ci is not None:
         np.testing.assert_allclose(r["ci"], radius.ci)
     sign = sign_agreement(p["predicted"].to_numpy(), p["measured"].to_numpy())
@@ -118,6 +129,37 @@ def test_summary_equals_the_library_on_the_table(quick_run):
     lower, upper = pair_w1_bounds(mu, logvar, p[["u", "v"]].to_numpy())
     np.testing.assert_allclose(p["w1_lower"], lower, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(p["w1_upper"], upper, rtol=1e-9, atol=1e-12)
+
+
+def test_eta_chosen_in_the_first_order_regime_and_recorded(quick_run):
+    """--eta auto (default): the largest step size of the grid whose median |remainder| is under 5% of the
+    median |first-order prediction|, recorded in the JSON and the printed summary."""
+    p, j = quick_run["pairs"], quick_run["json"]
+    fo = j["first_order"]
+    assert j["arguments"]["eta"] == "auto" and fo["eta_mode"] == "auto"
+    assert fo["eta"] == j["resolved"]["eta"] in ETA_GRID
+    assert fo["criterion_held"] is True and fo["remainder_ratio"] < FIRST_ORDER_TOL == fo["tol"]
+    # the table's remainders give the recorded ratio
+    ratio = np.median(np.abs(p["remainder"])) / np.median(np.abs(p["predicted"]))
+    assert fo["remainder_ratio"] == pytest.approx(ratio, rel=1e-9)
+    # every larger step size of the grid failed the criterion
+    grid = {g["eta"]: g for g in fo["grid"]}
+    assert sorted(grid, reverse=True) == list(ETA_GRID) and grid[fo["eta"]]["holds"]
+    assert all(not grid[e]["holds"] for e in ETA_GRID if e > fo["eta"])
+    assert f"eta {fo['eta']:g} (auto)" in quick_run["stdout"] and "criterion (< 0.05) held" in quick_run["stdout"]
+    assert "warning" not in quick_run["stderr"]
+
+
+def test_a_given_eta_outside_the_regime_is_flagged(quick_run, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv(RUNS_ENV, str(quick_run["root"] / "runs"))  # the quick run's trained model
+    out = tmp_path / "big-eta"
+    assert main(["--quick", "--no-progress", "--eta", "0.05", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    fo = json.loads((out / "summary.json").read_text())["first_order"]
+    assert fo["eta"] == 0.05 and fo["eta_mode"] == "given" and len(fo["grid"]) == 1
+    assert fo["criterion_held"] is False and fo["remainder_ratio"] >= FIRST_ORDER_TOL
+    assert "warning: eta = 0.05 is not in the first-order regime" in captured.err
+    assert "FAILED" in captured.out
 
 
 def test_chunked_effects_equal_one_call():
@@ -143,6 +185,7 @@ def test_chunked_effects_equal_one_call():
     [
         (["--eta", "0"], "--eta"),
         (["--eta", "nan"], "--eta"),
+        (["--eta", "big"], "--eta"),
         (["--anchors", "2"], "--anchors"),
         (["--w1", "middle"], "--w1"),
         (["--max-gradient-mb", "0"], "--max-gradient-mb"),
