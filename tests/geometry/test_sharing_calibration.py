@@ -30,9 +30,9 @@ def clustered_pairs(rng: np.random.Generator, n_anchors: int, a: float, b: float
 
 
 def test_false_radius_rate_at_most_5_percent_on_null_data():
-    """Gain independent of W1 (gain = 0.5 + anchor effect + noise): a radius in at most 5% of 200 data sets."""
+    """Gain independent of W1 (gain = 0.5 + anchor effect + noise): a radius in at most 5% of 500 data sets."""
     found = naive = 0
-    n_sets = 200
+    n_sets = 500
     for seed in range(n_sets):
         rng = np.random.default_rng(seed)
         w1, gain, anchor = clustered_pairs(rng, 100, a=0.5, b=0.0)
@@ -46,11 +46,11 @@ def test_false_radius_rate_at_most_5_percent_on_null_data():
 
 
 def test_planted_radius_found_and_covered():
-    """gain = a - b W1 + anchor effect + noise with r = a / b = 2: found in >= 90% of 100 replicates, CI covers r."""
+    """gain = a - b W1 + anchor effect + noise with r = a / b = 2: found in >= 90% of 200 replicates, CI covers r."""
     a, b = 1.0, 0.5
     planted = a / b
     found = covered = 0
-    n_sets = 100
+    n_sets = 200
     for seed in range(n_sets):
         rng = np.random.default_rng(1000 + seed)
         w1, gain, anchor = clustered_pairs(rng, 100, a=a, b=b)
