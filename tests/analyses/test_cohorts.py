@@ -207,3 +207,37 @@ def test_umap_run_and_shared_reducer(quick_job, check_outputs):
     s = run["summary"]
     assert s["silhouette_2d"].between(-1, 1).all()
     _check_shared("umap")
+
+
+def test_probes_recover_the_planted_cohorts_and_decide_by_the_stated_rule(quick_run):
+    """The cohort claim is decided by probe accuracy, not the silhouette: the planted activity cohorts are recovered
+    from the clean model's means, every verdict follows its rule, and summary.csv carries the same numbers."""
+    j, s = quick_run["json"], quick_run["summary"].set_index("condition")
+    assert set(j["probes"]) == set(CONDITIONS)
+    for name, probes in j["probes"].items():
+        for kind, r in probes.items():
+            assert r["ci"][0] <= r["accuracy"] <= r["ci"][1] and r["chance"] == pytest.approx(1 / 3)
+            assert s.loc[name, f"probe_{kind}"] == pytest.approx(r["accuracy"])
+            assert s.loc[name, f"probe_{kind}_p"] == pytest.approx(r["p_value"])
+    assert j["probes"]["clean"]["knn"]["verdict"] == "separated"
+    for e in j["entanglement"].values():
+        low, high = e["knn"]["ci"]
+        expected = "supported" if low > 0 else "not supported" if high < 0 else "inconclusive"
+        assert e["verdict"] == expected and "paired 95% interval" in e["rule"]
+
+
+def test_cohort_probes_on_a_null_are_inconclusive():
+    """Codes unrelated to the cohorts in every condition: nothing separated, masking 'entangles' nothing."""
+    from analyses.cohorts import cohort_probes
+
+    rng = np.random.default_rng(0)
+    cohort = np.repeat(np.array(["≈5", "≈50", "≈350"]), 40)
+    latent = {n: rng.standard_normal((cohort.size, 8)) for n in CONDITIONS}
+    probes, entanglement = cohort_probes(latent, cohort, 10, seed=1)
+    assert all(abs(p["knn"]["accuracy"] - 1 / 3) < 0.15 for p in probes.values())
+    assert {e["verdict"] for e in entanglement.values()} == {"inconclusive"}
+    # planted: the clean codes carry the cohort, the masked ones do not -> masking entangles: supported
+    shift = np.eye(8)[np.searchsorted(["≈350", "≈5", "≈50"], cohort)] * 5
+    latent["clean"] = latent["clean"] + shift
+    _, planted = cohort_probes(latent, cohort, 10, seed=1)
+    assert planted["clean_minus_masked"]["verdict"] == "supported"
