@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from analyses.encoding import encode_posteriors
-from analyses.kl_budget import COLUMN_NOTES, QUICK, build_parser, main, measure_setting
+from analyses.kl_budget import (
+    COLUMN_NOTES,
+    QUICK,
+    _resolve,
+    budget_columns,
+    build_parser,
+    main,
+    measure_setting,
+    sample_users,
+)
 from analyses.model_options import model_config
 from analyses.trained import get_trained
 from geometry import expected_pairwise_bound, kl_budget, kl_to_standard_normal
@@ -24,7 +33,9 @@ FIGURES = ("kl_tradeoff", "kl_decomposition")
 @pytest.fixture(scope="module")
 def quick_run(quick_job) -> dict:
     """One quick sweep (beta caps 0 and 1, rho 1 and 0.5) in a throw-away run cache."""
-    run = quick_job(main, "kl_budget", ["--quick", "--betas", *map(str, BETAS)], tables=["budget.csv"])
+    run = quick_job(
+        main, "kl_budget", ["--quick", "--betas", *map(str, BETAS)], tables=["budget.csv", "sample_size.csv"]
+    )
     split = load_split("synthetic", progress=False)
     args = build_parser().parse_args(["--quick"])
     models = {
@@ -45,9 +56,15 @@ def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outpu
 def test_kl_terms_are_non_negative_and_add_up(quick_run):
     t = quick_run["table"]
     assert (t["mean_kl"] > 0).all() and (t["mean_kl_low"] <= t["mean_kl"]).all()
-    for name in ("mutual_information", "mutual_information_users", "kl_aggregate"):
-        assert (t[f"{name}_high"] >= 0).all(), name  # non-negative up to Monte Carlo error
-        assert ((t[f"{name}_low"] <= t[name]) & (t[name] <= t[f"{name}_high"])).all(), name
+    for name, flag in (
+        ("mutual_information", "saturated"),
+        ("mutual_information_users", "saturated_users"),
+        ("kl_aggregate", "saturated"),
+    ):
+        ok = t[~t[flag]]  # saturated rows carry the flag instead of an interval
+        assert (ok[f"{name}_high"] >= 0).all(), name  # non-negative up to Monte Carlo error
+        assert ((ok[f"{name}_low"] <= ok[name]) & (ok[name] <= ok[f"{name}_high"])).all(), name
+        assert t.loc[t[flag], [f"{name}_low", f"{name}_high"]].isna().all().all(), name
     # I <= log K sample by sample, I(X; Z) <= log N
     assert (t["mutual_information"] <= t["log_components"] + 1e-9).all()
     assert (t["mutual_information_users"] <= t["log_users"] + 1e-9).all()
@@ -128,8 +145,66 @@ def test_measure_setting_masks_with_several_draws(quick_run):
         (["--users", "100000"], "--users"),
         (["--mask-draws", "0"], "--mask-draws"),
         (["--latent", "0"], "--latent"),
+        (["--vs-draws", "0"], "--vs-draws"),
+        (["--vs-draws", "9"], "--vs-draws"),
+        (["--vs-users", "0"], "--vs-users"),
+        (["--vs-users", "1.5"], "--vs-users"),
     ],
 )
 def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
     # more users than the data has is known only once the split is loaded
     usage_error(main, ["--quick", "--no-progress", *argv], needle, data_dependent="100000" in argv)
+
+
+def test_the_default_encodes_all_training_users():
+    sizes = _resolve(build_parser().parse_args([]))
+    assert sizes["users"] is None  # all of them, whatever the dataset
+    np.testing.assert_array_equal(sample_users(50, None, seed=0), np.arange(50))
+    some = sample_users(50, 20, seed=0)
+    assert len(some) == 20 and len(set(some)) == 20 and (np.diff(some) > 0).all()
+
+
+def test_a_saturated_budget_is_written_as_the_flag_not_a_zero_width_interval():
+    n = 30
+    mu = np.zeros((n, 2))
+    mu[:, 0] = 40.0 * np.arange(n)
+    cols = budget_columns(kl_budget(mu, np.zeros((n, 2)), rng=0))
+    assert cols["saturated"] is True
+    assert cols["saturation"].startswith("not identifiable at this sample size: Î = log K - ")
+    for name in ("mutual_information", "kl_aggregate", "mutual_information_users"):
+        assert math.isnan(cols[f"{name}_low"]) and math.isnan(cols[f"{name}_high"]), name
+    assert cols["mean_kl_low"] < cols["mean_kl"] < cols["mean_kl_high"]  # the mean KL is identified
+    rng = np.random.default_rng(1)
+    ok = budget_columns(kl_budget(0.3 * rng.normal(size=(n, 2)), np.zeros((n, 2)), n_samples_per_user=4, rng=1))
+    assert ok["saturated"] is False and ok["saturation"] is None
+    assert ok["mutual_information_low"] < ok["mutual_information"] < ok["mutual_information_high"]
+
+
+def test_information_and_aggregate_kl_are_reported_against_draws_and_users(quick_run):
+    grid = quick_run["sample_size"]
+    main_table = quick_run["table"].set_index(["beta_cap", "rho"])
+    resolved = quick_run["json"]["resolved"]
+    assert len(quick_run["json"]["against_sample"]) == len(grid)
+    for (beta, rho), g in grid.groupby(["beta_cap", "rho"]):
+        row = main_table.loc[(beta, rho)]
+        draws = sorted(set(g["draws"]))
+        assert draws == ([1] if rho == 1.0 else sorted({*resolved["vs_draws"], row["draws"]}))
+        n_full = row["users"]
+        assert max(g["users"]) == n_full and len(set(g["users"])) == len(resolved["vs_users"]) + 1
+        np.testing.assert_allclose(g["log_components"], np.log(g["draws"] * g["users"]), rtol=1e-12)
+        assert (g["mutual_information"] <= g["log_components"] + 1e-9).all()
+        np.testing.assert_allclose(g["mi_gap_to_ceiling"], g["log_components"] - g["mutual_information"], atol=1e-9)
+        full = g[(g["draws"] == row["draws"]) & (g["users"] == n_full)].iloc[0]
+        assert full["mutual_information"] == pytest.approx(row["mutual_information"], rel=1e-12)
+        assert full["kl_aggregate"] == pytest.approx(row["kl_aggregate"], rel=1e-12)
+
+
+def test_saturated_settings_are_printed_and_written_as_flags(quick_run):
+    rows = quick_run["json"]["table"]
+    for r in rows:
+        if r["saturated"]:
+            assert r["mutual_information_low"] is None and r["mutual_information_high"] is None
+            assert r["saturation"] in quick_run["stdout"]
+        else:
+            assert r["saturation"] is None and r["mutual_information_low"] is not None
+    assert ("not identifiable at this sample size" in quick_run["stdout"]) == any(r["saturated"] for r in rows)
