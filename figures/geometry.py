@@ -321,6 +321,26 @@ def kl_tradeoff_figure(table) -> Figure:
     return fig
 
 
+def _split_error_bars(ax, x: float, mi: float, agg: float, r) -> None:
+    """The intervals of I(X_h; Z) (left, at the top of its bar) and KL(q_h || p) (right, at the top of the stack)."""
+    ax.errorbar(
+        x - 0.12,
+        mi,
+        yerr=[[mi - min(mi, r["mutual_information_low"])], [r["mutual_information_high"] - mi]],
+        color="0.15",
+        capsize=2,
+        lw=1,
+    )
+    ax.errorbar(
+        x + 0.12,
+        mi + agg,
+        yerr=[[max(agg - r["kl_aggregate_low"], 0)], [r["kl_aggregate_high"] - agg]],
+        color="0.15",
+        capsize=2,
+        lw=1,
+    )
+
+
 def kl_decomposition_figure(table) -> Figure:
     """Mean KL split into I(X_h; Z) and KL(q_h || p) per (beta cap, rho), with 95% intervals and log K.
 
@@ -328,8 +348,13 @@ def kl_decomposition_figure(table) -> Figure:
     ----------
     table : pandas.DataFrame
         One row per setting with columns ``beta_cap``, ``rho``, ``mean_kl``, ``mutual_information``,
-        ``kl_aggregate``, their ``_low`` / ``_high`` interval ends, and ``log_components``.
+        ``kl_aggregate``, their ``_low`` / ``_high`` interval ends, and ``log_components``; optionally
+        ``saturated`` (:attr:`geometry.kl.KLBudget.saturated`).
 
+    Error bars are 95% user-clustered intervals: left of each bar for I(X_h; Z), right of it for
+    KL(q_h || p) (drawn at the top of the stack), and the diamond's for the analytic mean KL. A saturated
+    setting (I within 5% of log K, intervals NaN) gets no interval for the split and the label "not
+    identifiable" instead.
     The y axis is logarithmic when the largest mean KL is more than :data:`KL_LOG_RATIO` times the smallest
     positive component, so that I(X_h; Z) (a few nats, at most log K) stays visible next to an unregularised
     KL of hundreds of nats.
@@ -351,22 +376,19 @@ def kl_decomposition_figure(table) -> Figure:
             agg = max(r["kl_aggregate"], 0.0)
             ax.bar(x[i], mi, 0.7, color=c, edgecolor="0.2", linewidth=0.6)
             ax.bar(x[i], agg, 0.7, bottom=mi, color=c, alpha=0.35, hatch="//", edgecolor="0.2", linewidth=0.6)
-            ax.errorbar(
-                x[i] - 0.12,
-                mi,
-                yerr=[[mi - min(mi, r["mutual_information_low"])], [r["mutual_information_high"] - mi]],
-                color="0.15",
-                capsize=2,
-                lw=1,
-            )
-            ax.errorbar(
-                x[i] + 0.12,
-                mi + agg,
-                yerr=[[max(agg - r["kl_aggregate_low"], 0)], [r["kl_aggregate_high"] - agg]],
-                color="0.15",
-                capsize=2,
-                lw=1,
-            )
+            if bool(r.get("saturated", False)) or not np.isfinite(r["mutual_information_low"]):
+                ax.annotate(
+                    "not\nidentifiable",
+                    (x[i], mi),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color="0.15",
+                )
+            else:
+                _split_error_bars(ax, x[i], mi, agg, r)
             ax.errorbar(
                 x[i],
                 r["mean_kl"],
@@ -391,6 +413,14 @@ def kl_decomposition_figure(table) -> Figure:
             Patch(facecolor="0.5", alpha=0.35, hatch="//", edgecolor="0.2", label="KL(q_h || p)"),
             Line2D([], [], color="black", marker="D", ls="", label="mean KL (analytic)"),
             Line2D([], [], color="0.3", ls=(0, (2, 1.5)), label="log K (ceiling of I)"),
+            Line2D(
+                [],
+                [],
+                color="0.15",
+                marker="|",
+                ls="",
+                label="95% intervals (user-clustered):\nleft I, right KL(q_h || p)",
+            ),
             *[Patch(facecolor=colours[r], label=_rho_label(r)) for r in colours],
         ]
         fig.legend(handles=handles, loc="outside right center", frameon=False)

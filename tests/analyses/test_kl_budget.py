@@ -6,6 +6,7 @@ import copy
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -208,3 +209,18 @@ def test_saturated_settings_are_printed_and_written_as_flags(quick_run):
         else:
             assert r["saturation"] is None and r["mutual_information_low"] is not None
     assert ("not identifiable at this sample size" in quick_run["stdout"]) == any(r["saturated"] for r in rows)
+
+
+def test_the_decomposition_figure_marks_a_saturated_setting_instead_of_an_interval():
+    from figures.geometry import kl_decomposition_figure
+
+    rng = np.random.default_rng(2)
+    far = np.zeros((30, 2))
+    far[:, 0] = 40.0 * np.arange(30)
+    rows = [
+        {"beta_cap": 0.0, "rho": 1.0, **budget_columns(kl_budget(far, np.zeros((30, 2)), rng=0))},
+        {"beta_cap": 1.0, "rho": 1.0, **budget_columns(kl_budget(0.3 * rng.normal(size=(30, 2)), np.zeros((30, 2))))},
+    ]
+    fig = kl_decomposition_figure(pd.DataFrame(rows))
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["not\nidentifiable"]
