@@ -40,7 +40,7 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial.distance import cdist
 
-from geometry.masking import MaskMode, _binary_csr, _row_index, mask_input, pair_overlaps, validate_rho
+from geometry.masking import MaskMode, _binary_csr, _row_index, mask_csr, mask_input, pair_overlaps, validate_rho
 
 Metric = Literal["l1", "cosine", "euclidean"]
 
@@ -577,8 +577,6 @@ def input_knn_drift(
     -------
     InputDrift
     """
-    from geometry.masking import mask_csr
-
     rho = validate_rho(rho)
     if int(n_draws) != n_draws or n_draws < 1:
         raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
