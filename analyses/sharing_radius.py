@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="SGD step size on v's loss, or auto (default): the largest of "
         + ", ".join(f"{e:g}" for e in ETA_GRID)
-        + f" whose median second-order remainder is under {FIRST_ORDER_TOL:.0%} of the median first-order "
+        + f" whose median second-order remainder is under {FIRST_ORDER_TOL:.0%}% of the median first-order "
         "prediction; a given value is checked against the same criterion and flagged when it fails",
     )
     parser.add_argument(
