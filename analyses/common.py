@@ -8,7 +8,8 @@ Every job (``python -m analyses.<name>``) follows the same contract:
   prints **one** ``error: ...`` line on stderr and exits with code 2; Ctrl-C prints one line and exits with 130,
   SIGTERM with 143. Argparse errors are one line too (:class:`JobArgumentParser`).
 * **Options checked before any work.** Every numeric option is checked for type, range and finiteness
-  (:func:`check_int`, :func:`check_float`, :func:`check_heldout`, :func:`check_seed`) before any data is loaded
+  (:func:`check_int`, :func:`check_float`, :func:`check_seed`; the dataset options in their parsers,
+  :func:`models.data.add_dataset_arguments`) before any data is loaded
   or model trained; the error names the flag.
 * **The output folder is checked before any work and written as a whole.** After its checks and before loading
   data, a job calls :func:`stage_output` with its final folder ``OUT``, which
@@ -46,7 +47,6 @@ them). The options of trained models live in :mod:`analyses.model_options`, the 
 from __future__ import annotations
 
 import argparse
-import errno
 import glob
 import hashlib
 import io
@@ -67,8 +67,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.cli import FolderBusy, OneLineParser, error_line, fail, guarded, one_line
-from models.data import DatasetUnavailable, add_dataset_arguments, dataset_names, split_from_args
+from models.cli import FolderBusy, OneLineParser, error_line, fail, guarded, one_line, os_error_parts
+from models.data import DatasetUnavailable, dataset_names, split_from_args
 from models.io import FolderLock, atomic_write_bytes, atomic_write_json
 from models.split import Split
 
@@ -141,45 +141,10 @@ def check_float(
         raise JobError(f"{flag} must be a finite number {span}{why}, got {value}".replace("  ", " "))
 
 
-def check_heldout(value: float | None) -> int | float | None:
-    """``--heldout`` as the split takes it: a whole count of users (>= 1) or a fraction in (0, 0.5); None if absent.
-
-    A fraction of 0.5 or more would leave no training users (validation and test each take that share).
-    """
-    if value is None:
-        return None
-    message = f"--heldout must be a whole number of users >= 1 or a fraction in (0, 0.5), got {value}"
-    x = float(value)
-    if not math.isfinite(x) or x <= 0 or 0.5 <= x < 1 or (x >= 1 and x != int(x)):
-        raise JobError(message)
-    return int(x) if x >= 1 else x
-
-
 def check_seed(args: argparse.Namespace) -> None:
     """``--seed`` (and ``--train-seed`` where the job has it) must be integers >= 0 (numpy's seeds)."""
     check_int("--seed", args.seed, 0)
     check_int("--train-seed", vars(args).get("train_seed"), 0)
-
-
-def add_dataset_options(parser: argparse.ArgumentParser) -> None:
-    """The dataset options of :func:`models.data.add_dataset_arguments`, for jobs that load the split themselves;
-    check them with :func:`check_dataset_options`."""
-    add_dataset_arguments(parser)
-    for action in parser._actions:  # argparse keeps no public handle on an added option
-        if action.dest == "heldout":
-            # parsed as a plain number and checked by check_heldout: the parser's own conversion lets 1.9
-            # through as 1 and fails on inf with a traceback
-            action.type = float
-
-
-def check_dataset_options(args: argparse.Namespace) -> None:
-    """Range and finiteness of the options of :func:`add_dataset_options`; ``args.heldout`` becomes a count or a
-    fraction (:func:`check_heldout`)."""
-    args.heldout = check_heldout(args.heldout)
-    check_int("--min-uc", args.min_uc, 1)
-    check_int("--min-sc", args.min_sc, 0)
-    if getattr(args, "min_rating", None) is not None:
-        check_float("--min-rating", args.min_rating)
 
 
 def job_dataset(args: argparse.Namespace) -> str:
@@ -256,23 +221,12 @@ def default_out_dir(job: str, dataset: str, tag: str, options: Mapping[str, obje
 _SESSIONS: list[list[OutputFolder]] = []
 _COMMANDS: list[str | None] = []  # the command line of each of those mains, for the completion marker
 
-_OUT_FIXES = {
-    errno.EACCES: ("permission denied", "choose another --out, or make that folder writable"),
-    errno.EPERM: ("operation not permitted", "choose another --out, or make that folder writable"),
-    errno.EROFS: ("read-only file system", "choose another --out on a writable disk"),
-    errno.ENOTDIR: ("a file stands where a folder is needed", "remove that file, or choose another --out"),
-    errno.EEXIST: ("a file stands where a folder is needed", "remove that file, or choose another --out"),
-    errno.ENOSPC: ("no space left on the device", "free some space, or choose another --out"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space, or choose another --out"),
-    errno.ENAMETOOLONG: ("file name too long", "choose a shorter --out"),
-}
-
 
 def _out_error(final: Path, exc: OSError) -> JobError:
     """One line for an ``--out`` the job cannot create or write: the folder, what went wrong where, the fix."""
-    what, fix = _OUT_FIXES.get(exc.errno, (one_line(exc.strerror or exc, 120).lower(), "choose another --out"))
+    what, fix = os_error_parts(exc)
     where = f" at {exc.filename}" if exc.filename and Path(exc.filename) != final else ""
-    return JobError(f"--out {final}: cannot write there ({what}{where}); {fix}")
+    return JobError(f"--out {final}: cannot write there ({what}{where}); {fix or 'choose another --out'}")
 
 
 def _read_marker(folder: Path) -> dict | None:

@@ -66,10 +66,8 @@ from tqdm import tqdm
 
 from analyses.common import (
     JobError,
-    add_dataset_options,
     add_job_arguments,
     binary,
-    check_dataset_options,
     check_int,
     check_seed,
     default_out_dir,
@@ -106,6 +104,7 @@ from geometry.masking import (
     validate_rho,
 )
 from geometry.neighbourhoods import KNNResult, input_knn_drift, knn
+from models.data import add_dataset_arguments
 
 JOB = "masking_contraction"
 STRATA = ("near", "far", "far-related", "planted")
@@ -557,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         seed="seed of the pair sample and the masks",
         quick="synthetic data unless --dataset, few pairs and draws (tests, CI): seconds",
     )
-    add_dataset_options(parser)
+    add_dataset_arguments(parser)
     return parser
 
 
@@ -576,7 +575,6 @@ def _resolve(args: argparse.Namespace) -> tuple[list[float], DeltaRule, dict]:
     check_int("--k", args.k, 1)
     check_int("--min-shared", args.min_shared, 1)
     check_seed(args)
-    check_dataset_options(args)
     return rhos, rule, sizes
 
 

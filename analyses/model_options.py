@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from analyses.common import check_float, check_heldout, check_int, check_seed, job_dataset, load_job_split
-from models.data import add_dataset_arguments
+from analyses.common import check_float, check_int, check_seed, job_dataset, load_job_split
+from models.data import add_dataset_arguments, heldout_option
 from models.split import Split
 from models.trainer import MODEL_DEFAULTS, TrainConfig
 
@@ -153,16 +153,7 @@ def add_model_arguments(
         g.add_argument("--mask", choices=("dropout", "bernoulli"), default="dropout", help="mask mode when rho < 1")
     d = parser.add_argument_group("dataset")
     d.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
-    d.add_argument("--heldout", type=float, help="held-out users per set: a count, or a fraction < 1")
-
-
-def dataset_name(args: argparse.Namespace) -> str:
-    """``--dataset``, else synthetic with ``--quick`` and ml-1m without."""
-    return job_dataset(args)
-
-
-def _heldout(args: argparse.Namespace) -> float | int | None:
-    return check_heldout(args.heldout)
+    d.add_argument("--heldout", type=heldout_option, help="held-out users per set: a count, or a fraction < 0.5")
 
 
 def validate_model_options(args: argparse.Namespace) -> str:
@@ -187,8 +178,7 @@ def validate_model_options(args: argparse.Namespace) -> str:
         check_float("--beta-cap", args.beta_cap, low=0)
     for flag in ("epochs", "anneal_epochs", "latent", "batch_size"):
         check_int(f"--{flag.replace('_', '-')}", given.get(flag), 1)
-    check_heldout(args.heldout)
-    return dataset_name(args)
+    return job_dataset(args)
 
 
 def model_config(
@@ -241,9 +231,9 @@ def model_config(
         fields.pop("anneal_epochs", None)  # no KL term: an annealing option must not split the run cache
     config = TrainConfig(
         model=model,
-        dataset=dataset_name(args),
+        dataset=job_dataset(args),
         dataset_path=str(args.path) if args.path is not None else None,
-        heldout=_heldout(args),
+        heldout=args.heldout,
         rho=float(rho),
         mask_mode=given.get("mask", "dropout"),
         beta_cap=float(beta_cap),
@@ -262,5 +252,5 @@ def load_model_split(args: argparse.Namespace) -> Split:
     options = argparse.ArgumentParser()
     add_dataset_arguments(options)
     dataset_options = options.parse_args([])
-    dataset_options.path, dataset_options.heldout = args.path, _heldout(args)
-    return load_job_split(dataset_name(args), dataset_options, progress=not args.no_progress)
+    dataset_options.path, dataset_options.heldout = args.path, args.heldout
+    return load_job_split(job_dataset(args), dataset_options, progress=not args.no_progress)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,10 +32,10 @@ from models.io import DamagedFile
 from models.split import Split
 from models.train import FLAG_FIELDS
 from models.trainer import (
-    LOCK_NAME,
     MODEL_CODE_VERSION,
     ConfigError,
     TrainConfig,
+    clear_run,
     load_run_split,
     load_trained,
     run_lock,
@@ -158,23 +157,16 @@ def get_trained(
             if not train_if_missing:
                 raise FileNotFoundError(f"the cached model in {run} is unusable ({reason}); train it again")
             print(f"note: training the cached model again: {reason}", file=sys.stderr)
-            _clear(run)
+            clear_run(run)
         resume = (run / "checkpoint.pt").is_file()
         try:
             train(c, run, resume=resume, split=split, progress=progress, lock=lock)
         except DamagedFile as exc:  # a damaged checkpoint of derived data: start over rather than stop
             print(f"note: training the cached model from scratch: {exc}", file=sys.stderr)
-            _clear(run)
+            clear_run(run)
             train(c, run, split=split, progress=progress, lock=lock)
         model, _ = load_trained(run)
     return TrainedModel(model, c, run)
-
-
-def _clear(run: Path) -> None:
-    """Empty a cached run folder, keeping its lock file (held by this process)."""
-    for path in run.iterdir():
-        if path.name != LOCK_NAME:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def run_record(trained: TrainedModel) -> dict:

@@ -59,6 +59,11 @@ _FIXES = {
 }
 
 
+def os_error_parts(exc: OSError) -> tuple[str, str]:
+    """What went wrong and how to fix it, in words, for an operating-system error (the fix may be empty)."""
+    return _FIXES.get(exc.errno, (one_line(exc.strerror or exc, 160).lower(), ""))
+
+
 def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error: the path, what went wrong and how to fix it.
 
@@ -68,7 +73,7 @@ def os_error_line(exc: OSError) -> str:
     path = exc.filename
     if exc.filename2:
         path = f"{exc.filename} -> {exc.filename2}"
-    what, fix = _FIXES.get(exc.errno, (one_line(exc.strerror or exc, 160).lower(), ""))
+    what, fix = os_error_parts(exc)
     head = f"{path}: {what}" if path else what
     return f"{head}; {fix}" if fix else head
 

