@@ -9,10 +9,12 @@ Shared by the jobs that report ranking quality (:mod:`analyses.reproduce`, :mod:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from models.evaluation import DEFAULT_METRICS, USER_GROUPS, Evaluation, paired_difference
 
@@ -181,3 +183,62 @@ def paired_table(a: Evaluation, b: Evaluation, comparison: str) -> pd.DataFrame:
             d = paired_difference(ea, eb, m)
             rows.append({"comparison": comparison, "group": group, "metric": m, **d})
     return pd.DataFrame(rows)
+
+
+def across_seeds(estimates: Sequence[float], level: float = 0.95) -> dict:
+    """Mean of per-seed estimates with a Student-t interval across seeds (training noise included).
+
+    With ``n`` seeds and estimates ``e_s``: ``mean = sum(e_s) / n``, ``sd = std(e, ddof=1)``,
+    ``se = sd / sqrt(n)`` and the interval ``mean -+ t_{(1+level)/2, n-1} se``. One seed has no interval
+    (``ci`` None, ``reason`` says so): the within-seed standard error of a single trained model ignores the
+    variation between trainings, so it must not decide a comparison on its own.
+
+    Parameters
+    ----------
+    estimates : sequence of float, length n >= 1
+        One estimate per seed (e.g. the mean paired per-user difference of each seed); NaN is an error.
+    level : float in (0, 1)
+
+    Returns
+    -------
+    dict
+        ``{"mean", "sd", "se", "ci": [low, high] or None, "n", "df", "level", "reason"}``.
+
+    Raises
+    ------
+    ValueError
+        No estimates, a non-finite estimate or a level outside (0, 1).
+    """
+    e = np.asarray(list(estimates), dtype=float)
+    if e.size == 0:
+        raise ValueError("across_seeds needs at least one per-seed estimate")
+    if not np.all(np.isfinite(e)):
+        raise ValueError(f"across_seeds got a non-finite per-seed estimate: {e.tolist()}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    n = int(e.size)
+    mean = float(e.mean())
+    if n < 2:
+        return {
+            "mean": mean,
+            "sd": None,
+            "se": None,
+            "ci": None,
+            "n": n,
+            "df": 0,
+            "level": level,
+            "reason": "one seed: the variation between trainings is not measured",
+        }
+    sd = float(e.std(ddof=1))
+    se = sd / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    return {
+        "mean": mean,
+        "sd": sd,
+        "se": se,
+        "ci": [mean - half, mean + half],
+        "n": n,
+        "df": n - 1,
+        "level": level,
+        "reason": None,
+    }
