@@ -325,7 +325,17 @@ DATASETS: dict[str, DatasetSpec] = {
         "generated on the fly",
         (),
     ),
+    "synthetic-null": DatasetSpec(
+        "synthetic-null",
+        "the null counterpart of synthetic: one cluster, uniform popularity, one cohort of about 50 interactions, "
+        "nothing planted (models.synthetic.make_null_synthetic), 10% + 10% held out; always available",
+        SplitConfig(min_rating=None, n_heldout=0.1),
+        "generated on the fly",
+        (),
+    ),
 }
+GENERATED = {"synthetic": "make_synthetic", "synthetic-null": "make_null_synthetic"}
+"""Generated datasets and the :mod:`models.synthetic` function that makes each (no files, always available)."""
 TABLE_PREFIXES = ("csv:", "parquet:")
 TABLE_CONFIG = SplitConfig(min_rating=None, n_heldout=0.1)
 
@@ -403,8 +413,8 @@ def locate(name: str, path: Path | None = None, *, root: Path | None = None) -> 
             raise DatasetUnavailable(f"{file}: file not found (from {name!r}); check the path after '{fmt}:'.")
         return Source("path", (file,), fmt)
     spec = DATASETS[name]
-    if name == "synthetic":
-        return Source("generated", (), "synthetic")
+    if name in GENERATED:
+        return Source("generated", (), name)
     if path is not None:
         return _from_path(spec, path)
     root = root or cache_dir()
@@ -512,11 +522,12 @@ def _download(name: str, root: Path, progress: bool) -> Source:
 def read_source(name: str, source: Source, table: TableOptions | None = None) -> RawInteractions:
     """Parse the raw files of a located dataset."""
     files = source.files
-    if source.layout == "synthetic":
-        from models.synthetic import make_synthetic
+    if source.layout in GENERATED:
+        from models import synthetic
 
-        data = make_synthetic()
-        return RawInteractions(user=data.users, item=data.items, rating=None, sources=("models.synthetic",))
+        data = getattr(synthetic, GENERATED[source.layout])()
+        sources = ("models.synthetic" + ("" if source.layout == "synthetic" else f".{GENERATED[source.layout]}"),)
+        return RawInteractions(user=data.users, item=data.items, rating=None, sources=sources)
     if source.layout in ("csv", "parquet"):
         t = table or TableOptions()
         return readers.read_table(

@@ -323,6 +323,30 @@ def make_synthetic(
     )
 
 
+NULL_PARAMETERS: dict = {
+    "n_groups": 1,
+    "cohort_activity": (50,),
+    "cohort_shares": (1.0,),
+    "popularity_exponent": 0.0,
+    "n_far_related_pairs": 0,
+}
+"""What :func:`make_null_synthetic` changes in :func:`make_synthetic`'s defaults: nothing planted."""
+
+
+def make_null_synthetic(seed: int = 0) -> SyntheticData:
+    """The null counterpart of :func:`make_synthetic`: same size, nothing planted.
+
+    One item cluster (no taste groups), uniform item popularity (exponent 0), one activity cohort of about 50
+    interactions (jitter 20%: 40 to 60) and no far-but-related pairs: every user draws its items uniformly
+    without replacement, independently of every other user. Any structure an analysis finds here (a
+    sharing radius that depends on taste, cohort separation, pairs whose overlap exceeds half their distance)
+    is produced by the estimator, not the data; the claims ledger (:mod:`analyses.claims`) checks that its
+    verdicts on the planted structure are not ``supported`` here. Dataset name ``synthetic-null`` in
+    :mod:`models.data`.
+    """
+    return make_synthetic(seed=seed, **NULL_PARAMETERS)
+
+
 def same_group_distance_median(x: sp.csr_matrix, taste_group: np.ndarray) -> float:
     """Median of ``|S_u Δ S_v| = n_u + n_v - 2 |S_u ∩ S_v|`` over unordered same-group user pairs.
 

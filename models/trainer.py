@@ -692,6 +692,9 @@ def _train(
                         "epoch": epoch,
                         "config": c.to_json(),
                         "val_ndcg@100": value,
+                        # the PIA anchors of the best epoch (tied ones too), for Proposition 3.1 checks; unused
+                        # by inference
+                        "anchors": anchors.weight.detach().cpu().clone() if anchors is not None else None,
                     },
                 )
         if rank == 0:
@@ -734,6 +737,14 @@ def run_progress(run: Path) -> dict:
         "finished": done >= planned,
         "best_epoch": int(best["epoch"]) + 1 if best else None,
     }
+
+
+def load_anchors(run: Path) -> np.ndarray | None:
+    """The PIA item anchors ``E`` (shape (I, d), float64) of a run's best epoch, or None for a run without PIA or
+    one whose ``best.pt`` predates stored anchors. ``best.pt`` is read verified with ``weights_only=True``."""
+    best = load_verified(Path(run) / "best.pt", map_location="cpu", fix="train the run again")
+    anchors = best.get("anchors") if isinstance(best, dict) else None
+    return None if anchors is None else anchors.double().numpy()
 
 
 def load_trained(run: Path, device: str | torch.device = "cpu") -> tuple[AutoencoderBase, TrainConfig]:

@@ -171,3 +171,24 @@ def test_summarise_pairs_users_by_row():
 )
 def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
     usage_error(main, ["--quick", *argv], needle)
+
+
+def test_centroid_alignment_recomputes_from_the_runs_anchors(quick_run):
+    """Proposition 3.1 on the job's PIA model: the stored best-epoch anchors and the clean means give the JSON's
+    paired difference (own centroid - another user's); a PIA model aligns (interval below 0)."""
+    from geometry.alignment import centroid_alignment
+    from models.trainer import load_anchors, load_trained
+
+    doc = quick_run["json"]
+    block = doc["centroid_alignment"]
+    run = doc["models"]["PIA"]["run"]
+    anchors = load_anchors(run)
+    assert anchors is not None and load_anchors(doc["models"]["no PIA"]["run"]) is None
+    model, _ = load_trained(run)
+    u = quick_run["users"]
+    rows = u.loc[u["model"] == "PIA", "row"].to_numpy()
+    X = sp.csr_matrix(load_split("synthetic", progress=False).train[rows])
+    mu = encode_masked(mu_encoder(model), X, 1.0).astype(np.float64)
+    again = centroid_alignment(mu, X, anchors, np.random.default_rng([SEED, STREAMS["centroid"]]))
+    assert block["mean"] == pytest.approx(again.mean, rel=1e-9)
+    assert block["ci"][1] < 0

@@ -377,3 +377,26 @@ def test_invariants_hold_for_any_valid_parameters(
         shared = x[u].multiply(x[v]).sum()
         assert d.taste_group[u] == d.taste_group[v]
         assert shared <= FAR_MAX_SHARED and n[u] + n[v] - 2 * shared > d.far_threshold
+
+
+def test_null_synthetic_plants_nothing():
+    from models.synthetic import make_null_synthetic
+
+    data = make_null_synthetic()
+    assert np.unique(data.taste_group).size == 1 and np.unique(data.cohort).size == 1
+    assert data.far_related_pairs.shape == (0, 2)
+    n = data.n_interactions
+    assert n.min() >= 40 and n.max() <= 60
+    # uniform popularity: item degrees are hypergeometric-like around the mean, no Zipf head
+    degree = np.bincount(data.items, minlength=data.n_items)
+    assert degree.max() < 2 * degree.mean()
+    # a planted dataset of the same size does have a popular head
+    planted = np.bincount(make_synthetic().items, minlength=data.n_items)
+    assert planted.max() > 4 * planted.mean()
+
+
+def test_null_synthetic_is_a_dataset():
+    from models.data import load_split
+
+    split = load_split("synthetic-null")
+    assert split.train.shape[1] == 1200 and split.name == "synthetic-null"
