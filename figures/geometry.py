@@ -31,9 +31,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.transforms import ScaledTranslation
 
 from figures.style import STRATUM_LABELS, cohort_colors, new_figure, ordered_strata, palette, stratum_colors, styled
 
+# How a count that holds by construction is labelled (the same words as analyses.local_vs_global.UNIT_CHECK).
+UNIT_CHECK = "unit check: holds by construction (a violation is a bug)"
+# Drop of the Lipschitz legend under its panel, in points: below the tick labels and the axis label.
+_LEGEND_DROP_PT = 38
 # Line styles of reference lines (certificates solid, empirical dashed).
 _LINE_STYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (3, 1, 1, 1)), "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -59,6 +64,8 @@ def lipschitz_transport_figure(
     transport_bound: np.ndarray,
     lines: Mapping[str, float],
     n_violations: int = 0,
+    n_lipschitz_violations: int | None = None,
+    transport_usage_median: float | None = None,
 ) -> Figure:
     """Pairs' W1 sandwich against ``|S_u Δ S_v|`` with lines ``W = L * L1``, and W2 against the transport bound.
 
@@ -74,7 +81,14 @@ def lipschitz_transport_figure(
     lines : mapping label -> slope
         Lipschitz lines to draw (e.g. the certificates and the largest empirical ratio), in this order.
     n_violations : int
-        Pairs above the transport bound (shown in the panel title).
+        Pairs above the transport bound (shown in the panel title as a unit check: it holds by construction).
+    n_lipschitz_violations : int, optional
+        Pairs above any of the certificates; when given, the Lipschitz legend lists it as a unit check.
+    transport_usage_median : float, optional
+        Median ``W2 / bound`` over the pairs; when given, shown in the transport panel.
+
+    The Lipschitz legend sits under the panel, outside the axes, so that it covers neither the lines nor the
+    pairs (the lines all enter at the panel's left edge, where a legend inside would sit on them).
     """
     l1 = np.asarray(l1, dtype=np.float64)
     lo = np.asarray(w1_lower, dtype=np.float64)
@@ -118,7 +132,22 @@ def lipschitz_transport_figure(
         ax.set_xlabel("input distance |S_u Δ S_v| (log)")
         ax.set_ylabel("W1(q_u, q_v): bar from ||Δμ|| to W2 (log)")
         ax.set_title("Lipschitz encoder: W1 ≤ W2 ≤ L · L1")
-        ax.legend(handles=handles, loc="upper left", fontsize=7.5, framealpha=0.9)
+        if n_lipschitz_violations is not None:
+            s_ = "s" if n_lipschitz_violations != 1 else ""
+            text = f"{n_lipschitz_violations} pair{s_} above a certificate ({UNIT_CHECK})"
+            handles.append(Line2D([], [], linestyle="", label=text))
+        # under the panel, outside the axes, below the axis label (a fixed offset in points, as the label's own
+        # position is): no line and no pair is covered, and constrained layout makes room for it
+        below = ax.transAxes + ScaledTranslation(0, -_LEGEND_DROP_PT / 72, fig.dpi_scale_trans)
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            bbox_transform=below,
+            fontsize=7.5,
+            frameon=False,
+            handlelength=2.6,
+        )
 
         for s in names:
             sel = strata == s
@@ -132,7 +161,17 @@ def lipschitz_transport_figure(
         bx.set_aspect("equal")
         bx.set_xlabel("transport bound √(2 KL_u) + √(2 KL_v)")
         bx.set_ylabel("W2(q_u, q_v) ≥ W1")
-        bx.set_title(f"Transport bound: {n_violations} violation{'s' if n_violations != 1 else ''}")
+        title = f"Transport bound: {n_violations} violation{'s' if n_violations != 1 else ''}\n({UNIT_CHECK})"
+        bx.set_title(title, fontsize=10)
+        if transport_usage_median is not None:
+            bx.text(
+                0.04 * lim,
+                0.82 * lim,
+                f"(empty by construction)\nmedian W2 / bound = {transport_usage_median:.2f}",
+                fontsize=8.5,
+                color="0.3",
+                va="top",
+            )
         legend = [Line2D([], [], marker="o", ls="", color=colours[s], label=STRATUM_LABELS.get(s, s)) for s in names]
         fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
         fig.suptitle("Clean input: latent distances are bounded by input distance and by the KL to the prior")

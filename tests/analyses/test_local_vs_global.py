@@ -234,3 +234,75 @@ def test_offline_dataset_gives_one_line_and_exit_code_2(offline_error):
 def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
     # the largest valid --k depends on the number of training users: known once the split is loaded
     usage_error(main, ["--quick", "--no-progress", *argv], needle, data_dependent="5000" in argv)
+
+
+# ------------------------------------------------------------------ issue 10, finding 4: bound checks are unit checks
+
+
+def test_empirical_ratios_lead_and_the_bound_checks_are_unit_checks(quick_run):
+    """The evidence is the distribution of W / L1 and how loose the certificate is; the 0 violations of the
+    certificate and of the transport bound hold by construction and are reported as unit checks."""
+    from analyses.local_vs_global import UNIT_CHECK
+
+    assert UNIT_CHECK == "unit check: holds by construction (a violation is a bug)"
+    j, p = quick_run["json"], quick_run["pairs"]
+    emp = j["empirical"]
+    groups = {"all": p, **{s: g for s, g in p.groupby("stratum")}}
+    for end, column in (("upper", "ratio_upper"), ("lower", "ratio_lower")):
+        for name, g in groups.items():
+            q = emp["ratio_quantiles"][end][name]
+            values = g[column].dropna().to_numpy()
+            assert q["n_pairs"] == values.size and q["n_anchors"] == g["u"].nunique()
+            for level in (0.5, 0.9, 0.99):
+                key = f"q{level:g}"
+                assert q[key] == pytest.approx(np.quantile(values, level), rel=1e-12)
+                low, high = q[f"{key}_ci"]
+                assert low <= q[key] <= high
+            assert q["max"] == pytest.approx(values.max(), rel=1e-12) and q["max_ci"] is None
+    loose = emp["certificate_looseness"]
+    cert = j["lipschitz"]["encoded"]["l_w2"]
+    assert loose["over_max"] == pytest.approx(cert / emp["ratio_quantiles"]["upper"]["all"]["max"])
+    assert loose["over_median"] == pytest.approx(cert / emp["ratio_quantiles"]["upper"]["all"]["q0.5"])
+    assert loose["over_median"] >= loose["over_max"] >= 1
+    assert loose["domain"]["over_max"] >= loose["over_max"]
+    for name, g in groups.items():
+        usage = emp["transport_usage"][name]
+        share = (g["w1_upper"] / g["transport_bound"]).to_numpy()
+        assert usage["q0.5"] == pytest.approx(np.quantile(share, 0.5), rel=1e-12)
+        assert 0 < usage["q0.5"] <= usage["max"] <= 1
+    np.testing.assert_allclose(p["transport_usage"], p["w1_upper"] / p["transport_bound"], rtol=1e-12)
+    # the checks: each with its count and kind, all 0
+    checks = j["unit_checks"]["checks"]
+    assert {"lipschitz_domain_upper", "lipschitz_encoded_upper", "transport_sampled", "transport_all_pairs"} <= set(
+        checks
+    )
+    for check in checks.values():
+        assert check["kind"] == UNIT_CHECK and check["violations"] == 0 and check["pairs"] > 0
+    assert j["unit_checks"]["kind"] == UNIT_CHECK
+    # the old keys stay (analyses.paper_figures reads them)
+    assert j["lipschitz"]["violations"]["encoded_upper"] == 0
+    assert j["lipschitz"]["looseness_upper"] == pytest.approx(loose["over_max"])
+    # printed: the empirical part first, the checks last, with the same wording; never "must be 0"
+    out = quick_run["stdout"]
+    assert "must be 0" not in out and UNIT_CHECK in out
+    assert out.index("W2/L1") < out.index("Unit checks") and out.index("W2 / bound") < out.index("Unit checks")
+
+
+def test_clustered_quantiles_resample_anchors():
+    from analyses.local_vs_global import clustered_quantiles
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=60)
+    # every value 8 times, under one anchor: the same point estimates; the anchor-clustered interval is as wide
+    # as for 60 independent values, not the 8-times-narrower interval of 480 independent ones
+    values, clusters = np.repeat(base, 8), np.repeat(np.arange(60), 8)
+    clustered = clustered_quantiles(values, clusters, (0.5, 0.9), 2000, np.random.default_rng(1))
+    single = clustered_quantiles(base, np.arange(60), (0.5, 0.9), 2000, np.random.default_rng(1))
+    naive = clustered_quantiles(values, np.arange(480), (0.5, 0.9), 2000, np.random.default_rng(1))
+    assert clustered["n_pairs"] == 480 and clustered["n_anchors"] == 60
+    for key in ("q0.5", "q0.9"):
+        assert clustered[key] == pytest.approx(np.quantile(values, float(key[1:])))
+        width = np.diff(clustered[f"{key}_ci"])[0]
+        assert width == pytest.approx(np.diff(single[f"{key}_ci"])[0], rel=0.35)
+        assert width > 1.5 * np.diff(naive[f"{key}_ci"])[0]
+    assert clustered["max"] == values.max() and clustered["max_ci"] is None
