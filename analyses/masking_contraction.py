@@ -35,15 +35,22 @@ distances on average, so a fixed radius alone overstates contraction):
 number         that distance                          ``rho`` times it
 =============  ====================================  ==============================================
 
-For every pair and rho: exact ``Pr[D' <= delta]`` (contraction) and ``Pr[D' >= delta]`` (expansion) for both
-thresholds, their Hoeffding lower bounds, and for the first ``--mc-pairs`` pairs of each stratum a Monte Carlo
+For every pair and rho: exact ``Pr[D' <= delta]`` (contraction), ``Pr[D' >= delta]`` (expansion, ties
+``D' = delta`` included) and ``Pr[D' > delta]`` (strict expansion, ``p_expansion_strict``) for both thresholds.
+Ties matter: near pairs have ``d <= delta`` (the anchor's k-th neighbour has ``d = delta``), so at ``rho = 1``
+(no masking, ``D' = d``) ``Pr[D' >= delta]`` is the share of near pairs with ``d = delta``, not expansion; the
+strict ``Pr[D' > delta]`` is 0 there and is the expansion the figures show (summary.json ``delta`` says which
+inequality each column uses). Also their Hoeffding lower bounds, and for the first ``--mc-pairs`` pairs of each
+stratum a Monte Carlo
 estimate that masks the real CSR rows ``--mc-draws`` times (``geometry.masking.monte_carlo_probabilities``)
 with 95% Wilson intervals. Outputs (folder printed at the end, default
 ``out/masking_contraction/DATASET-rhoR[-quick]-HASH``, HASH naming every option that changes the results, see
 :mod:`analyses.common`; ``--quick`` runs on synthetic data unless ``--dataset`` is given):
 ``summary.csv`` (stratum x rho table), ``pairs.csv`` (one row per pair and rho), ``curves.csv`` (mean
-probabilities per stratum on a rho grid), ``summary.json`` (arguments, dataset, split cache, table, timing) and
-the figures ``masked_distance_pmf``, ``probability_vs_rho`` and ``contraction_vs_distance`` (PNG and PDF).
+probabilities per stratum on a rho grid), ``contraction_bins.csv`` (mean contraction probability in bins of
+``d / r_k(u)`` with Wilson intervals over anchors, :data:`CONTRACTION_BINS_RULE`), ``summary.json`` (arguments,
+dataset, split cache, table, typical pairs and their rule :data:`TYPICAL_PAIR_RULE`, timing) and the figures
+``masked_distance_pmf``, ``probability_vs_rho`` and ``contraction_vs_distance`` (PNG and PDF).
 
 Reference: Vuong et al., "On the Mechanisms of Collaborative Learning in VAE Recommenders", ICLR 2026,
 Theorem 2.6.
@@ -86,7 +93,7 @@ from analyses.common import (
 )
 from figures.masking import (
     TypicalPair,
-    contraction_scatter_figure,
+    contraction_binned_figure,
     masked_distance_pmf_figure,
     probability_curves_figure,
 )
@@ -111,6 +118,25 @@ STRATA = ("near", "far", "far-related", "planted")
 DEFAULTS = {"pairs": 2000, "mc_pairs": 300, "mc_draws": 1000, "grid": 20, "drift_draws": 4}
 QUICK = {"pairs": 120, "mc_pairs": 40, "mc_draws": 200, "grid": 8, "drift_draws": 2}
 PROBABILITIES = ("p_contraction", "p_expansion", "p_contraction_masked", "p_expansion_masked")
+# Strict expansion Pr[D' > delta]: without ties D' = delta. Near pairs have d <= delta (the k-th neighbour has
+# d = delta), so at rho = 1 Pr[D' >= delta] is the share of ties, not expansion; Pr[D' > delta] is 0 there.
+STRICT = ("p_expansion_strict", "p_expansion_masked_strict")
+TYPICAL_PAIR_RULE = (
+    "per stratum the pair whose d and c are jointly nearest the stratum's medians in rank terms: minimise "
+    "max(|F_d(d) - 1/2|, |F_c(c) - 1/2|), F the stratum's mid-distribution function (share below plus half the "
+    "share equal), ties broken by the sum of squares of the same gaps, then by the first such pair; a pair with "
+    "both d and c between the stratum's quartiles is chosen whenever one exists"
+)
+CONTRACTION_BINS_RULE = (
+    "pairs binned by d / r_k(u), r_k(u) = the anchor's k-NN distance, per rho and stratum at quantiles of the "
+    "stratum's ratios (up to 8 bins of about 15 pairs or more, tied edges merged; bins (low, high], the first one "
+    "holding the smallest value); per bin the mean exact Pr[D' <= delta] and a 95% Wilson score interval "
+    "with n = Kish's effective number of anchors (sum m)^2 / sum m^2 over the bin's anchors (m pairs each): "
+    "conservative, as a value in [0, 1] with mean p has variance at most p (1 - p) and pairs of one anchor count "
+    "as one; pairs whose anchor has r_k = 0 have no ratio and are left out (counted)"
+)
+CONTRACTION_BINS = 8  # most bins per stratum and rho
+CONTRACTION_BIN_PAIRS = 15  # fewer bins when a stratum has under 15 pairs per bin
 # Elements of one anchor-block x users distance block (float64: 16 MiB per working array).
 _BLOCK_ELEMENTS = 1 << 21
 
@@ -124,9 +150,13 @@ COLUMN_NOTES = {
     "mean_delta": "mean clean threshold delta",
     "mean_delta_masked": "mean masked-neighbourhood threshold delta_m",
     "p_contraction": "mean exact Pr[D' <= delta]: masking brings v within u's radius",
-    "p_expansion": "mean exact Pr[D' >= delta]: masking puts v at or beyond u's radius",
+    "p_expansion": "mean exact Pr[D' >= delta]: masking puts v at or beyond u's radius (ties D' = delta count: "
+    "near pairs with d = delta give it at rho = 1, without masking)",
+    "p_expansion_strict": "mean exact Pr[D' > delta]: masking puts v beyond u's radius (strict: 0 for near pairs "
+    "at rho = 1; the expansion shown in the figures)",
     "p_contraction_masked": "mean exact Pr[D' <= delta_m], against u's masked neighbourhood",
-    "p_expansion_masked": "mean exact Pr[D' >= delta_m]",
+    "p_expansion_masked": "mean exact Pr[D' >= delta_m] (ties D' = delta_m count)",
+    "p_expansion_masked_strict": "mean exact Pr[D' > delta_m]",
     "hoeffding_contraction": "mean Hoeffding lower bound on Pr[D' <= delta] (0 = vacuous)",
     "hoeffding_expansion": "mean Hoeffding lower bound on Pr[D' >= delta] (0 = vacuous)",
     "hoeffding_contraction_masked": "mean Hoeffding lower bound on Pr[D' <= delta_m]",
@@ -381,19 +411,23 @@ def sample_pairs(
 
 
 def exact_probabilities(d: np.ndarray, c: np.ndarray, rho: float, delta: np.ndarray, delta_m: np.ndarray) -> dict:
-    """Exact contraction and expansion probabilities of each pair for both thresholds (the 4 PROBABILITIES).
+    """Exact contraction and expansion probabilities of each pair for both thresholds (PROBABILITIES and STRICT).
 
     Each call gets both thresholds at once, so the library convolves each pair's law once, not twice.
     """
     d2, c2, thresholds = np.concatenate((d, d)), np.concatenate((c, c)), np.concatenate((delta, delta_m))
     contraction = contraction_probability(d2, c2, rho, thresholds)
     expansion = expansion_probability(d2, c2, rho, thresholds)
+    # D' is integer-valued: Pr[D' > t] = Pr[D' >= floor(t) + 1], from the upper tail (exact 0 where it is 0)
+    strict = expansion_probability(d2, c2, rho, np.floor(thresholds) + 1.0)
     p = d.size
     return {
         "p_contraction": contraction[:p],
         "p_expansion": expansion[:p],
         "p_contraction_masked": contraction[p:],
         "p_expansion_masked": expansion[p:],
+        "p_expansion_strict": strict[:p],
+        "p_expansion_masked_strict": strict[p:],
     }
 
 
@@ -490,7 +524,7 @@ def summarise(table: pd.DataFrame, mc_draws: int) -> pd.DataFrame:
             "mean_delta": g["delta"].mean(),
             "mean_delta_masked": g["delta_masked"].mean(),
         }
-        for col in (*PROBABILITIES, *(f"hoeffding_{p[2:]}" for p in PROBABILITIES)):
+        for col in (*PROBABILITIES, *STRICT, *(f"hoeffding_{p[2:]}" for p in PROBABILITIES)):
             row[col] = g[col].mean()
         row["mc_pairs"] = len(mc)
         row["mc_draws"] = mc_draws if len(mc) else 0
@@ -509,11 +543,84 @@ def rho_grid(points: int, chosen: list[float]) -> np.ndarray:
     return np.sort(np.concatenate((grid, chosen)))
 
 
+def mid_percentile(values: np.ndarray) -> np.ndarray:
+    """``100 * (share of values below + half the share equal)`` for each value: 50 at the median."""
+    values = np.asarray(values)
+    ordered = np.sort(values)
+    below = np.searchsorted(ordered, values, side="left")
+    equal = np.searchsorted(ordered, values, side="right") - below
+    return 100.0 * (below + 0.5 * equal) / values.size
+
+
 def typical_index(d: np.ndarray, c: np.ndarray) -> int:
-    """The pair with ``d`` closest to the stratum's median ``d``, then ``c`` closest to its median ``c``."""
-    gap_d = np.abs(d - np.median(d))
-    close = np.flatnonzero(gap_d == gap_d.min())
-    return int(close[np.argmin(np.abs(c[close] - np.median(c)))])
+    """The pair jointly nearest the stratum's median ``(d, c)`` in rank terms (:data:`TYPICAL_PAIR_RULE`)."""
+    gap_d = np.abs(mid_percentile(d) - 50.0)
+    gap_c = np.abs(mid_percentile(c) - 50.0)
+    return int(np.lexsort((np.arange(gap_d.size), gap_d**2 + gap_c**2, np.maximum(gap_d, gap_c)))[0])
+
+
+def _bin_edges(x: np.ndarray, bins: int, min_pairs: int) -> np.ndarray:
+    """Quantile bin edges of ``x``: up to ``bins`` bins of at least about ``min_pairs`` values, ties merged.
+
+    Bins are ``(low, high]``; the first edge sits just below the smallest value, so that it falls in the first bin.
+    """
+    count = int(np.clip(x.size // max(min_pairs, 1), 1, bins))
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, count + 1)))
+    if edges.size == 1:
+        edges = np.append(edges, edges[0])
+    edges[0] = np.nextafter(edges[0], -np.inf)
+    return edges
+
+
+def _wilson(p: np.ndarray, n: np.ndarray, z: float = 1.959963984540054) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a mean ``p`` of ``[0, 1]`` values with (possibly fractional) sample size ``n``."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def contraction_bins(table: pd.DataFrame, bins: int = CONTRACTION_BINS) -> tuple[pd.DataFrame, int]:
+    """Binned mean contraction probability against ``d / r_k(u)`` per rho and stratum (:data:`CONTRACTION_BINS_RULE`).
+
+    Returns the bin table (rho, stratum, x_low, x_high, x_center, pairs, anchors, n_eff, mean, ci_low, ci_high)
+    and the number of pair rows left out for an anchor radius of 0.
+    """
+    radius = table["anchor_knn_radius"].to_numpy(dtype=np.float64)
+    ok = radius > 0
+    x = np.where(ok, table["d"].to_numpy(dtype=np.float64) / np.where(ok, radius, 1.0), np.nan)
+    rows = []
+    order = {s: i for i, s in enumerate(STRATA)}
+    data = table.assign(_x=x)[ok]
+    for (rho, stratum), group in data.groupby(["rho", "stratum"], sort=True):
+        xs = group["_x"].to_numpy()
+        edges = _bin_edges(xs, bins, CONTRACTION_BIN_PAIRS)
+        which = np.clip(np.searchsorted(edges, xs, side="left") - 1, 0, edges.size - 2)
+        for b, g in group.groupby(which, sort=True):
+            m = g.groupby("anchor").size().to_numpy(dtype=np.float64)
+            n_eff = m.sum() ** 2 / (m**2).sum()
+            mean = float(g["p_contraction"].mean())
+            low, high = _wilson(np.array(mean), np.array(n_eff))
+            rows.append(
+                {
+                    "rho": rho,
+                    "stratum": stratum,
+                    "x_low": float(edges[b]),
+                    "x_high": float(edges[b + 1]),
+                    "x_center": float(np.median(g["_x"])),
+                    "pairs": len(g),
+                    "anchors": int(m.size),
+                    "n_eff": float(n_eff),
+                    "mean": mean,
+                    # the Wilson interval contains the mean; min / max only guard the rounding
+                    "ci_low": float(min(low, mean)),
+                    "ci_high": float(max(high, mean)),
+                }
+            )
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["_order"] = out["stratum"].map(lambda s: order.get(s, len(order)))
+        out = out.sort_values(["rho", "_order", "x_low"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    return out, int((~ok).sum())
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
@@ -587,8 +694,10 @@ def _print_summary(summary: pd.DataFrame, header: list[str], rule: DeltaRule, k:
         "share_expected_expansion": ".3f",
         "p_contraction": ".3f",
         "p_expansion": ".3f",
+        "p_expansion_strict": ".3f",
         "p_contraction_masked": ".3f",
         "p_expansion_masked": ".3f",
+        "p_expansion_masked_strict": ".3f",
         "hoeffding_contraction": ".3f",
         "mc_pairs": "d",
         "mc_in_ci": ".3f",
@@ -600,8 +709,10 @@ def _print_summary(summary: pd.DataFrame, header: list[str], rule: DeltaRule, k:
         "share_expected_expansion": "E[D']>d",
         "p_contraction": "P[D'<=δ]",
         "p_expansion": "P[D'>=δ]",
+        "p_expansion_strict": "P[D'>δ]",
         "p_contraction_masked": "P[D'<=δm]",
         "p_expansion_masked": "P[D'>=δm]",
+        "p_expansion_masked_strict": "P[D'>δm]",
         "hoeffding_contraction": "Hoeff<=δ",
         "mc_pairs": "MC pairs",
         "mc_in_ci": "MC in CI",
@@ -613,7 +724,8 @@ def _print_summary(summary: pd.DataFrame, header: list[str], rule: DeltaRule, k:
         print(format_table(g, formats, headers))
     legend = [
         "E[D']>d    share of pairs that masking pushes apart on average (c/d > 1/(2ρ))",
-        f"P[D'<=δ]   mean exact contraction probability, {rule.describe(k)}; P[D'>=δ]: expansion",
+        f"P[D'<=δ]   mean exact contraction probability, {rule.describe(k)}; P[D'>=δ]: expansion, ties D' = δ "
+        "included (near pairs with d = δ count at ρ = 1); P[D'>δ]: strict expansion, shown in the figures",
         f"P[D'<=δm]  the same against the masked-neighbourhood radius {rule.describe_masked(k)}: "
         f"{rule.masked_meaning()}",
         "Hoeff<=δ   mean Hoeffding lower bound on P[D'<=δ] (0 when vacuous)",
@@ -634,7 +746,10 @@ def _print_drift(drifts: list[dict], k: int) -> None:
         if "masked_to_masked" in d:
             line += f"; masked -> masked {_ci_text(d['masked_to_masked'])}"
         if d["near_p_expansion_masked"] is not None:
-            line += f"; exact Pr[D' >= δm] of near pairs {d['near_p_expansion_masked']:.3f}"
+            line += (
+                f"; exact Pr[D' > δm] of near pairs {d['near_p_expansion_masked_strict']:.3f} "
+                f"(Pr[D' >= δm] {d['near_p_expansion_masked']:.3f}, ties included)"
+            )
         print(line)
 
 
@@ -684,7 +799,7 @@ def run(args: argparse.Namespace) -> Path:
     if truth is not None:
         base["same_group"] = truth["taste_group"][pairs.u] == truth["taste_group"][pairs.v]
     idx_mc = mc_subset(pairs.stratum, sizes["mc_pairs"])
-    tables, typical, drifts, t_exact, t_mc, t_drift = [], [], [], 0.0, 0.0, 0.0
+    tables, typical, typical_stats, drifts, t_exact, t_mc, t_drift = [], [], [], [], 0.0, 0.0, 0.0
     for i, rho in enumerate(rhos):
         bar.set_description(f"exact laws ρ={rho:g}")
         t = time.perf_counter()
@@ -704,13 +819,22 @@ def run(args: argparse.Namespace) -> Path:
         drift = input_knn_drift(
             X, rho, args.k, nb.queries, sizes["drift_draws"], np.random.default_rng(seeds[1 + len(rhos) + i])
         )
-        near = exact["p_expansion_masked"][pairs.stratum == "near"]
-        drifts.append({**drift.summary(), "near_p_expansion_masked": float(near.mean()) if near.size else None})
+        near = pairs.stratum == "near"
+        drifts.append(
+            {
+                **drift.summary(),
+                "near_p_expansion_masked": float(exact["p_expansion_masked"][near].mean()) if near.any() else None,
+                "near_p_expansion_masked_strict": (
+                    float(exact["p_expansion_masked_strict"][near].mean()) if near.any() else None
+                ),
+            }
+        )
         t_drift += time.perf_counter() - t
         bar.update()
         for s in dict.fromkeys(pairs.stratum.tolist()):
             sel = np.flatnonzero(pairs.stratum == s)
-            j = sel[typical_index(pairs.d[sel], pairs.c[sel])]
+            i_typ = typical_index(pairs.d[sel], pairs.c[sel])
+            j = sel[i_typ]
             typical.append(
                 TypicalPair(
                     s,
@@ -721,6 +845,16 @@ def run(args: argparse.Namespace) -> Path:
                     float(delta[j]),
                     float(delta_m[j]),
                 )
+            )
+            typical_stats.append(
+                {
+                    "d_percentile": float(mid_percentile(pairs.d[sel])[i_typ]),
+                    "c_percentile": float(mid_percentile(pairs.c[sel])[i_typ]),
+                    "stratum_median_d": float(np.median(pairs.d[sel])),
+                    "stratum_median_c": float(np.median(pairs.c[sel])),
+                    "stratum_mean_d": float(pairs.d[sel].mean()),
+                    "stratum_mean_c": float(pairs.c[sel].mean()),
+                }
             )
     timing["exact"], timing["monte_carlo"], timing["drift"] = t_exact, t_mc, t_drift
     table = pd.concat(tables, ignore_index=True)
@@ -742,21 +876,22 @@ def run(args: argparse.Namespace) -> Path:
     t = time.perf_counter()
     figures = []
     bar.set_description("figures")
-    figures += savefig(masked_distance_pmf_figure(typical, rule.describe(args.k)), out, "masked_distance_pmf")
+    figures += savefig(
+        masked_distance_pmf_figure(typical, rule.describe(args.k), rule="pair nearest its stratum's median (d, c)"),
+        out,
+        "masked_distance_pmf",
+    )
     bar.update()
-    curve_arrays = {s: {k: g[k].to_numpy() for k in PROBABILITIES} for s, g in curves.groupby("stratum", sort=False)}
+    curve_arrays = {
+        s: {k: g[k].to_numpy() for k in (*PROBABILITIES, *STRICT)} for s, g in curves.groupby("stratum", sort=False)
+    }
     figures += savefig(
         probability_curves_figure(grid, curve_arrays, rhos, rule.describe(args.k)), out, "probability_vs_rho"
     )
     bar.update()
+    bins, no_radius = contraction_bins(table)
     figures += savefig(
-        contraction_scatter_figure(
-            table["d"].to_numpy(),
-            table["p_contraction"].to_numpy(),
-            table["stratum"].to_numpy(),
-            table["rho"].to_numpy(),
-            ylabel=f"Pr[D' ≤ δ],  {rule.describe(args.k)}",
-        ),
+        contraction_binned_figure(bins, rule.describe(args.k), radius_label=f"u's {args.k}-NN distance"),
         out,
         "contraction_vs_distance",
     )
@@ -768,6 +903,7 @@ def run(args: argparse.Namespace) -> Path:
         write_csv(out / "summary.csv", summary),
         write_csv(out / "pairs.csv", table),
         write_csv(out / "curves.csv", curves),
+        write_csv(out / "contraction_bins.csv", bins),
     ]
     timing["total"] = time.perf_counter() - start
     report = split.report
@@ -789,6 +925,13 @@ def run(args: argparse.Namespace) -> Path:
             "clean": rule.describe(args.k),
             "masked": rule.describe_masked(args.k),
             "masked_meaning": rule.masked_meaning(),
+            "contraction": "p_contraction = Pr[D' <= delta] (ties D' = delta count as contraction)",
+            "expansion": "p_expansion = Pr[D' >= delta]: ties D' = delta count as expansion too, so near pairs "
+            "with d = delta (the k-th neighbour itself among them) give it without masking, at rho = 1",
+            "expansion_strict": "p_expansion_strict = Pr[D' > delta] = 1 - Pr[D' <= delta]: strict, 0 for near "
+            "pairs at rho = 1 (d <= delta)",
+            "shown_in_figures": "probability_vs_rho: p_contraction and p_expansion_strict (and their _masked "
+            "versions, p_expansion_masked_strict); masked_distance_pmf shades Pr[D' <= delta]",
         },
         "strata": {
             "near": f"v uniform among u's {args.k} nearest neighbours (L1)",
@@ -800,10 +943,24 @@ def run(args: argparse.Namespace) -> Path:
         "columns": COLUMN_NOTES,
         "table": summary.to_dict(orient="records"),
         "realised_drift": drifts,
+        "typical_pair_rule": TYPICAL_PAIR_RULE,
         "typical_pairs": [
-            {"stratum": p.stratum, "rho": p.rho, "d": p.d, "c": p.c, "delta": p.delta, "delta_masked": p.delta_masked}
-            for p in typical
+            {
+                "stratum": p.stratum,
+                "rho": p.rho,
+                "d": p.d,
+                "c": p.c,
+                "delta": p.delta,
+                "delta_masked": p.delta_masked,
+                **stats,
+            }
+            for p, stats in zip(typical, typical_stats, strict=True)
         ],
+        "contraction_bins": {
+            "rule": CONTRACTION_BINS_RULE,
+            "pairs_without_radius": no_radius,
+            "table": "contraction_bins.csv",
+        },
         "notes": notes,
     }
     save_result(out, "summary.json", result, [*files, *figures], timing)

@@ -8,7 +8,10 @@ Every function takes plain arrays and returns a :class:`matplotlib.figure.Figure
   contraction mass ``Pr[D' <= delta]`` shaded.
 * :func:`probability_curves_figure`: mean ``Pr[D' <= delta]`` and ``Pr[D' >= delta]`` per stratum against
   rho, for the clean and the masked-neighbourhood threshold, chosen rho(s) marked.
-* :func:`contraction_scatter_figure`: ``Pr[D' <= delta]`` of every pair against its clean distance ``d``.
+* :func:`contraction_binned_figure`: binned mean ``Pr[D' <= delta]`` with 95% intervals against the distance
+  relative to the anchor's radius, ``d / r_k(u)``, per stratum (what ``contraction_vs_distance`` shows).
+* :func:`contraction_scatter_figure`: ``Pr[D' <= delta]`` of every pair against its clean distance ``d``
+  (superseded by the binned figure: points on 0 and 1 hide the density).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class TypicalPair:
     delta_masked: float
 
 
-def masked_distance_pmf_figure(pairs: Sequence[TypicalPair], delta_label: str = "δ") -> Figure:
+def masked_distance_pmf_figure(pairs: Sequence[TypicalPair], delta_label: str = "δ", rule: str = "") -> Figure:
     """Grid of pmfs of ``D'``: rows are rho values, columns strata; contraction mass shaded.
 
     Parameters
@@ -65,6 +68,8 @@ def masked_distance_pmf_figure(pairs: Sequence[TypicalPair], delta_label: str = 
         One per (rho, stratum).
     delta_label : str
         How the clean threshold is described in the legend (e.g. ``"δ = u's 10-NN distance"``).
+    rule : str
+        How the typical pairs were chosen, for the title (e.g. ``"pair nearest its stratum's median (d, c)"``).
     """
     if not pairs:
         raise ValueError("masked_distance_pmf_figure needs at least one pair")
@@ -115,7 +120,8 @@ def masked_distance_pmf_figure(pairs: Sequence[TypicalPair], delta_label: str = 
             Line2D([], [], color="0.3", lw=6, alpha=0.9, label="mass with D' ≤ δ (contraction)"),
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
-        fig.suptitle("Exact law of the masked distance D' of typical pairs (independent masks)")
+        title = "Exact law of the masked distance D' of typical pairs (independent masks)"
+        fig.suptitle(title + (f"\ntypical: the {rule}" if rule else ""))
     return fig
 
 
@@ -133,7 +139,9 @@ def probability_curves_figure(
         Keep probabilities in ``(0, 1]``, increasing.
     curves : mapping stratum -> mapping
         Arrays of shape (R,) under the keys ``p_contraction``, ``p_expansion`` (clean threshold) and
-        ``p_contraction_masked``, ``p_expansion_masked`` (masked-neighbourhood threshold).
+        ``p_contraction_masked``, ``p_expansion_masked`` (masked-neighbourhood threshold). When every stratum
+        also has ``p_expansion_strict`` and ``p_expansion_masked_strict`` (``Pr[D' > δ]``), the expansion panel
+        shows those: ``Pr[D' ≥ δ]`` counts ties ``D' = δ``, which near pairs (``d ≤ δ``) have even at ρ = 1.
     chosen : sequence of float
         The rho values of the run, marked by vertical lines.
     delta_label : str
@@ -144,14 +152,18 @@ def probability_curves_figure(
     colours = stratum_colors(strata)
     with styled():
         fig = new_figure(1, 2, panel_size=(4.9, 3.7), sharey=True)
+        strict = all("p_expansion_strict" in c and "p_expansion_masked_strict" in c for c in curves.values())
         panels = (
             ("p_contraction", "Contraction: Pr[D' ≤ δ]"),
-            ("p_expansion", "Expansion: Pr[D' ≥ δ]"),
+            ("p_expansion_strict", "Expansion: Pr[D' > δ] (strict, ties D' = δ excluded)")
+            if strict
+            else ("p_expansion", "Expansion: Pr[D' ≥ δ]"),
         )
         for ax, (key, title) in zip(fig.axes, panels, strict=True):
             for s in strata:
                 ax.plot(rho_grid, curves[s][key], color=colours[s], lw=2.0)
-                ax.plot(rho_grid, curves[s][f"{key}_masked"], color=colours[s], lw=1.6, ls="--")
+                masked = key.replace("_strict", "_masked_strict") if key.endswith("_strict") else f"{key}_masked"
+                ax.plot(rho_grid, curves[s][masked], color=colours[s], lw=1.6, ls="--")
             for r in chosen:
                 ax.axvline(r, color="0.3", lw=1.0, ls=":")
             # the chosen rho values label the top edge, where they cannot cover a curve; close values get
@@ -162,7 +174,7 @@ def probability_curves_figure(
             top = ax.secondary_xaxis("top")
             top.set_xticks(marks, labels=labels, rotation=90 if gap < 0.08 else 0)
             top.tick_params(axis="x", length=3, labelsize=8.5, colors="0.25", pad=1)
-            ax.set_title(title)
+            ax.set_title(title, fontsize=10.5)
             ax.set_xlabel("keep probability ρ (1 = clean input)")
             ax.set_xlim(0.0, 1.0)
             ax.set_ylim(-0.02, 1.02)
@@ -229,4 +241,57 @@ def contraction_scatter_figure(
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
         fig.suptitle("Contraction probability of each sampled pair against its clean distance")
+    return fig
+
+
+def contraction_binned_figure(bins, delta_label: str = "δ", radius_label: str = "u's k-NN distance") -> Figure:
+    """Mean contraction probability per bin of ``d / r_k(u)`` with its 95% interval, per stratum, one panel per rho.
+
+    Parameters
+    ----------
+    bins : pandas.DataFrame
+        One row per (rho, stratum, bin) with ``rho``, ``stratum``, ``x_low``, ``x_high``, ``x_center`` (median
+        ``d / r_k`` of the bin's pairs), ``pairs``, ``mean``, ``ci_low``, ``ci_high``
+        (:func:`analyses.masking_contraction.contraction_bins`). Bins with fewer than 3 pairs are not drawn.
+    delta_label : str
+        How the threshold δ of ``Pr[D' ≤ δ]`` is set, for the axis label.
+    radius_label : str
+        What ``r_k(u)`` is, for the axis label.
+    """
+    required = {"rho", "stratum", "x_center", "pairs", "mean", "ci_low", "ci_high"}
+    if missing := required - set(bins.columns):
+        raise ValueError(f"bins lacks the columns {sorted(missing)}")
+    shown = bins[bins["pairs"] >= 3]
+    rhos = sorted(set(bins["rho"].tolist())) or [1.0]
+    names = ordered_strata(bins["stratum"].astype(str).tolist())
+    colours = stratum_colors(names)
+    with styled():
+        fig = new_figure(1, len(rhos), panel_size=(max(4.6, 7.5 / len(rhos)), 3.6), sharey=True)
+        for ax, r in zip(fig.axes, rhos, strict=True):
+            for k, s in enumerate(names):
+                g = shown[(shown["rho"] == r) & (shown["stratum"] == s)].sort_values("x_center")
+                if not len(g):
+                    continue
+                # strata side by side within a bin: a small multiplicative offset keeps the intervals apart
+                x = g["x_center"].to_numpy() * 1.03 ** (k - (len(names) - 1) / 2)
+                ax.vlines(x, g["ci_low"], g["ci_high"], color=colours[s], lw=1.4, alpha=0.8)
+                ax.plot(x, g["mean"], color=colours[s], lw=0.9, alpha=0.6)
+                ax.scatter(x, g["mean"], s=22, color=colours[s], linewidths=0, zorder=3)
+            ax.axvline(1.0, color="0.3", lw=1.0, ls=":")
+            ax.set_xscale("log")
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xlabel(f"d / δ,  δ = r_k(u) = {radius_label} (log)")
+            ax.set_title(f"ρ = {r:g}")
+        fig.axes[0].set_ylabel(f"mean Pr[D' ≤ δ] per bin\n{delta_label}")
+        handles = [
+            Line2D([], [], marker="o", ls="-", color=colours[s], markersize=5, label=STRATUM_LABELS.get(s, s))
+            for s in names
+        ]
+        handles.append(Line2D([], [], color="0.3", lw=1.0, ls=":", label="d = r_k(u)"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
+        fig.suptitle(
+            "Contraction probability against the distance relative to u's radius\n"
+            "(means per bin of d / δ, 95% Wilson intervals over anchors)",
+            fontsize=11,
+        )
     return fig

@@ -281,3 +281,109 @@ def test_realised_drift_is_the_library_value_for_the_anchors_beside_the_exact_la
     ref = input_knn_drift(quick_run["X"], RHOS[0], K, anchors, n_draws=6, rng=123).summary()["clean_to_masked"]
     assert abs(drifts[0]["clean_to_masked"]["mean"] - ref["mean"]) < 4 * max(ref["se"], 1e-3)
     assert drifts[0]["clean_to_masked"]["mean"] > drifts[1]["clean_to_masked"]["mean"]  # rho 0.5 vs 0.8
+
+
+# ----------------------------------------------------------------------------------- issue 10: figures and ties
+
+
+def test_typical_pair_is_typical_in_both_d_and_c():
+    """The old rule (d nearest the median d, then c) could pick a pair whose c is extreme."""
+    from analyses.masking_contraction import typical_index
+
+    d = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    c = np.array([10, 11, 12, 13, 100, 14, 15, 16, 17])  # the pair at the median d has by far the largest c
+    j = typical_index(d, c)
+    for values in (d, c):
+        assert np.percentile(values, 25) <= values[j] <= np.percentile(values, 75)
+
+
+def test_typical_pairs_lie_inside_their_strata_quartiles(quick_run):
+    p, j = quick_run["pairs"], quick_run["json"]
+    assert "median" in j["typical_pair_rule"]
+    for pair in j["typical_pairs"]:
+        g = p[(p["stratum"] == pair["stratum"]) & (p["rho"] == pair["rho"])]
+        for key in ("d", "c"):
+            low, high = np.percentile(g[key], [25, 75])
+            assert low <= pair[key] <= high, (pair, key)
+            assert 25 <= pair[f"{key}_percentile"] <= 75
+            assert pair[f"stratum_median_{key}"] == pytest.approx(g[key].median())
+
+
+def test_strict_expansion_is_zero_for_near_pairs_at_rho_1(quick_run):
+    """Near pairs have d <= delta, so without masking Pr[D' > delta] = 0; Pr[D' >= delta] counts the ties d = delta
+    (the k-th neighbour itself among them). The figure's expansion panel shows the strict probability."""
+    from analyses.masking_contraction import STRICT
+    from figures.masking import probability_curves_figure
+
+    curves = quick_run["curves"]
+    at_one = curves[(curves["rho"] == 1.0)].set_index("stratum")
+    assert at_one.loc["near", "p_expansion_strict"] == 0.0
+    assert at_one.loc["near", "p_expansion_masked_strict"] == 0.0
+    assert at_one.loc["near", "p_expansion"] > 0  # ties d = delta on the quick data: the artefact the key avoids
+    p = quick_run["pairs"]
+    np.testing.assert_allclose(p["p_expansion_strict"], 1.0 - p["p_contraction"], atol=1e-12)
+    np.testing.assert_allclose(p["p_expansion_masked_strict"], 1.0 - p["p_contraction_masked"], atol=1e-12)
+    s = quick_run["summary"]
+    assert set(STRICT) <= set(s.columns) and set(STRICT) <= set(COLUMN_NOTES)
+    arrays = {name: {k: g[k].to_numpy() for k in (*PROBABILITIES, *STRICT)} for name, g in curves.groupby("stratum")}
+    grid = np.sort(curves["rho"].unique())
+    fig = probability_curves_figure(grid, arrays, list(RHOS))
+    expansion = fig.axes[1]
+    assert "Pr[D' > δ]" in expansion.get_title()
+    near_colour = expansion.get_lines()[0].get_color()
+    near_lines = [ln for ln in expansion.get_lines() if ln.get_color() == near_colour and len(ln.get_xdata()) > 2]
+    assert near_lines
+    for line in near_lines:
+        x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+        assert y[x == 1.0][0] == 0.0
+    delta = quick_run["json"]["delta"]
+    assert "Pr[D' > delta]" in delta["expansion_strict"] and "Pr[D' >= delta]" in delta["expansion"]
+    assert "p_expansion_strict" in delta["shown_in_figures"]
+
+
+def test_contraction_bins_are_clustered_means_against_the_relative_distance(quick_run):
+    from analyses.masking_contraction import CONTRACTION_BINS_RULE
+
+    bins, p = pd.read_csv(quick_run["out"] / "contraction_bins.csv"), quick_run["pairs"]
+    assert "Wilson" in CONTRACTION_BINS_RULE and quick_run["json"]["contraction_bins"]["rule"] == CONTRACTION_BINS_RULE
+    x = p["d"] / p["anchor_knn_radius"]
+    for (rho, stratum), g in bins.groupby(["rho", "stratum"]):
+        sel = p[(p["rho"] == rho) & (p["stratum"] == stratum)]
+        xs = x[sel.index]
+        assert g["pairs"].sum() == len(sel)
+        for _, b in g.iterrows():
+            inside = sel[(xs > b["x_low"]) & (xs <= b["x_high"])] if b["x_low"] > 0 else sel[xs <= b["x_high"]]
+            assert len(inside) == b["pairs"] and inside["anchor"].nunique() == b["anchors"]
+            assert b["mean"] == pytest.approx(inside["p_contraction"].mean())
+            assert 0 <= b["ci_low"] <= b["mean"] <= b["ci_high"] <= 1
+            assert 1 <= b["n_eff"] <= b["pairs"]
+        if stratum == "near":
+            assert (g["x_low"] < 1).all()  # near pairs lie inside the anchor's radius: d / delta <= 1
+    assert np.isclose(bins["x_high"], 1.0).any()  # 1 is a bin edge
+
+
+def test_contraction_figure_shows_binned_means_with_intervals():
+    from figures.masking import contraction_binned_figure
+
+    bins = pd.DataFrame(
+        {
+            "rho": 0.5,
+            "stratum": ["near", "near", "far", "far"],
+            "x_low": [0.0, 0.5, 1.0, 2.0],
+            "x_high": [0.5, 1.0, 2.0, 4.0],
+            "x_center": [0.3, 0.8, 1.5, 3.0],
+            "pairs": [10, 12, 8, 9],
+            "anchors": [10, 12, 8, 9],
+            "n_eff": [10.0, 12.0, 8.0, 9.0],
+            "mean": [0.9, 0.7, 0.2, 0.05],
+            "ci_low": [0.6, 0.4, 0.05, 0.01],
+            "ci_high": [0.98, 0.88, 0.5, 0.3],
+        }
+    )
+    fig = contraction_binned_figure(bins, "δ = u's 10-NN distance")
+    ax = fig.axes[0]
+    assert "d / δ" in ax.get_xlabel()
+    from matplotlib.collections import PathCollection
+
+    means = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
+    assert sorted(means.tolist()) == sorted(bins["mean"].tolist())
