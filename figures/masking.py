@@ -10,8 +10,6 @@ Every function takes plain arrays and returns a :class:`matplotlib.figure.Figure
   rho, for the clean and the masked-neighbourhood threshold, chosen rho(s) marked.
 * :func:`contraction_binned_figure`: binned mean ``Pr[D' <= delta]`` with 95% intervals against the distance
   relative to the anchor's radius, ``d / r_k(u)``, per stratum (what ``contraction_vs_distance`` shows).
-* :func:`contraction_scatter_figure`: ``Pr[D' <= delta]`` of every pair against its clean distance ``d``
-  (superseded by the binned figure: points on 0 and 1 hide the density).
 """
 
 from __future__ import annotations
@@ -187,60 +185,6 @@ def probability_curves_figure(
         ncols = max(len(first), len(second))
         fig.legend(handles=_row_major([first, second], ncols), loc="outside lower center", ncols=ncols, frameon=False)
         fig.suptitle("Masking moves pairs into and out of u's sharing radius: exact probabilities per stratum")
-    return fig
-
-
-def contraction_scatter_figure(
-    d: np.ndarray,
-    probability: np.ndarray,
-    strata: np.ndarray,
-    rho: np.ndarray,
-    ylabel: str = "Pr[D' ≤ δ]",
-) -> Figure:
-    """``Pr[D' <= delta]`` of each pair against its clean distance ``d``, one panel per rho.
-
-    Parameters
-    ----------
-    d, probability, strata, rho : numpy.ndarray, shape (P,)
-        Clean distance, contraction probability, stratum name and keep probability of each row.
-    ylabel : str
-        Axis label of the probability.
-    """
-    d = np.asarray(d, dtype=np.float64)
-    probability = np.asarray(probability, dtype=np.float64)
-    strata = np.asarray(strata).astype(str)
-    rho = np.asarray(rho, dtype=np.float64)
-    if not (d.shape == probability.shape == strata.shape == rho.shape) or d.ndim != 1:
-        raise ValueError("d, probability, strata and rho must be 1-D arrays of the same length")
-    rhos = sorted(set(rho.tolist()))
-    names = ordered_strata(strata.tolist())
-    colours = stratum_colors(names)
-    with styled():
-        # at least 7.5 inches wide, so that the title and the one-row legend fit above a single panel
-        fig = new_figure(1, len(rhos), panel_size=(max(4.6, 7.5 / len(rhos)), 3.6), sharey=True)
-        for ax, r in zip(fig.axes, rhos, strict=True):
-            for s in names:
-                sel = (rho == r) & (strata == s)
-                ax.scatter(
-                    np.maximum(d[sel], 0.5),
-                    probability[sel],
-                    s=9,
-                    alpha=0.45,
-                    color=colours[s],
-                    linewidths=0,
-                    label=STRATUM_LABELS.get(s, s),
-                )
-            ax.set_xscale("log")
-            ax.set_ylim(-0.03, 1.03)
-            ax.set_xlabel("clean distance d = |S_u Δ S_v| (log scale)")
-            ax.set_title(f"ρ = {r:g}")
-        fig.axes[0].set_ylabel(ylabel)
-        handles = [
-            Line2D([], [], marker="o", ls="", color=colours[s], markersize=6, label=STRATUM_LABELS.get(s, s))
-            for s in names
-        ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
-        fig.suptitle("Contraction probability of each sampled pair against its clean distance")
     return fig
 
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+from pathlib import Path
 
 import pytest
 
-COMMANDS = [
-    *(f"analyses.{job}" for job in ("masking_contraction", "local_vs_global", "kl_budget", "sharing_radius")),
-    *(f"analyses.{job}" for job in ("pia_geometry", "cohorts", "reproduce", "paper_figures")),
-    "models.train",
-    "models.evaluate",
-    "models.baselines",
-    "models.data",
-]
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = sorted(
+    f"{path.parent.name}.{path.stem}"
+    for folder in ("analyses", "models")
+    for path in (ROOT / folder).glob("*.py")
+    if "\ndef main(" in path.read_text()
+)
+"""Every command line of the project: each module of analyses/ and models/ that defines ``main``."""
+
+
+def test_the_commands_are_found():
+    assert {"analyses.claims", "analyses.pia_uplift", "analyses.masking_contraction", "models.train"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
 from figures.geometry import cohort_figure, far_related_figure, lipschitz_transport_figure
 from figures.latent import cohort_embedding_figure
-from figures.masking import contraction_scatter_figure
+from figures.masking import contraction_binned_figure
 from figures.style import cohort_colors, stratum_colors
 
 
@@ -38,9 +39,16 @@ def _legend(fig) -> dict[str, str]:
 def test_a_stratum_has_one_colour_in_the_masking_and_the_geometry_figures():
     rng = np.random.default_rng(0)
     strata = np.array(["near", "far-related", "planted"] * 10)
-    masking = contraction_scatter_figure(
-        rng.integers(1, 50, 30).astype(float), rng.random(30), strata, np.full(30, 0.5)
-    )
+    bins = pd.DataFrame(
+        {
+            "rho": 0.5,
+            "stratum": strata,
+            "x_center": rng.random(30) * 3 + 0.5,
+            "pairs": 10,
+            "mean": rng.random(30),
+        }
+    ).assign(ci_low=lambda t: t["mean"] * 0.8, ci_high=lambda t: t["mean"] * 1.2)
+    masking = contraction_binned_figure(bins)
     l1 = rng.integers(1, 50, 30).astype(float)
     bounds = lipschitz_transport_figure(l1, 0.1 * l1, 0.2 * l1, strata, 0.2 * l1 + 1, {"certificate": 1.0})
     pct = {s: rng.random(20) * 100 for s in ("near", "far-related", "planted")}
