@@ -1,0 +1,988 @@
+"""The claims ledger: every claim of the paper the toolkit checks, one row per claim and dataset, with a verdict
+that a null could not have produced.
+
+Usage::
+
+    python -m analyses.claims --datasets ml-1m ml-100k gowalla synthetic --seeds 0 1 2   # the full run
+    python -m analyses.claims --quick            # synthetic and synthetic-null, tiny models, seeds 0 1: minutes
+
+For every dataset and seed the ledger runs the jobs that measure the claims (:data:`SEED_JOBS`, each with
+``--dataset D --seed S`` and, for the jobs of one Multi-VAE, ``--train-seed S``, so that every seed is another
+trained model as well as another sample), and once per dataset ``pia_uplift`` over all the seeds (it chooses
+lambda_A on validation; ``pia_geometry`` and ``cohorts`` then run with that lambda_A, so mechanism and gain are
+measured on the same models). Trained models come from the run cache (:mod:`analyses.trained`): what the
+other jobs trained is reused, and a killed ledger resumes where its models stopped. Each job writes its own
+folder under ``OUT/runs/DATASET/seedS/JOB`` (``OUT/runs/DATASET/pia_uplift``); the ledger reads their JSON.
+
+Each claim (:data:`CLAIMS`) has a decision rule written here before any result is seen (its ``rule`` text is
+copied into every row). Per seed a claim gives an estimate, a within-seed interval and a per-seed verdict; the
+seeds are combined by the claim's ``combine`` mode:
+
+``unit``
+    a check that holds by construction (a violation is a bug, not a finding): ``supported`` when it holds on
+    every seed, else ``not supported``. Kind ``unit check``; listed, never counted as evidence.
+``mean``
+    an effect size of trained models: the mean of the per-seed estimates with a Student-t interval across seeds
+    (:func:`analyses.results.across_seeds`, training noise included), compared with the claim's threshold:
+    ``supported`` when the interval lies on the claimed side, ``not supported`` when it lies on the other side,
+    else ``inconclusive``; fewer than two seeds is ``inconclusive`` (one training's noise is unmeasured).
+``every``
+    a claim with its own within-seed test (a permutation p-value, a bootstrap interval): ``supported`` when the
+    test supports it on every seed (a conjunction of level-alpha tests keeps the false-positive rate at most
+    alpha), ``not supported`` when every seed rejects it, else ``inconclusive``; a trained claim on fewer than two
+    seeds is ``inconclusive``. The row's interval is the hull of the seeds' own intervals (it lies on the claimed
+    side exactly when every seed's does).
+``data``
+    a property of the data alone (no trained model): the first seed's sample and its interval decide; the other
+    seeds' estimates are listed.
+
+A claim a job could not measure on a dataset (the job failed, a stratum is empty) is ``inconclusive`` with the
+reason. Rows carry ``planted``: the property of the synthetic generator that makes the claim true on
+``synthetic`` (None when the generator does not decide it); ``synthetic-null`` (:func:`models.synthetic.
+make_null_synthetic`) plants nothing, and the tests check that the planted claims are ``supported`` on
+``synthetic`` and not on ``synthetic-null``.
+
+Outputs (folder printed at the end; default ``out/claims/DATASETS-seedsS[-quick]-HASH``): ``claims.json`` (a
+list of rows with the keys ``claim``, ``statement``, ``kind``, ``dataset``, ``seeds``, ``estimate``, ``ci``,
+``ci_kind``, ``verdict``, ``reason``, ``rule``, ``command``, ``source`` (job JSON and key), ``per_seed``,
+``planted``, ``seconds``), ``claims.md`` (the table by claim and dataset, the rules, the cost of each job),
+``ledger.json`` (the jobs run, their status, seconds and commands), the figure ``claims`` (estimates and
+intervals per claim and dataset, coloured by verdict) and ``COMPLETE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analyses.common import (
+    JobError,
+    check_int,
+    default_out_dir,
+    display_path,
+    job_parser,
+    mark_output,
+    result_options,
+    run_main,
+    save_result,
+    stage_output,
+    write_json,
+)
+from analyses.paper_figures import JOBS as REPORT_JOBS
+from analyses.paper_figures import JobSpec, run_job
+from analyses.results import across_seeds
+from geometry.kl import SATURATION_FRACTION
+from models.data import dataset_names
+from models.io import atomic_write_bytes
+
+JOB = "claims"
+VERDICTS = ("supported", "not supported", "inconclusive")
+LEVEL = 0.95
+FULL_DATASETS = ("ml-1m", "ml-100k", "gowalla", "synthetic")
+QUICK_DATASETS = ("synthetic", "synthetic-null")
+FULL_SEEDS = (0, 1, 2)
+QUICK_SEEDS = (0, 1)
+SEED_JOBS = ("masking_contraction", "local_vs_global", "kl_budget", "sharing_radius", "pia_geometry", "cohorts")
+"""Jobs run once per dataset and seed (in this order, after ``pia_uplift``)."""
+TRAIN_SEED_JOBS = frozenset({"local_vs_global", "kl_budget", "sharing_radius"})
+"""Jobs of one Multi-VAE whose training seed is ``--train-seed`` (their ``--seed`` seeds only the samples)."""
+QUICK_UPLIFT = ("--models", "multvae")
+"""``pia_uplift`` options of the quick ledger (Multi-VAE only, to keep CI short; the full run has both)."""
+PIA_JOBS = frozenset({"pia_geometry", "cohorts"})
+"""Jobs given the lambda_A that ``pia_uplift`` chose for Multi-VAE."""
+UPLIFT = JobSpec("pia_uplift", "PIA accuracy gain, like for like", "uplift.json", "", {}, ())
+JOB_SPECS: dict[str, JobSpec] = {**{n: REPORT_JOBS[n] for n in SEED_JOBS}, "pia_uplift": UPLIFT}
+PREVALENCE_THRESHOLD = 0.01
+DRIFT_THRESHOLD = 0.5
+MC_COVERAGE_FLOOR = 0.93
+"""The Monte Carlo check of Theorem 2.6 fails when even the 99% Wilson upper end of the share of exact
+probabilities inside their MC 95% intervals is below this (0.95 nominal, less an allowance for the discrete
+binomial intervals)."""
+
+
+class Unmeasurable(Exception):
+    """A claim that cannot be measured on this dataset and seed (the reason is the message)."""
+
+
+@dataclass
+class Measurement:
+    """One seed's measurement of a claim."""
+
+    estimate: float
+    ci: list[float] | None
+    verdict: str
+    source: str
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    statement: str
+    kind: str  # "unit check" or "empirical"
+    combine: str  # "unit", "mean", "every", "data"
+    rule: str
+    measure: Callable[[Mapping[str, dict], Path], Measurement]
+    jobs: tuple[str, ...]
+    planted: str | None = None
+    direction: int = 1  # mean mode: +1 the claim says estimate > threshold, -1 below
+    threshold: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------- the statistics
+
+
+def wilson(successes: float, n: int, level: float = LEVEL) -> list[float]:
+    """Wilson score interval of a binomial proportion ``successes / n`` (n >= 1)."""
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def side(ci: Sequence[float] | None, threshold: float, direction: int) -> str:
+    """``supported`` when ``ci`` lies strictly on the claimed side of ``threshold`` (``direction`` +1: above,
+    -1: below), ``not supported`` when it lies strictly on the other side, else ``inconclusive``."""
+    if ci is None:
+        return "inconclusive"
+    low, high = ci
+    if direction > 0:
+        return "supported" if low > threshold else "not supported" if high < threshold else "inconclusive"
+    return "supported" if high < threshold else "not supported" if low > threshold else "inconclusive"
+
+
+def normal_ci(mean: float, se: float, level: float = LEVEL) -> list[float]:
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    return [mean - z * se, mean + z * se]
+
+
+def clustered_mean(values: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
+    """Mean of ``values`` and its standard error with clusters (e.g. pairs of one anchor) as the units:
+    cluster means, then their mean and standard error (equal weight per cluster)."""
+    frame = pd.DataFrame({"v": values, "g": clusters}).groupby("g")["v"].mean()
+    if frame.size < 2:
+        raise Unmeasurable(f"{frame.size} cluster(s): no standard error")
+    return float(frame.mean()), float(frame.std(ddof=1) / math.sqrt(frame.size))
+
+
+def combine(claim: Claim, per_seed: Sequence[tuple[int, Measurement]], trained: bool) -> dict:
+    """The row fields ``estimate``, ``ci``, ``ci_kind``, ``verdict`` and ``reason`` from the seeds'
+    measurements, by the claim's ``combine`` mode (module docstring)."""
+    estimates = [m.estimate for _, m in per_seed]
+    verdicts = [m.verdict for _, m in per_seed]
+    first = per_seed[0][1]
+    if claim.combine == "unit":
+        holds = all(v == "supported" for v in verdicts)
+        return {
+            "estimate": first.estimate,
+            "ci": None,
+            "ci_kind": None,
+            "verdict": "supported" if holds else "not supported",
+            "reason": "unit check: holds by construction on every seed"
+            if holds
+            else "violated on seed(s) " + ", ".join(str(s) for s, m in per_seed if m.verdict != "supported"),
+        }
+    if claim.combine == "data":
+        return {
+            "estimate": first.estimate,
+            "ci": first.ci,
+            "ci_kind": f"within the first seed's sample ({per_seed[0][0]})",
+            "verdict": first.verdict,
+            "reason": None,
+        }
+    finite = [e for e in estimates if e is not None and math.isfinite(e)]
+    spread = across_seeds(finite, LEVEL) if finite else None
+    if claim.combine == "mean":
+        if spread is None or spread["ci"] is None:
+            return {
+                "estimate": spread["mean"] if spread else None,
+                "ci": first.ci,
+                "ci_kind": "within one seed (training noise not included)",
+                "verdict": "inconclusive",
+                "reason": "one seed: the variation between trainings is not measured",
+            }
+        return {
+            "estimate": spread["mean"],
+            "ci": spread["ci"],
+            "ci_kind": f"Student-t across {spread['n']} seeds",
+            "verdict": side(spread["ci"], claim.threshold, claim.direction),
+            "reason": None,
+        }
+    # every
+    if len(per_seed) < 2 and trained:
+        verdict, reason = "inconclusive", "one seed: the variation between trainings is not measured"
+    elif all(v == "supported" for v in verdicts):
+        verdict, reason = "supported", "supported on every seed"
+    elif all(v == "not supported" for v in verdicts):
+        verdict, reason = "not supported", "rejected on every seed"
+    else:
+        verdict, reason = "inconclusive", "seeds disagree: " + ", ".join(f"{s}: {m.verdict}" for s, m in per_seed)
+    # the interval that matches a conjunction of per-seed tests: the hull of the seeds' own intervals
+    cis = [m.ci for _, m in per_seed]
+    hull = None if any(ci is None for ci in cis) else [min(ci[0] for ci in cis), max(ci[1] for ci in cis)]
+    return {
+        "estimate": spread["mean"] if spread else first.estimate,
+        "ci": hull,
+        "ci_kind": "hull of the per-seed intervals" if len(cis) > 1 else "within one seed",
+        "verdict": verdict,
+        "reason": reason,
+    }
+
+
+# ------------------------------------------------------------------------------------- per-seed measurements
+
+
+def _get(doc: Mapping, path: str) -> object:
+    value: object = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise Unmeasurable(f"key {path} missing")
+        value = value[part]
+    return value
+
+
+def _doc(docs: Mapping[str, dict], job: str) -> dict:
+    doc = docs.get(job)
+    if doc is None:
+        raise Unmeasurable(f"job {job} did not run")
+    return doc
+
+
+def measure_lipschitz(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    doc = _doc(docs, "local_vs_global")
+    violations = _get(doc, "lipschitz.violations")
+    total = int(sum(int(v) for v in violations.values()))
+    return Measurement(
+        float(_get(doc, "lipschitz.looseness_upper")),
+        None,
+        "supported" if total == 0 else "not supported",
+        "local_vs_global/summary.json: lipschitz.looseness_upper, lipschitz.violations",
+        {"violations": total, "max_ratio": _get(doc, "lipschitz.ratios.upper.max")},
+    )
+
+
+def measure_transport(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    doc = _doc(docs, "local_vs_global")
+    total = int(_get(doc, "transport.all_pairs.violations")) + int(_get(doc, "transport.sampled_violations"))
+    return Measurement(
+        1.0 - float(_get(doc, "transport.all_pairs.min_relative_slack")),
+        None,
+        "supported" if total == 0 else "not supported",
+        "local_vs_global/summary.json: transport.all_pairs.min_relative_slack, transport.*violations",
+        {"violations": total, "pairs": _get(doc, "transport.all_pairs.pairs")},
+    )
+
+
+def measure_masked_law(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    doc = _doc(docs, "masking_contraction")
+    rows = [r for r in _get(doc, "table") if r.get("mc_pairs")]
+    if not rows:
+        raise Unmeasurable("no Monte Carlo pairs")
+    n = int(sum(r["mc_pairs"] for r in rows))
+    share = float(sum(r["mc_in_ci"] * r["mc_pairs"] for r in rows) / n)
+    ci = wilson(share * n, n, 0.99)
+    return Measurement(
+        share,
+        ci,
+        "supported" if ci[1] >= MC_COVERAGE_FLOOR else "not supported",
+        "masking_contraction/summary.json: table[].mc_in_ci (weighted by mc_pairs)",
+        {"mc_pairs": n},
+    )
+
+
+def _stratum(doc: Mapping, stratum: str) -> dict:
+    rows = [r for r in _get(doc, "table") if r["stratum"] == stratum]
+    if not rows or not rows[0]["pairs"]:
+        raise Unmeasurable(f"no {stratum} pairs")
+    return rows[0]
+
+
+def measure_prevalence(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    doc = _doc(docs, "masking_contraction")
+    row = _stratum(doc, "near")
+    n = int(row["pairs"])
+    share = float(row["share_expected_expansion"])
+    ci = wilson(share * n, n)
+    return Measurement(
+        share,
+        ci,
+        side(ci, PREVALENCE_THRESHOLD, +1),
+        "masking_contraction/summary.json: table[stratum=near].share_expected_expansion",
+        {"pairs": n, "rho": row["rho"]},
+    )
+
+
+def measure_far_related(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    doc = _doc(docs, "masking_contraction")
+    for stratum in ("far", "far-related"):
+        _stratum(doc, stratum)
+    pairs = pd.read_csv(folder / "masking_contraction" / "pairs.csv")
+    means, ses = {}, {}
+    for stratum in ("far", "far-related"):
+        part = pairs[pairs["stratum"] == stratum]
+        means[stratum], ses[stratum] = clustered_mean(
+            part["p_contraction_masked"].to_numpy(float), part["anchor"].to_numpy()
+        )
+    diff = means["far-related"] - means["far"]
+    ci = normal_ci(diff, math.hypot(ses["far-related"], ses["far"]))
+    return Measurement(
+        diff,
+        ci,
+        side(ci, 0.0, +1),
+        "masking_contraction/pairs.csv: p_contraction_masked by stratum (far-related - far), clustered by anchor",
+        {"far_related": means["far-related"], "far": means["far"]},
+    )
+
+
+def measure_drift(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    doc = _doc(docs, "masking_contraction")
+    drift = _get(doc, "realised_drift")
+    if not drift:
+        raise Unmeasurable("no realised drift (--drift-draws 0)")
+    clean = drift[0]["clean_to_masked"]
+    return Measurement(
+        float(clean["mean"]),
+        list(clean["ci"]),
+        side(clean["ci"], DRIFT_THRESHOLD, +1),
+        "masking_contraction/summary.json: realised_drift[0].clean_to_masked",
+        {"n_users": clean["n_users"], "rho": drift[0]["rho"], "k": drift[0]["k"]},
+    )
+
+
+def _kl_row(doc: Mapping, beta: float, rho: float) -> dict:
+    for row in _get(doc, "table"):
+        if math.isclose(row["beta_cap"], beta) and math.isclose(row["rho"], rho):
+            return row
+    raise Unmeasurable(f"no kl_budget row at beta cap {beta:g}, rho {rho:g}")
+
+
+def measure_kl_split(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    """How far I(X_h; Z) sits below its ceiling log K, relative to log K, at beta cap 0.2 and rho 0.5 (the
+    geometry jobs' model): the split of E KL into I and KL(q_h || p) is identified only well below the ceiling."""
+    doc = _doc(docs, "kl_budget")
+    row = _kl_row(doc, 0.2, 0.5)
+    ceiling = float(row["log_components"])
+    gap = (ceiling - float(row["mutual_information"])) / ceiling
+    detail = {
+        "mutual_information": row["mutual_information"],
+        "log_components": ceiling,
+        "saturation": row["saturation"],
+        "components": row["components"],
+    }
+    source = "kl_budget/summary.json: table[beta_cap=0.2, rho=0.5].mutual_information, .log_components, .saturated"
+    if row["saturated"]:
+        return Measurement(gap, None, "not supported", source, detail)
+    ci = sorted(
+        (ceiling - row["mutual_information_high"]) / ceiling, (ceiling - row["mutual_information_low"]) / ceiling
+    )
+    return Measurement(gap, ci, side(ci, SATURATION_FRACTION, +1), source, detail)
+
+
+def measure_beta_w1(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    """Mean pairwise W2 (upper end of W1) at the largest beta cap minus at the smallest, clean input."""
+    doc = _doc(docs, "kl_budget")
+    rows = sorted((r for r in _get(doc, "table") if math.isclose(r["rho"], 1.0)), key=lambda r: r["beta_cap"])
+    if len(rows) < 2:
+        raise Unmeasurable("fewer than two beta caps at rho = 1")
+    low, high = rows[0], rows[-1]
+    diff = float(high["mean_w1_upper"] - low["mean_w1_upper"])
+    return Measurement(
+        diff,
+        None,
+        "supported" if diff < 0 else "not supported",
+        "kl_budget/summary.json: table[rho=1].mean_w1_upper (largest - smallest beta cap)",
+        {"beta_caps": [low["beta_cap"], high["beta_cap"]], "w1": [low["mean_w1_upper"], high["mean_w1_upper"]]},
+    )
+
+
+def measure_radius(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    doc = _doc(docs, "sharing_radius")
+    radius = _get(doc, "radius")
+    slope_ci = radius.get("slope_ci")
+    if radius.get("estimate") is not None:
+        verdict = "supported"
+    elif slope_ci is not None and slope_ci[0] > 0:
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
+    return Measurement(
+        float(radius["slope"]),
+        list(slope_ci) if slope_ci is not None else None,
+        verdict,
+        "sharing_radius/summary.json: radius.slope, radius.slope_ci, radius.estimate",
+        {"radius": radius.get("estimate"), "radius_ci": radius.get("ci"), "reason": radius.get("reason")},
+    )
+
+
+def _pia_row(doc: Mapping, quantity: str) -> dict:
+    for row in _get(doc, "summary"):
+        if row["quantity"] == quantity and row["cohort"] == "all":
+            return row
+    raise Unmeasurable(f"pia_geometry has no {quantity} row")
+
+
+def _pia_measure(quantity: str) -> Callable[[Mapping[str, dict], Path], Measurement]:
+    def measure(docs: Mapping[str, dict], folder: Path) -> Measurement:
+        row = _pia_row(_doc(docs, "pia_geometry"), quantity)
+        ci = normal_ci(row["diff"], row["diff_se"])
+        return Measurement(
+            float(row["diff"]),
+            ci,
+            side(ci, 0.0, -1),
+            f"pia_geometry/summary.json: summary[quantity={quantity}, cohort=all].diff (PIA - no PIA), diff_se",
+            {"no_pia": row["no PIA"], "pia": row["PIA"], "n": row["n"]},
+        )
+
+    return measure
+
+
+def measure_centroid(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    doc = _doc(docs, "pia_geometry")
+    block = _get(doc, "centroid_alignment")
+    if block.get("mean") is None:
+        raise Unmeasurable(block.get("reason") or "no centroid alignment measured")
+    ci = list(block["ci"])
+    return Measurement(
+        float(block["mean"]),
+        ci,
+        side(ci, 0.0, -1),
+        "pia_geometry/summary.json: centroid_alignment (own - other users' anchor centroid distance)",
+        {k: block[k] for k in ("n_users", "own", "other") if k in block},
+    )
+
+
+def measure_separation(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    probe = _get(_doc(docs, "cohorts"), "probes.clean.knn")
+    return Measurement(
+        float(probe["accuracy"] - probe["chance"]),
+        [probe["ci"][0] - probe["chance"], probe["ci"][1] - probe["chance"]],
+        "supported" if probe["verdict"] == "separated" else "inconclusive",
+        "cohorts/summary.json: probes.clean.knn (accuracy - chance, permutation p-value)",
+        {"accuracy": probe["accuracy"], "chance": probe["chance"], "p_value": probe["p_value"]},
+    )
+
+
+def measure_entanglement(docs: Mapping[str, dict], folder: Path) -> Measurement:
+    block = _get(_doc(docs, "cohorts"), "entanglement.clean_minus_masked.knn")
+    return Measurement(
+        float(block["mean"]),
+        list(block["ci"]),
+        side(block["ci"], 0.0, +1),
+        "cohorts/summary.json: entanglement.clean_minus_masked.knn (paired per user)",
+        {"n_users": block["n_users"]},
+    )
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "lemma_2_4_lipschitz",
+        "Lemma 2.4: W1(q_u, q_v) <= L ||x_u - x_v||_1 with L certified from the encoder's weights",
+        "unit check",
+        "unit",
+        "holds (supported) when no sampled pair exceeds the certificate on any seed; the estimate is how loose the "
+        "certificate is (certified L / the largest empirical ratio)",
+        measure_lipschitz,
+        ("local_vs_global",),
+    ),
+    Claim(
+        "transport_bound",
+        "W2(q_u, q_v) <= sqrt(2 KL_u) + sqrt(2 KL_v) for every pair",
+        "unit check",
+        "unit",
+        "holds when no pair of the all-pairs sample violates it on any seed; the estimate is the largest share "
+        "of the bound a pair uses (1 - min relative slack)",
+        measure_transport,
+        ("local_vs_global",),
+    ),
+    Claim(
+        "theorem_2_6_law",
+        "Theorem 2.6: D' = Bin(d, rho) + Bin(c, 2 rho (1 - rho)) is the law of the masked distance",
+        "unit check",
+        "unit",
+        f"holds when the 99% Wilson upper end of the share of exact probabilities inside their Monte Carlo 95% "
+        f"intervals is >= {MC_COVERAGE_FLOOR} on every seed",
+        measure_masked_law,
+        ("masking_contraction",),
+    ),
+    Claim(
+        "expected_expansion_prevalence",
+        "near pairs with c/d > 1/(2 rho), whose expected masked distance grows, are not rare (> 1%)",
+        "empirical",
+        "data",
+        f"supported if the 95% Wilson interval of the share among sampled near pairs lies above "
+        f"{PREVALENCE_THRESHOLD}, not supported if below, else inconclusive (first seed's sample)",
+        measure_prevalence,
+        ("masking_contraction",),
+        planted="taste clusters: near users share most of their items",
+    ),
+    Claim(
+        "far_related_contraction",
+        "masking brings far-but-related pairs into the anchor's masked 10-NN radius more often than far pairs",
+        "empirical",
+        "data",
+        "supported if the 95% interval (clustered by anchor) of mean Pr[D' <= delta_m], far-related minus far, "
+        "lies above 0, not supported if below, else inconclusive",
+        measure_far_related,
+        ("masking_contraction",),
+    ),
+    Claim(
+        "near_expansion_drift",
+        "masking pushes genuine neighbours out: most of an anchor's clean 10 nearest are not among its masked 10",
+        "empirical",
+        "data",
+        f"supported if the 95% interval over anchors of the realised drift (every user masked independently) lies "
+        f"above {DRIFT_THRESHOLD}, not supported if below, else inconclusive",
+        measure_drift,
+        ("masking_contraction",),
+    ),
+    Claim(
+        "kl_decomposition",
+        "the split E KL = I(X_h; Z) + KL(q_h || p) is identified at the sampled size (beta cap 0.2, rho 0.5): "
+        "I sits clearly below its ceiling log K",
+        "empirical",
+        "every",
+        "per seed: not supported when the kl_budget job flags the split saturated (I within 5% of log K); "
+        "supported when the user-clustered 95% interval of (log K - I) / log K lies above 0.05; else "
+        "inconclusive; combined over seeds (every). The estimate is (log K - I) / log K",
+        measure_kl_split,
+        ("kl_budget",),
+    ),
+    Claim(
+        "beta_shrinks_w1",
+        "a larger beta cap shrinks the mean pairwise latent distance (clean input)",
+        "empirical",
+        "mean",
+        "supported if the across-seed 95% interval of mean W2 (largest beta cap) - mean W2 (smallest) lies below 0",
+        measure_beta_w1,
+        ("kl_budget",),
+        direction=-1,
+    ),
+    Claim(
+        "sharing_radius",
+        "Result 1: a step on v helps u only within a latent sharing radius (help falls with W1)",
+        "empirical",
+        "every",
+        "supported on a seed when the sharing_radius job reports a radius (bootstrap slope interval below 0 and "
+        "intercept interval above 0), not supported when the slope interval lies above 0; combined over seeds "
+        "(every)",
+        measure_radius,
+        ("sharing_radius",),
+    ),
+    Claim(
+        "pia_centroid",
+        "Proposition 3.1: PIA pulls mu toward the centroid of the user's own item anchors",
+        "empirical",
+        "mean",
+        "supported if the across-seed 95% interval of mean ||mu_u - ebar_u|| - mean ||mu_u - ebar_v|| (v another "
+        "user) lies below 0",
+        measure_centroid,
+        ("pia_geometry",),
+        direction=-1,
+    ),
+    Claim(
+        "pia_var_b",
+        "Proposition 3.2: PIA shrinks tr Var_b mu(x ⊙ b)",
+        "empirical",
+        "mean",
+        "supported if the across-seed 95% interval of the paired difference PIA - no PIA lies below 0",
+        _pia_measure("var_b"),
+        ("pia_geometry",),
+        direction=-1,
+    ),
+    Claim(
+        "pia_var_b_relative",
+        "Proposition 3.2, scale-free: PIA shrinks tr Var_b mu relative to the between-user spread",
+        "empirical",
+        "mean",
+        "supported if the across-seed 95% interval of the paired difference PIA - no PIA lies below 0",
+        _pia_measure("var_b_relative"),
+        ("pia_geometry",),
+        direction=-1,
+    ),
+    Claim(
+        "pia_drift",
+        "PIA stabilises neighbourhoods: less kNN drift between two mask draws",
+        "empirical",
+        "mean",
+        "supported if the across-seed 95% interval of the paired difference PIA - no PIA lies below 0",
+        _pia_measure("drift_draws"),
+        ("pia_geometry",),
+        direction=-1,
+    ),
+    Claim(
+        "cohort_separation",
+        "clean input separates interaction-level cohorts in latent space",
+        "empirical",
+        "every",
+        "supported on a seed when the 10-NN probe's permutation p-value <= 0.05 (cross-validated accuracy of the "
+        "cohort label from clean latent means); combined over seeds (every)",
+        measure_separation,
+        ("cohorts",),
+        planted="activity cohorts of about 5, 50 and 350 interactions",
+    ),
+    Claim(
+        "cohort_entanglement",
+        "masking entangles cohorts: the probe separates them less under masking than on clean input",
+        "empirical",
+        "mean",
+        "supported if the across-seed 95% interval of the paired clean - masked 10-NN probe accuracy lies above 0",
+        measure_entanglement,
+        ("cohorts",),
+    ),
+)
+"""The claims, in ledger order; the PIA accuracy gain rows come from ``pia_uplift`` (:func:`uplift_rows`)."""
+TRAINED_JOBS = frozenset({"local_vs_global", "kl_budget", "sharing_radius", "pia_geometry", "cohorts"})
+
+
+def uplift_rows(doc: dict | None, dataset: str, seeds: Sequence[int], command: str, error: str | None) -> list[dict]:
+    """The PIA accuracy-gain rows (one per architecture) from ``pia_uplift``'s JSON, its verdict and rule."""
+    statement = "PIA raises test NDCG@100 over a like-for-like masked baseline (paired per user, across seeds)"
+    if doc is None:
+        return [
+            {
+                "claim": "pia_accuracy_gain",
+                "statement": statement,
+                "kind": "empirical",
+                "dataset": dataset,
+                "seeds": list(seeds),
+                "estimate": None,
+                "ci": None,
+                "ci_kind": None,
+                "verdict": "inconclusive",
+                "reason": f"not measured: {error}",
+                "rule": "see analyses.pia_uplift",
+                "command": command,
+                "source": "pia_uplift/uplift.json",
+                "per_seed": [],
+                "planted": None,
+            }
+        ]
+    rows = []
+    for arch, block in doc["per_architecture"].items():
+        spread = block["across_seeds"]["ndcg@100"]
+        rows.append(
+            {
+                "claim": f"pia_accuracy_gain[{arch}]",
+                "statement": statement + f" ({arch}, lambda_A {block['chosen_lambda']:g} chosen on validation)",
+                "kind": "empirical",
+                "dataset": dataset,
+                "seeds": list(seeds),
+                "estimate": spread["mean"],
+                "ci": spread["ci"],
+                "ci_kind": f"Student-t across {spread['n']} seeds" if spread["ci"] else "none",
+                "verdict": block["verdict"],
+                "reason": block.get("reason"),
+                "rule": doc["rule"],
+                "command": command,
+                "source": f"pia_uplift/uplift.json: per_architecture.{arch}.across_seeds.ndcg@100, .verdict",
+                "per_seed": [
+                    {
+                        "seed": s["seed"],
+                        "estimate": s["paired"]["ndcg@100"]["mean"],
+                        "se": s["paired"]["ndcg@100"]["se"],
+                    }
+                    for s in block["per_seed"]
+                ],
+                "planted": None,
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- running
+
+
+def parse_datasets(values: Sequence[str]) -> list[str]:
+    names = list(dict.fromkeys(values))
+    known = set(dataset_names()) - {"csv:PATH", "parquet:PATH"}
+    bad = [n for n in names if n not in known and not n.startswith(("csv:", "parquet:"))]
+    if bad:
+        raise JobError(f"--datasets: unknown dataset(s) {', '.join(bad)}; choose from {', '.join(dataset_names())}")
+    return names
+
+
+def job_argv(job: str, dataset: str, seed: int, out: Path, quick: bool, progress: bool, lam: float | None) -> list:
+    argv = ["--dataset", dataset, "--seed", str(seed), "--out", str(out)]
+    if job in TRAIN_SEED_JOBS:
+        argv += ["--train-seed", str(seed)]
+    if job in PIA_JOBS and lam is not None:
+        argv += ["--lambda-a", f"{lam:g}"]
+    return argv + (["--quick"] if quick else []) + ([] if progress else ["--no-progress"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser(
+        JOB,
+        "The claims ledger: one row per claim and dataset with estimate, interval, a verdict fixed by a rule "
+        "written before the results, and the command that measured it.",
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        help=f"datasets (default {' '.join(FULL_DATASETS)}; --quick: {' '.join(QUICK_DATASETS)})",
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help=f"seeds: each is a training seed and a sample seed (default {' '.join(map(str, FULL_SEEDS))}; "
+        f"--quick: {' '.join(map(str, QUICK_SEEDS))})",
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default out/claims/DATASETS-seedsS[-quick]-HASH)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny models, synthetic and synthetic-null unless --datasets: minutes"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+@dataclass
+class JobRun:
+    job: str
+    dataset: str
+    seed: int | None
+    command: str
+    status: str
+    seconds: float
+    error: str | None
+    doc: dict | None
+    folder: Path
+
+
+def run(args: argparse.Namespace) -> Path:
+    start = time.perf_counter()
+    datasets = parse_datasets(args.datasets or (QUICK_DATASETS if args.quick else FULL_DATASETS))
+    seeds = list(dict.fromkeys(args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else FULL_SEEDS)))
+    for s in seeds:
+        check_int("--seeds", s, 0)
+    options = result_options(args, datasets=datasets, seeds=seeds)
+    tag = "-".join(datasets) + "-seeds" + "-".join(map(str, seeds))
+    final = args.out or default_out_dir(JOB, datasets[0] if len(datasets) == 1 else "all", tag, options)
+    out = stage_output(final, JOB, options)
+    progress = not args.no_progress
+    runs: list[JobRun] = []
+    rows: list[dict] = []
+    total_jobs = len(datasets) * (1 + len(seeds) * len(SEED_JOBS))
+    done = 0
+
+    def run_one(job: str, dataset: str, seed: int | None, argv: list, where: Path, shown: Path) -> JobRun:
+        nonlocal done
+        done += 1
+        spec = JOB_SPECS[job]
+        shown_argv = [str(shown) if a == str(where) else a for a in argv]
+        print(f"[{done}/{total_jobs}] {dataset} seed {seed if seed is not None else 'all'}: {job}", file=sys.stderr)
+        result = run_job(spec, argv, where, shown_argv=shown_argv)
+        print(
+            f"    {result.status} in {result.seconds:.1f} s" + (f" ({result.error})" if result.error else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        record = JobRun(
+            job, dataset, seed, result.command, result.status, result.seconds, result.error, result.doc, where
+        )
+        runs.append(record)
+        return record
+
+    for dataset in datasets:
+        base = Path("runs") / dataset.replace(":", "_").replace("/", "_")
+        uplift_argv = ["--dataset", dataset, "--seeds", *map(str, seeds), "--out", str(out / base / "pia_uplift")]
+        uplift_argv += (["--quick", *QUICK_UPLIFT] if args.quick else []) + ([] if progress else ["--no-progress"])
+        uplift = run_one(
+            "pia_uplift", dataset, None, uplift_argv, out / base / "pia_uplift", final / base / "pia_uplift"
+        )
+        lam = None
+        if uplift.doc is not None:
+            lam = uplift.doc["per_architecture"].get("multvae", {}).get("chosen_lambda")
+        per_seed_docs: dict[int, dict[str, dict]] = {}
+        folders: dict[int, Path] = {}
+        for seed in seeds:
+            folder = out / base / f"seed{seed}"
+            folders[seed] = folder
+            docs: dict[str, dict] = {}
+            for job in SEED_JOBS:
+                argv = job_argv(job, dataset, seed, folder / job, args.quick, progress, lam)
+                record = run_one(job, dataset, seed, argv, folder / job, final / base / f"seed{seed}" / job)
+                if record.doc is not None:
+                    docs[job] = record.doc
+            per_seed_docs[seed] = docs
+        rows += ledger_rows(dataset, seeds, per_seed_docs, folders, runs)
+        rows += uplift_rows(uplift.doc, dataset, seeds, uplift.command, uplift.error)
+    seconds = time.perf_counter() - start
+    write_json(out / "claims.json", rows)
+    atomic_write_bytes(out / "claims.md", render_markdown(rows, runs, seconds).encode())
+    files = [out / "claims.json", out / "claims.md"]
+    files += plot_claims(rows, out)
+    manifest = {
+        "job": JOB,
+        "datasets": datasets,
+        "seeds": seeds,
+        "quick": args.quick,
+        "jobs": [
+            {
+                "job": r.job,
+                "dataset": r.dataset,
+                "seed": r.seed,
+                "status": r.status,
+                "seconds": round(r.seconds, 2),
+                "error": r.error,
+                "command": r.command,
+            }
+            for r in runs
+        ],
+        "verdicts": {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS},
+    }
+    save_result(out, "ledger.json", manifest, files, {"total": seconds})
+    mark_output(failed_jobs=[f"{r.dataset}/{r.seed}/{r.job}" for r in runs if r.status != "ok"])
+    print(render_table(rows))
+    print(f"\ndone in {seconds:.1f} s; claims: {display_path(final / 'claims.md')}")
+    return out
+
+
+def ledger_rows(
+    dataset: str,
+    seeds: Sequence[int],
+    per_seed_docs: Mapping[int, Mapping[str, dict]],
+    folders: Mapping[int, Path],
+    runs: Sequence[JobRun],
+) -> list[dict]:
+    """One row per claim of :data:`CLAIMS` on ``dataset`` from the seeds' job documents."""
+    rows = []
+    for claim in CLAIMS:
+        measured: list[tuple[int, Measurement]] = []
+        problems: list[str] = []
+        for seed in seeds:
+            try:
+                measured.append((seed, claim.measure(per_seed_docs[seed], folders[seed])))
+            except (Unmeasurable, KeyError, TypeError, IndexError) as exc:  # the job did not give the numbers
+                errors = [
+                    r.error for r in runs if r.dataset == dataset and r.seed == seed and r.job in claim.jobs and r.error
+                ]
+                why = exc if isinstance(exc, Unmeasurable) else f"unexpected job JSON ({type(exc).__name__}: {exc})"
+                problems.append(f"seed {seed}: {errors[0] if errors else why}")
+        trained = any(j in TRAINED_JOBS for j in claim.jobs)
+        commands = sorted({r.command for r in runs if r.dataset == dataset and r.job in claim.jobs})
+        seconds = sum(r.seconds for r in runs if r.dataset == dataset and r.job in claim.jobs)
+        row = {
+            "claim": claim.key,
+            "statement": claim.statement,
+            "kind": claim.kind,
+            "dataset": dataset,
+            "seeds": [s for s, _ in measured],
+            "rule": claim.rule,
+            "command": commands[0] if commands else None,
+            "commands": commands,
+            "planted": claim.planted,
+            "seconds": round(seconds, 1),
+        }
+        if problems:
+            row.update(
+                estimate=None,
+                ci=None,
+                ci_kind=None,
+                verdict="inconclusive",
+                reason="not measurable: " + "; ".join(problems),
+                source=None,
+            )
+        else:
+            row.update(combine(claim, measured, trained))
+            row["source"] = measured[0][1].source
+        row["per_seed"] = [
+            {"seed": s, "estimate": m.estimate, "ci": m.ci, "verdict": m.verdict, **m.detail} for s, m in measured
+        ]
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+
+
+def _fmt(x: object) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return "n/a" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def render_table(rows: Sequence[dict]) -> str:
+    lines = [f"{'claim':34} {'dataset':16} {'estimate':>10} {'interval':>24}  verdict"]
+    for r in rows:
+        lines.append(
+            f"{r['claim'][:34]:34} {r['dataset'][:16]:16} {_fmt(r['estimate']):>10} {_ci(r['ci']):>24}  {r['verdict']}"
+        )
+    return "\n".join(lines)
+
+
+def verdict_table(rows: Sequence[dict]) -> str:
+    """The ledger as one Markdown table, a row per claim and a column per dataset, each cell
+    ``verdict: estimate [interval]``: what README and the walkthrough embed (a test rebuilds it from the
+    committed ``claims.json`` and compares)."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    claims_in_order = list(dict.fromkeys(r["claim"] for r in rows))
+    cell = {(r["claim"], r["dataset"]): r for r in rows}
+    lines = ["| claim | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for claim in claims_in_order:
+        cells = []
+        for d in datasets:
+            r = cell.get((claim, d))
+            if r is None:
+                cells.append("")
+                continue
+            interval = "" if r["ci"] is None else f" {_ci(r['ci'])}"
+            cells.append(f"**{r['verdict']}**: {_fmt(r['estimate'])}{interval}")
+        kind = next(r["kind"] for r in rows if r["claim"] == claim)
+        label = f"`{claim}`" + (" (unit check)" if kind == "unit check" else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(rows: Sequence[dict], runs: Sequence[JobRun], seconds: float) -> str:
+    lines = ["# Claims ledger", "", f"Built in {seconds:.0f} s. Every row: `claims.json` (same order).", ""]
+    lines += [verdict_table(rows), "## Every row", ""]
+    lines += [
+        "| claim | kind | dataset | seeds | estimate | interval | verdict | reason |",
+        "|---|---|---|---|---:|---|---|---|",
+    ]
+    for r in rows:
+        reason = (r.get("reason") or "").replace("|", "/")
+        lines.append(
+            f"| {r['claim']} | {r['kind']} | {r['dataset']} | {' '.join(map(str, r['seeds']))} | {_fmt(r['estimate'])} "
+            f"| {_ci(r['ci'])} | **{r['verdict']}** | {reason} |"
+        )
+    lines += ["", "## Rules (fixed in analyses/claims.py before any result)", ""]
+    for key, rule in dict.fromkeys((r["claim"], r["rule"]) for r in rows):
+        lines.append(f"- `{key}`: {rule}")
+    lines += ["", "## What each job cost", "", "| dataset | seed | job | status | seconds |", "|---|---|---|---|---:|"]
+    for r in runs:
+        lines.append(
+            f"| {r.dataset} | {r.seed if r.seed is not None else 'all'} | {r.job} | {r.status} | {r.seconds:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_claims(rows: Sequence[dict], out: Path) -> list[Path]:
+    from figures.claims import plot_ledger
+
+    return plot_ledger(rows, out / "claims")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

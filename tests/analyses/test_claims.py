@@ -1,0 +1,158 @@
+"""analyses.claims: the decision rules on simulated nulls and planted effects, and the quick ledger end to end
+(planted synthetic data against the null variant with nothing planted)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyses import claims
+from analyses.claims import CLAIMS, VERDICTS, Claim, Measurement, combine, side, wilson
+from analyses.results import across_seeds
+
+
+def _claim(mode: str, direction: int = 1, threshold: float = 0.0) -> Claim:
+    return Claim(
+        "x",
+        "x",
+        "empirical",
+        mode,
+        "rule",
+        lambda docs, folder: None,
+        ("cohorts",),
+        direction=direction,
+        threshold=threshold,
+    )
+
+
+def _m(estimate: float, verdict: str = "inconclusive", ci=None) -> Measurement:
+    return Measurement(estimate, ci, verdict, "source")
+
+
+def test_side_reads_the_interval_against_the_threshold():
+    assert side([0.1, 0.2], 0.0, +1) == "supported"
+    assert side([-0.2, -0.1], 0.0, +1) == "not supported"
+    assert side([-0.1, 0.1], 0.0, +1) == "inconclusive"
+    assert side([-0.2, -0.1], 0.0, -1) == "supported"
+    assert side(None, 0.0, +1) == "inconclusive"
+
+
+def test_wilson_interval_covers_at_its_level():
+    rng = np.random.default_rng(0)
+    n, p, trials = 60, 0.1, 3000
+    hits = sum(lo <= p <= hi for lo, hi in (wilson(k, n) for k in rng.binomial(n, p, size=trials)))
+    assert 0.93 <= hits / trials <= 0.97
+
+
+def test_mean_mode_needs_two_seeds_and_uses_the_across_seed_interval():
+    one = combine(_claim("mean"), [(0, _m(0.5, ci=[0.4, 0.6]))], trained=True)
+    assert one["verdict"] == "inconclusive" and "one seed" in one["reason"]
+    # per-seed gains of +0.032 and -0.029, each "significant" within its seed: the seeds disagree
+    two = combine(_claim("mean"), [(0, _m(0.032, "supported")), (1, _m(-0.029, "not supported"))], trained=True)
+    assert two["verdict"] == "inconclusive"
+    three = combine(_claim("mean"), [(s, _m(e)) for s, e in enumerate((0.030, 0.031, 0.029))], trained=True)
+    assert three["verdict"] == "supported"
+    assert three["ci"] == pytest.approx(across_seeds([0.030, 0.031, 0.029])["ci"])
+
+
+def test_mean_mode_keeps_its_error_rate_on_a_null_and_finds_a_planted_effect():
+    rng = np.random.default_rng(1)
+    trials = 2000
+
+    def supported(true_mean: float) -> float:
+        count = 0
+        for _ in range(trials):
+            per_seed = [(s, _m(float(e))) for s, e in enumerate(rng.normal(true_mean, 0.01, size=3))]
+            count += combine(_claim("mean"), per_seed, trained=True)["verdict"] == "supported"
+        return count / trials
+
+    assert supported(0.0) <= 0.04  # one-sided: 2.5% nominal
+    assert supported(0.05) >= 0.95
+
+
+def test_every_mode_is_a_conjunction_of_the_seeds_tests():
+    claim = _claim("every")
+    ok = combine(claim, [(0, _m(1.0, "supported")), (1, _m(1.1, "supported"))], trained=True)
+    assert ok["verdict"] == "supported"
+    mixed = combine(claim, [(0, _m(1.0, "supported")), (1, _m(1.1, "inconclusive"))], trained=True)
+    assert mixed["verdict"] == "inconclusive" and "disagree" in mixed["reason"]
+    lone = combine(claim, [(0, _m(1.0, "supported"))], trained=True)
+    assert lone["verdict"] == "inconclusive"
+
+
+def test_unit_checks_fail_on_any_violating_seed():
+    claim = _claim("unit")
+    assert combine(claim, [(0, _m(1.0, "supported")), (1, _m(1.0, "supported"))], trained=True)["verdict"] == (
+        "supported"
+    )
+    bad = combine(claim, [(0, _m(1.0, "supported")), (1, _m(1.0, "not supported"))], trained=True)
+    assert bad["verdict"] == "not supported" and "1" in bad["reason"]
+
+
+def test_every_claim_has_a_rule_and_a_known_mode():
+    keys = [c.key for c in CLAIMS]
+    assert len(keys) == len(set(keys))
+    for c in CLAIMS:
+        assert c.rule and c.combine in ("unit", "mean", "every", "data")
+        assert c.kind == ("unit check" if c.combine == "unit" else "empirical")
+        assert set(c.jobs) <= set(claims.JOB_SPECS)
+
+
+# ----------------------------------------------------------------------------------------- the quick ledger
+
+
+REQUIRED = ("claim", "dataset", "seeds", "estimate", "ci", "verdict", "rule", "command")
+
+
+@pytest.fixture(scope="module")
+def ledger(quick_job):
+    run = quick_job(claims.main, "claims", ["--quick"], json_name="claims.json")
+    return {"out": run["out"], "rows": run["json"], "stdout": run["stdout"]}
+
+
+def _row(rows, claim, dataset):
+    found = [r for r in rows if r["claim"] == claim and r["dataset"] == dataset]
+    assert len(found) == 1, (claim, dataset)
+    return found[0]
+
+
+def test_the_ledger_writes_its_files_and_every_row_has_the_keys(ledger):
+    out, rows = ledger["out"], ledger["rows"]
+    for name in ("claims.json", "claims.md", "ledger.json", "claims.png", "claims.pdf", "COMPLETE"):
+        assert (out / name).is_file(), name
+    assert {r["dataset"] for r in rows} == {"synthetic", "synthetic-null"}
+    for r in rows:
+        assert set(REQUIRED) <= set(r)
+        assert r["verdict"] in VERDICTS and isinstance(r["seeds"], list)
+        assert r["ci"] is None or (len(r["ci"]) == 2 and r["ci"][0] <= r["ci"][1])
+    md = (out / "claims.md").read_text()
+    assert all(r["claim"] in md for r in rows)
+
+
+def test_planted_claims_are_supported_on_synthetic_and_not_on_the_null(ledger):
+    rows = ledger["rows"]
+    planted = [c.key for c in CLAIMS if c.planted]
+    assert planted
+    for key in planted:
+        assert _row(rows, key, "synthetic")["verdict"] == "supported", key
+        assert _row(rows, key, "synthetic-null")["verdict"] != "supported", key
+
+
+def test_unit_checks_hold_on_both_datasets(ledger):
+    for c in CLAIMS:
+        if c.combine == "unit":
+            for dataset in ("synthetic", "synthetic-null"):
+                assert _row(ledger["rows"], c.key, dataset)["verdict"] == "supported", (c.key, dataset)
+
+
+def test_a_row_recomputes_from_the_jobs_files(ledger):
+    """The prevalence row of the first seed, from the masking_contraction pairs the job wrote."""
+    out = ledger["out"]
+    row = _row(ledger["rows"], "expected_expansion_prevalence", "synthetic")
+    pairs = pd.read_csv(out / "runs" / "synthetic" / f"seed{row['seeds'][0]}" / "masking_contraction" / "pairs.csv")
+    near = pairs[pairs["stratum"] == "near"]
+    assert row["estimate"] == pytest.approx(near["expected_expansion"].mean())
+    assert row["ci"] == pytest.approx(wilson(near["expected_expansion"].sum(), len(near)))
