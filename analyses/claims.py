@@ -95,6 +95,10 @@ SEED_JOBS = ("masking_contraction", "local_vs_global", "kl_budget", "sharing_rad
 """Jobs run once per dataset and seed (in this order, after ``pia_uplift``)."""
 TRAIN_SEED_JOBS = frozenset({"local_vs_global", "kl_budget", "sharing_radius"})
 """Jobs of one Multi-VAE whose training seed is ``--train-seed`` (their ``--seed`` seeds only the samples)."""
+JOB_OPTIONS: Mapping[str, tuple[str, ...]] = {"kl_budget": ("--betas", "0.2", "1", "--rhos", "1", "0.5")}
+"""Options the ledger gives a job beyond the common ones: ``kl_budget`` trains only the beta caps its two claims
+read (0.2 and 1 at rho 1 and 0.5; beta 0.2 are the models of ``local_vs_global`` and ``pia_geometry``), two new
+models per seed instead of six."""
 QUICK_UPLIFT = ("--models", "multvae")
 """``pia_uplift`` options of the quick ledger (Multi-VAE only, to keep CI short; the full run has both)."""
 PIA_JOBS = frozenset({"pia_geometry", "cohorts"})
@@ -717,6 +721,7 @@ def job_argv(job: str, dataset: str, seed: int, out: Path, quick: bool, progress
         argv += ["--train-seed", str(seed)]
     if job in PIA_JOBS and lam is not None:
         argv += ["--lambda-a", f"{lam:g}"]
+    argv += list(JOB_OPTIONS.get(job, ()))
     return argv + (["--quick"] if quick else []) + ([] if progress else ["--no-progress"])
 
 
