@@ -154,3 +154,31 @@ def test_a_row_recomputes_from_the_jobs_files(ledger):
     near = pairs[pairs["stratum"] == "near"]
     assert row["estimate"] == pytest.approx(near["expected_expansion"].mean())
     assert row["ci"] == pytest.approx(wilson(near["expected_expansion"].sum(), len(near)))
+
+
+def _kl_doc(mi_small: float, mi_large: float, se: float = 0.02, saturated: bool = False) -> dict:
+    row = {
+        "beta_cap": 0.2,
+        "rho": 0.5,
+        "draws": 3,
+        "mutual_information": mi_large,
+        "log_components": 8.0,
+        "saturated": saturated,
+        "saturation": "not identifiable" if saturated else None,
+    }
+    sample = [
+        {"beta_cap": 0.2, "rho": 0.5, "draws": 3, "users": n, "mutual_information": mi, "mutual_information_se": se}
+        for n, mi in ((500, mi_small), (1000, mi_large))
+    ]
+    return {"kl_budget": {"table": [row], "against_sample": sample}}
+
+
+def test_the_kl_split_is_not_identified_when_the_estimate_follows_the_sample():
+    from analyses.claims import measure_kl_split
+
+    follows = measure_kl_split(_kl_doc(5.0, 5.0 + 0.9 * np.log(2)), None)  # rises almost as log N
+    assert follows.verdict == "not supported" and follows.estimate == pytest.approx(0.9)
+    converged = measure_kl_split(_kl_doc(3.0, 3.01), None)
+    assert converged.verdict == "supported"
+    assert measure_kl_split(_kl_doc(3.0, 3.01, saturated=True), None).verdict == "not supported"
+    assert measure_kl_split(_kl_doc(3.0, 3.3, se=0.2), None).verdict == "inconclusive"
