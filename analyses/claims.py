@@ -264,28 +264,34 @@ def _doc(docs: Mapping[str, dict], job: str) -> dict:
     return doc
 
 
+def _unit_check(estimate: float, violations: int, source: str, **detail: object) -> Measurement:
+    """A check that holds by construction: supported exactly when nothing violates it."""
+    return Measurement(
+        estimate,
+        None,
+        "supported" if violations == 0 else "not supported",
+        source,
+        {"violations": violations, **detail},
+    )
+
+
 def measure_lipschitz(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "local_vs_global")
-    violations = _get(doc, "lipschitz.violations")
-    total = int(sum(int(v) for v in violations.values()))
-    return Measurement(
+    return _unit_check(
         float(_get(doc, "lipschitz.looseness_upper")),
-        None,
-        "supported" if total == 0 else "not supported",
+        int(sum(int(v) for v in _get(doc, "lipschitz.violations").values())),
         "local_vs_global/summary.json: lipschitz.looseness_upper, lipschitz.violations",
-        {"violations": total, "max_ratio": _get(doc, "lipschitz.ratios.upper.max")},
+        max_ratio=_get(doc, "lipschitz.ratios.upper.max"),
     )
 
 
 def measure_transport(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "local_vs_global")
-    total = int(_get(doc, "transport.all_pairs.violations")) + int(_get(doc, "transport.sampled_violations"))
-    return Measurement(
+    return _unit_check(
         1.0 - float(_get(doc, "transport.all_pairs.min_relative_slack")),
-        None,
-        "supported" if total == 0 else "not supported",
+        int(_get(doc, "transport.all_pairs.violations")) + int(_get(doc, "transport.sampled_violations")),
         "local_vs_global/summary.json: transport.all_pairs.min_relative_slack, transport.*violations",
-        {"violations": total, "pairs": _get(doc, "transport.all_pairs.pairs")},
+        pairs=_get(doc, "transport.all_pairs.pairs"),
     )
 
 
