@@ -182,3 +182,15 @@ def test_the_kl_split_is_not_identified_when_the_estimate_follows_the_sample():
     assert converged.verdict == "supported"
     assert measure_kl_split(_kl_doc(3.0, 3.01, saturated=True), None).verdict == "not supported"
     assert measure_kl_split(_kl_doc(3.0, 3.3, se=0.2), None).verdict == "inconclusive"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--seeds", "-1"], "--seeds"),
+        (["--datasets", "nonsense"], "--datasets"),
+        (["--seeds", "x"], "--seeds"),
+    ],
+)
+def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
+    usage_error(claims.main, ["--quick", *argv], needle)
