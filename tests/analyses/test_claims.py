@@ -194,3 +194,19 @@ def test_the_kl_split_is_not_identified_when_the_estimate_follows_the_sample():
 )
 def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
     usage_error(claims.main, ["--quick", *argv], needle)
+
+
+def test_a_failed_job_makes_its_claims_inconclusive_with_the_jobs_error(tmp_path):
+    from analyses.claims import JobRun, ledger_rows
+
+    failed = JobRun(
+        "cohorts", "synthetic", 0, "python -m analyses.cohorts ...", "failed", 1.0, "boom: no cohort", None, tmp_path
+    )
+    rows = ledger_rows("synthetic", [0], {0: {}}, {0: tmp_path}, [failed])
+    by_claim = {r["claim"]: r for r in rows}
+    for key in ("cohort_separation", "cohort_entanglement"):
+        assert by_claim[key]["verdict"] == "inconclusive"
+        assert "boom: no cohort" in by_claim[key]["reason"]
+    # a claim of a job that did not run at all says so
+    assert "did not run" in by_claim["sharing_radius"]["reason"]
+    assert all(r["verdict"] == "inconclusive" for r in rows)
