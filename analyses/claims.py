@@ -143,6 +143,16 @@ class Claim:
     direction: int = 1  # mean mode: +1 the claim says estimate > threshold, -1 below
     threshold: float = 0.0
 
+    @property
+    def reference(self) -> float | None:
+        """The value the verdict compares the estimate with (None for unit checks), shown in the figure."""
+        return {
+            "unit": None,
+            "expected_expansion_prevalence": PREVALENCE_THRESHOLD,
+            "near_expansion_drift": DRIFT_THRESHOLD,
+            "kl_decomposition": KL_GROWTH_LIMIT,
+        }.get(self.combine if self.combine == "unit" else self.key, self.threshold)
+
 
 # ------------------------------------------------------------------------------------------- the statistics
 
@@ -729,6 +739,7 @@ def uplift_rows(doc: dict | None, dataset: str, seeds: Sequence[int], command: s
                     for s in block["per_seed"]
                 ],
                 "planted": None,
+                "reference": 0.0,
             }
         )
     return rows
@@ -918,6 +929,7 @@ def ledger_rows(
             "command": commands[0] if commands else None,
             "commands": commands,
             "planted": claim.planted,
+            "reference": claim.reference,
             "seconds": round(seconds, 1),
         }
         if problems:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from figures.style import new_figure, palette, savefig, styled
 
@@ -16,12 +17,13 @@ VERDICT_ORDER = ("supported", "not supported", "inconclusive")
 def verdict_colors() -> dict[str, str]:
     """Fixed colours of the three verdicts (colour-blind safe palette: blue, vermilion, grey)."""
     colours = palette()
-    return {"supported": colours[4], "not supported": colours[5], "inconclusive": "#8c8c8c"}
+    return {"supported": colours[0], "not supported": colours[1], "inconclusive": "#8c8c8c"}
 
 
 def plot_ledger(rows: Sequence[Mapping], stem: Path, ncols: int = 4) -> list[Path]:
     """Forest plot of the ledger: a panel per claim, a row per dataset, the point estimate with its interval
-    (none drawn where the row has none) and the verdict as colour; unit checks are marked in the title.
+    (none drawn where the row has none) and the verdict as colour, the value the rule compares with as a dotted
+    line (``reference``); unit checks are marked in the title.
 
     Parameters
     ----------
@@ -46,6 +48,9 @@ def plot_ledger(rows: Sequence[Mapping], stem: Path, ncols: int = 4) -> list[Pat
         for ax, claim in zip(axes, claims, strict=False):
             sub = [r for r in rows if r["claim"] == claim]
             kind = sub[0]["kind"]
+            reference = sub[0].get("reference")
+            if reference is not None:
+                ax.axvline(reference, color="0.35", lw=0.9, ls=":")
             for r in sub:
                 y = datasets.index(r["dataset"])
                 c = colours[r["verdict"]]
@@ -62,6 +67,7 @@ def plot_ledger(rows: Sequence[Mapping], stem: Path, ncols: int = 4) -> list[Pat
             ax.set_ylim(len(datasets) - 0.5, -0.5)
             ax.set_title(claim + (" (unit check)" if kind == "unit check" else ""), fontsize=8)
             ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
         for ax in axes[len(claims) :]:
             ax.set_visible(False)
         handles = [axes[0].plot([], [], "o-", color=colours[v], label=v)[0] for v in VERDICT_ORDER]

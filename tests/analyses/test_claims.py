@@ -102,7 +102,7 @@ def test_every_claim_has_a_rule_and_a_known_mode():
 # ----------------------------------------------------------------------------------------- the quick ledger
 
 
-REQUIRED = ("claim", "dataset", "seeds", "estimate", "ci", "verdict", "rule", "command")
+REQUIRED = ("claim", "dataset", "seeds", "estimate", "ci", "verdict", "rule", "command", "reference")
 
 
 @pytest.fixture(scope="module")
