@@ -23,7 +23,11 @@ What is compared, per architecture (``--models``, default Multi-VAE and RecVAE),
   value of ``--lambdas`` (default 0.03 0.1 0.3 1 3 10), trained at the tuning seed (the first of ``--seeds``).
   The curve, the choice and whether it is interior (neither the smallest nor the largest grid value) are
   recorded, and the tuning effort of each arm (configurations tried: 1 for the baseline, the grid size for PIA).
-  Ties go to the smaller lambda_A. The test users are never used for the choice.
+  Ties go to the smaller lambda_A. The test users are never used for the choice. When the choice is the
+  smallest or largest value, the search goes one grid step further that way (the outermost value times the
+  ratio of the two outermost ones: 0.03 -> 0.009 -> 0.0027 ...) until the choice is interior, at most
+  ``--extend-grid`` times (default 3, ``--quick`` 0); the added values are recorded
+  (``lambda_search.extended_with``) and count in the tuning effort.
 * **per seed** (``--seeds``, default 0 1 2; the training seed is the seed): baseline and PIA at the chosen
   lambda_A are evaluated on the test users (strong generalisation, :func:`models.evaluation.evaluate`) and
   compared by the paired per-user difference PIA - baseline with its standard error
@@ -74,7 +78,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +119,8 @@ from models.trainer import TrainConfig
 
 JOB = "pia_uplift"
 ARCHITECTURES = ("multvae", "recvae")
-DEFAULTS: dict[str, list] = {"lambdas": [0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "seeds": [0, 1, 2]}
-QUICK: dict[str, list] = {"lambdas": [0.1, 1.0, 10.0], "seeds": [0, 1]}
+DEFAULTS: dict = {"lambdas": [0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "seeds": [0, 1, 2], "extend_grid": 3}
+QUICK: dict = {"lambdas": [0.1, 1.0, 10.0], "seeds": [0, 1], "extend_grid": 0}
 LEVEL = 0.95
 """Confidence level of the across-seed Student-t interval the rule reads."""
 CAP_FRACTION = 0.8
@@ -124,7 +128,7 @@ CAP_FRACTION = 0.8
 NEGLIGIBLE_GAIN = 0.002
 """The smallest PIA gain of test NDCG@100 the paper publishes (RecVAE on Netflix, 0.394 -> 0.396)."""
 DECISION_METRIC = "ndcg@100"
-EDGE_REASON = "lambda at the edge of the grid; widen --lambdas"
+EDGE_REASON = "lambda at the edge of the grid; widen --lambdas or raise --extend-grid"
 RULE = (
     f"Per architecture, on the across-seed {LEVEL:.0%} Student-t interval of the mean of the per-seed paired gains "
     "(PIA - no PIA, test NDCG@100, one mean over test users per seed): "
@@ -167,6 +171,34 @@ def choose_lambda(curve: Mapping[float, float]) -> tuple[float, bool]:
         raise ValueError(f"non-finite validation value in the lambda_A search: {dict(zip(grid, values, strict=True))}")
     best = int(np.argmax(values))  # first maximum: the smaller lambda_A on a tie
     return grid[best], 0 < best < len(grid) - 1
+
+
+def search_lambda(
+    validation: Callable[[float], dict],
+    grid: Sequence[float],
+    max_extend: int,
+    add: Callable[[float], None],
+) -> tuple[list[dict], float, bool, list[float]]:
+    """lambda_A by validation over ``grid``, extended while the choice sits at an edge.
+
+    ``validation(lam)`` returns a record with ``"lambda_a"`` and ``"val_ndcg@100"``. When the best value is the
+    smallest or largest of the grid, the next value beyond that edge (:func:`extend_grid`) is announced with
+    ``add(lam)`` (so its models can be configured), measured, and the choice made again, at most ``max_extend``
+    times. Returns the curve sorted by lambda_A, the choice, whether it is interior and the values added.
+    """
+    curve = [validation(lam) for lam in grid]
+    values = sorted(grid)
+    chosen, interior = choose_lambda({c["lambda_a"]: c["val_ndcg@100"] for c in curve})
+    added: list[float] = []
+    while not interior and len(added) < max_extend:
+        lam = extend_grid(values, chosen)
+        if lam is None:
+            break
+        add(lam)
+        curve.append(validation(lam))
+        values, added = sorted([*values, lam]), [*added, lam]
+        chosen, interior = choose_lambda({c["lambda_a"]: c["val_ndcg@100"] for c in curve})
+    return sorted(curve, key=lambda c: c["lambda_a"]), chosen, interior, added
 
 
 def uplift_verdict(
@@ -267,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="lambda_A grid searched on validation NDCG@100, > 0 (default 0.03 0.1 0.3 1 3 10; --quick 0.1 1 10)",
     )
     parser.add_argument(
+        "--extend-grid",
+        type=int,
+        help="when the chosen lambda_A is the smallest or largest of the grid, search up to this many more values "
+        f"beyond it, one grid step each (default {DEFAULTS['extend_grid']}; --quick {QUICK['extend_grid']}; 0: never)",
+    )
+    parser.add_argument(
         "--seeds",
         type=int,
         nargs="+",
@@ -306,7 +344,10 @@ def _resolve(args: argparse.Namespace) -> dict:
     if len(set(seeds)) != len(seeds):
         raise JobError(f"--seeds must be distinct, got {' '.join(map(str, seeds))}")
     reference = _reference_seeds(args.reference_seeds)
+    extend = args.extend_grid if args.extend_grid is not None else base["extend_grid"]
+    check_int("--extend-grid", extend, 0)
     return {
+        "extend_grid": extend,
         "models": [m for m in ARCHITECTURES if m in args.models],
         "lambdas": sorted({float(v) for v in lambdas}),
         "seeds": seeds,
@@ -320,11 +361,28 @@ def _seed_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "seed": int(seed)})
 
 
+def lambda_configs(args: argparse.Namespace, sizes: Mapping[str, object], arch: str, lam: float) -> dict:
+    """The PIA configurations of one lambda_A for one architecture: every seed of the main comparison (geometry
+    schedule) and every reference seed (published schedule), keyed as in :func:`job_configs`."""
+    configs: dict[tuple, TrainConfig] = {}
+    for name, schedule, seeds in (
+        ("geometry", GEOMETRY, sizes["seeds"]),
+        ("reference", REFERENCE, sizes["reference_seeds"]),
+    ):
+        for seed in seeds:
+            a = _seed_args(args, seed)
+            configs[(arch, name, "pia", seed, lam)] = model_config(
+                a, model=arch, rho=args.rho, pia=lam, schedule=schedule
+            )
+    return configs
+
+
 def job_configs(args: argparse.Namespace, sizes: Mapping[str, object]) -> dict[tuple, TrainConfig]:
     """Every configuration the job may train, keyed ``(arch, schedule, role, seed, lambda_A)``.
 
     ``schedule`` is ``"geometry"`` or ``"reference"``; ``role`` ``"baseline"``, ``"pia"`` or ``"clean"``; lambda_A is
-    0 for the models without PIA. Built before any work, so an impossible configuration fails first.
+    0 for the models without PIA. Built before any work, so an impossible configuration fails first (the values
+    a grid extension adds, :func:`extend_grid`, are built when they are needed).
     """
     configs: dict[tuple, TrainConfig] = {}
     schedules: dict[str, Schedule] = {"geometry": GEOMETRY, "reference": REFERENCE}
@@ -339,15 +397,24 @@ def job_configs(args: argparse.Namespace, sizes: Mapping[str, object]) -> dict[t
                 configs[(arch, name, "baseline", seed, 0.0)] = model_config(
                     a, model=arch, rho=args.rho, pia=0.0, schedule=schedule
                 )
-                for lam in sizes["lambdas"]:
-                    configs[(arch, name, "pia", seed, lam)] = model_config(
-                        a, model=arch, rho=args.rho, pia=lam, schedule=schedule
-                    )
                 if name == "geometry":
                     configs[(arch, name, "clean", seed, 0.0)] = model_config(
                         a, model=arch, rho=1.0, pia=0.0, schedule=schedule
                     )
+        for lam in sizes["lambdas"]:
+            configs.update(lambda_configs(args, sizes, arch, lam))
     return configs
+
+
+def extend_grid(grid: Sequence[float], chosen: float) -> float | None:
+    """The next lambda_A beyond the edge the choice sits on: the outermost value times (or divided by) the ratio
+    of the two outermost values on that side; None when the choice is interior or the grid has one value."""
+    g = sorted(grid)
+    if len(g) < 2 or g[0] < chosen < g[-1]:
+        return None
+    if chosen == g[0]:
+        return g[0] * g[0] / g[1]
+    return g[-1] * g[-1] / g[-2]
 
 
 def _record(trained: TrainedModel) -> dict:
@@ -399,7 +466,13 @@ def _arm(models: _Models, key: tuple) -> dict:
     return {"test": _test(models.evaluation(key)), "run": _record(models.get(key))}
 
 
-def analyse_architecture(models: _Models, arch: str, sizes: Mapping, dataset: str) -> tuple[dict, dict]:
+def analyse_architecture(
+    models: _Models,
+    arch: str,
+    sizes: Mapping,
+    dataset: str,
+    add_lambda: Callable[[str, float], None] | None = None,
+) -> tuple[dict, dict]:
     """Everything of one architecture: lambda search, per-seed comparison, verdict, ablation, reference schedule.
 
     Returns the JSON part and the rows of the job's tables (``{table: [rows]}``).
@@ -410,15 +483,22 @@ def analyse_architecture(models: _Models, arch: str, sizes: Mapping, dataset: st
 
     # lambda_A on validation at the tuning seed
     base_rec = _record(models.get((arch, "geometry", "baseline", tuning, 0.0)))
-    curve = []
-    for lam in lambdas:
+
+    def validation(lam: float) -> dict:
         rec = _record(models.get((arch, "geometry", "pia", tuning, lam)))
-        curve.append({"lambda_a": lam, "val_ndcg@100": rec["val_ndcg@100"], **_brief(rec)})
-    chosen, interior = choose_lambda({c["lambda_a"]: c["val_ndcg@100"] for c in curve})
+        return {"lambda_a": lam, "val_ndcg@100": rec["val_ndcg@100"], **_brief(rec)}
+
+    def add(lam: float) -> None:
+        if add_lambda is not None:
+            add_lambda(arch, lam)
+
+    curve, chosen, interior, added = search_lambda(validation, lambdas, sizes["extend_grid"], add)
+    lambdas = [c["lambda_a"] for c in curve]
     search = {
         "seed": tuning,
         "metric": "val_ndcg@100 (best epoch)",
         "grid": lambdas,
+        "extended_with": added,
         "curve": curve,
         "baseline_val_ndcg@100": base_rec["val_ndcg@100"],
         "chosen_lambda": chosen,
@@ -663,7 +743,7 @@ def _run(args: argparse.Namespace) -> Path:
     progress = not args.no_progress
     configs = job_configs(args, sizes)
     tag = f"rho{args.rho:g}-seeds{'-'.join(map(str, sizes['seeds']))}"
-    resolved = {k: sizes[k] for k in ("models", "lambdas", "seeds", "reference_seeds")}
+    resolved = {k: sizes[k] for k in ("models", "lambdas", "seeds", "reference_seeds", "extend_grid")}
     options = result_options(args, ignore=("seed",), dataset=dataset, **resolved)
     out = stage_output(args.out or default_out_dir(JOB, dataset, tag, options), JOB, options)
 
@@ -672,7 +752,9 @@ def _run(args: argparse.Namespace) -> Path:
     models = _Models(configs, split, progress)
     per_architecture, tables = {}, {k: [] for k in ("per_seed", "paired", "lambda_search", "ablation", "reference")}
     for arch in sizes["models"]:
-        part, rows = analyse_architecture(models, arch, sizes, dataset)
+        part, rows = analyse_architecture(
+            models, arch, sizes, dataset, lambda a, lam: models.configs.update(lambda_configs(args, sizes, a, lam))
+        )
         per_architecture[arch] = part
         for k, v in rows.items():
             tables[k] += v

@@ -301,3 +301,30 @@ def test_pia_geometry_finds_the_models_in_the_cache(quick_run, no_training):
             assert trained.config.seed == seed and trained.config.pia == pia
     per_seed = pd.DataFrame(doc["per_architecture"]["multvae"]["per_seed"])
     assert len(per_seed) == len(SEEDS)
+
+
+def test_extend_grid_steps_beyond_the_edge_of_the_choice():
+    from analyses.pia_uplift import extend_grid
+
+    grid = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    assert extend_grid(grid, 0.03) == pytest.approx(0.009)
+    assert extend_grid(grid, 10.0) == pytest.approx(100 / 3)
+    assert extend_grid(grid, 0.3) is None
+    assert extend_grid([1.0], 1.0) is None
+
+
+def test_the_search_widens_the_grid_until_the_choice_is_interior():
+    """A validation curve peaking at 0.004 (below the grid): steps down by the grid's ratio (0.009, 0.0027,
+    0.00081) until a value beyond the best one was measured; with no extension allowed the edge choice stays."""
+    from analyses.pia_uplift import search_lambda
+
+    def validation(lam):
+        return {"lambda_a": lam, "val_ndcg@100": -abs(np.log(lam) - np.log(0.004))}
+
+    announced = []
+    curve, chosen, interior, added = search_lambda(validation, [0.03, 0.1, 0.3, 1.0], 3, announced.append)
+    assert chosen == pytest.approx(0.0027) and interior
+    assert added == pytest.approx([0.009, 0.0027, 0.00081]) and announced == added
+    assert [c["lambda_a"] for c in curve] == sorted(c["lambda_a"] for c in curve)
+    _, chosen, interior, added = search_lambda(validation, [0.03, 0.1, 0.3, 1.0], 0, announced.append)
+    assert chosen == 0.03 and not interior and added == []
