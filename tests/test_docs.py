@@ -79,3 +79,19 @@ def test_every_test_the_reliability_table_names_exists():
         defined |= set(re.findall(r"^(?:async )?def (test_[a-z0-9_]+)", path.read_text(encoding="utf-8"), re.M))
     assert len(named) > 40
     assert not sorted(named - defined), f"docs/reliability.md names tests that do not exist: {sorted(named - defined)}"
+
+
+def test_readme_states_the_committed_claims_ledger():
+    """README's ledger table is what docs/claims/claims.json renders to (analyses.claims.verdict_table), so every
+    verdict and number it states comes from the committed full run."""
+    import json
+
+    from analyses.claims import verdict_table
+
+    rows = json.loads((ROOT / "docs" / "claims" / "claims.json").read_text(encoding="utf-8"))
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    begin, end = "<!-- claims-table:begin -->", "<!-- claims-table:end -->"
+    assert text.count(begin) == 1 and text.count(end) == 1
+    block = text.split(begin)[1].split(end)[0]
+    assert block.strip() == verdict_table(rows).strip()
+    assert (ROOT / "docs" / "claims" / "claims.md").read_text(encoding="utf-8").count(verdict_table(rows).strip()) == 1
