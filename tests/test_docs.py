@@ -23,50 +23,9 @@ def test_the_walkthrough_embeds_its_figures():
     text = (ROOT / "docs" / "walkthrough.md").read_text(encoding="utf-8")
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
     assert len(images) >= 20
-    assert any(i.startswith("paper-ml1m/") for i in images) and any(i.startswith("figures/") for i in images)
-
-
-def test_the_committed_ml1m_report_tables_are_what_its_json_renders_to():
-    """docs/paper-ml1m: the report re-rendered from the committed JSON has the committed tables, number for number."""
-    import json
-
-    from analyses.paper_figures import JOBS, JobResult, render_report
-
-    folder = ROOT / "docs" / "paper-ml1m"
-    manifest = json.loads((folder / "paper_figures.json").read_text(encoding="utf-8"))
-    results = []
-    for job in manifest["jobs"]:
-        assert job["status"] == "ok", job["name"]
-        results.append(
-            JobResult(
-                name=job["name"],
-                command=job["command"],
-                out=folder / job["out"],
-                status=job["status"],
-                exit_code=job["exit_code"],
-                seconds=job["seconds"],
-                doc=json.loads((folder / job["json"]).read_text(encoding="utf-8")),
-                figures=[Path(f).stem for f in job["figures"]],
-            )
-        )
-        for figure in job["figures"]:
-            assert (folder / figure).exists(), figure
-    assert [r.name for r in results] == list(JOBS)  # every job of the toolkit is in the committed run
-    header = {
-        "command": manifest["command"],
-        "dataset": manifest["dataset"],
-        "seed": str(manifest["seed"]),
-        "quick": "yes" if manifest["quick"] else "no",
-        "seconds": f"{manifest['total_seconds']:.1f}",
-    }
-
-    def numbers(text: str) -> list[str]:
-        return [line for line in text.splitlines() if line.startswith(("|", "- "))]
-
-    rendered = numbers(render_report(results, header))
-    committed = numbers((folder / "report.md").read_text(encoding="utf-8"))
-    assert len(committed) > 60
-    assert rendered == committed
+    assert any(i.startswith("paper-ml1m/") for i in images) and any(i.startswith("paper-synthetic/") for i in images)
+    for image in images:  # every embedded figure is committed beside the walkthrough
+        assert (ROOT / "docs" / image).is_file(), image
 
 
 def test_every_test_the_reliability_table_names_exists():
