@@ -27,7 +27,9 @@ What is compared, per architecture (``--models``, default Multi-VAE and RecVAE),
   smallest or largest value, the search goes one grid step further that way (the outermost value times the
   ratio of the two outermost ones: 0.03 -> 0.009 -> 0.0027 ...) until the choice is interior, at most
   ``--extend-grid`` times (default 3, ``--quick`` 0); the added values are recorded
-  (``lambda_search.extended_with``) and count in the tuning effort.
+  (``lambda_search.extended_with``) and count in the tuning effort. ``--epochs-for recvae=100`` trains one
+  architecture longer than ``--epochs`` (RecVAE's reference 50 outer epochs leave its best epoch at the cap on
+  ML-100K and ML-1M).
 * **per seed** (``--seeds``, default 0 1 2; the training seed is the seed): baseline and PIA at the chosen
   lambda_A are evaluated on the test users (strong generalisation, :func:`models.evaluation.evaluate`) and
   compared by the paired per-user difference PIA - baseline with its standard error
@@ -276,6 +278,15 @@ def _reference_seeds(values: Sequence[str] | None) -> list[int] | None:
     return sorted(set(seeds))
 
 
+def _arch_epochs(text: str) -> tuple[str, int]:
+    arch, sep, value = str(text).partition("=")
+    if not sep or arch not in ARCHITECTURES or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--epochs-for takes ARCH=N with ARCH one of {', '.join(ARCHITECTURES)} and N >= 1, got {text!r}"
+        )
+    return arch, int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = job_parser(
         JOB,
@@ -297,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         nargs="+",
         help="lambda_A grid searched on validation NDCG@100, > 0 (default 0.03 0.1 0.3 1 3 10; --quick 0.1 1 10)",
+    )
+    parser.add_argument(
+        "--epochs-for",
+        type=_arch_epochs,
+        nargs="+",
+        metavar="ARCH=N",
+        help="training epochs of one architecture, e.g. recvae=100 (outer epochs for RecVAE), overriding --epochs "
+        "for it: for an architecture whose best epochs reach the cap (default: --epochs, else the reference)",
     )
     parser.add_argument(
         "--extend-grid",
@@ -356,9 +375,11 @@ def _resolve(args: argparse.Namespace) -> dict:
     }
 
 
-def _seed_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
-    """The job's options as one model job at ``seed`` sees them (``model_config`` seeds training with ``--seed``)."""
-    return argparse.Namespace(**{**vars(args), "seed": int(seed)})
+def _seed_args(args: argparse.Namespace, seed: int, arch: str) -> argparse.Namespace:
+    """The job's options as one model job at ``seed`` sees them (``model_config`` seeds training with ``--seed``),
+    with the epochs of ``--epochs-for`` for ``arch`` when given."""
+    epochs = dict(args.epochs_for or ()).get(arch, args.epochs)
+    return argparse.Namespace(**{**vars(args), "seed": int(seed), "epochs": epochs})
 
 
 def lambda_configs(args: argparse.Namespace, sizes: Mapping[str, object], arch: str, lam: float) -> dict:
@@ -370,7 +391,7 @@ def lambda_configs(args: argparse.Namespace, sizes: Mapping[str, object], arch: 
         ("reference", REFERENCE, sizes["reference_seeds"]),
     ):
         for seed in seeds:
-            a = _seed_args(args, seed)
+            a = _seed_args(args, seed, arch)
             configs[(arch, name, "pia", seed, lam)] = model_config(
                 a, model=arch, rho=args.rho, pia=lam, schedule=schedule
             )
@@ -388,7 +409,7 @@ def job_configs(args: argparse.Namespace, sizes: Mapping[str, object]) -> dict[t
     schedules: dict[str, Schedule] = {"geometry": GEOMETRY, "reference": REFERENCE}
     for arch in sizes["models"]:
         for seed in sorted({*sizes["seeds"], *sizes["reference_seeds"]}):
-            a = _seed_args(args, seed)
+            a = _seed_args(args, seed, arch)
             for name, schedule in schedules.items():
                 if name == "geometry" and seed not in sizes["seeds"]:
                     continue

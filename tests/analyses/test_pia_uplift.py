@@ -171,6 +171,9 @@ def test_defaults_resolve_as_documented():
         (["--rho", "0"], "--rho"),
         (["--epochs", "0"], "--epochs"),
         (["--models", "ease"], "--models"),
+        (["--epochs-for", "recvae=0"], "--epochs-for"),
+        (["--epochs-for", "ease=10"], "--epochs-for"),
+        (["--extend-grid", "-1"], "--extend-grid"),
     ],
 )
 def test_bad_options_stop_before_any_work(usage_error, argv, flag):
@@ -328,3 +331,12 @@ def test_the_search_widens_the_grid_until_the_choice_is_interior():
     assert [c["lambda_a"] for c in curve] == sorted(c["lambda_a"] for c in curve)
     _, chosen, interior, added = search_lambda(validation, [0.03, 0.1, 0.3, 1.0], 0, announced.append)
     assert chosen == 0.03 and not interior and added == []
+
+
+def test_epochs_for_one_architecture_leave_the_other_alone():
+    args = build_parser().parse_args(["--seeds", "0", "--lambdas", "0.1", "--epochs-for", "recvae=100"])
+    configs = job_configs(args, resolve(args))
+    assert {c.epochs for k, c in configs.items() if k[0] == "recvae"} == {100}
+    reference = job_configs(build_parser().parse_args(["--seeds", "0", "--lambdas", "0.1"]), resolve(args))
+    multvae = {k: c for k, c in configs.items() if k[0] == "multvae"}
+    assert multvae == {k: c for k, c in reference.items() if k[0] == "multvae"}
