@@ -210,3 +210,15 @@ def test_a_failed_job_makes_its_claims_inconclusive_with_the_jobs_error(tmp_path
     # a claim of a job that did not run at all says so
     assert "did not run" in by_claim["sharing_radius"]["reason"]
     assert all(r["verdict"] == "inconclusive" for r in rows)
+
+
+def test_mean_mode_ignores_tight_within_seed_intervals_when_the_seeds_disagree():
+    """Per-seed intervals that leave out training noise must not decide: +0.03, -0.02, +0.01, each with a tight
+    within-seed interval, is inconclusive across seeds."""
+    per_seed = [
+        (s, _m(e, "supported" if e > 0 else "not supported", [e - 0.002, e + 0.002]))
+        for s, e in enumerate((0.03, -0.02, 0.01))
+    ]
+    out = combine(_claim("mean"), per_seed, trained=True)
+    assert out["verdict"] == "inconclusive"
+    assert out["ci"] == pytest.approx(across_seeds([0.03, -0.02, 0.01])["ci"])
