@@ -78,8 +78,9 @@ from analyses.common import (
     write_json,
 )
 from analyses.paper_figures import JOBS as REPORT_JOBS
-from analyses.paper_figures import JobSpec, run_job
+from analyses.paper_figures import JobSpec, lookup, run_job
 from analyses.results import across_seeds
+from geometry.masking import wilson_interval
 from models.data import dataset_names
 from models.io import atomic_write_bytes
 
@@ -161,12 +162,9 @@ class Claim:
 
 
 def wilson(successes: float, n: int, level: float = LEVEL) -> list[float]:
-    """Wilson score interval of a binomial proportion ``successes / n`` (n >= 1)."""
-    z = float(stats.norm.ppf(0.5 + level / 2))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    """Wilson score interval of ``successes / n`` as a list (:func:`geometry.masking.wilson_interval`)."""
+    low, high = wilson_interval(round(successes), n, level)
+    return [float(low), float(high)]
 
 
 def side(ci: Sequence[float] | None, threshold: float, direction: int) -> str:
@@ -261,15 +259,6 @@ def combine(claim: Claim, per_seed: Sequence[tuple[int, Measurement]], trained: 
 # ------------------------------------------------------------------------------------- per-seed measurements
 
 
-def _get(doc: Mapping, path: str) -> object:
-    value: object = doc
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            raise Unmeasurable(f"key {path} missing")
-        value = value[part]
-    return value
-
-
 def _doc(docs: Mapping[str, dict], job: str) -> dict:
     doc = docs.get(job)
     if doc is None:
@@ -291,26 +280,26 @@ def _unit_check(estimate: float, violations: int, source: str, **detail: object)
 def measure_lipschitz(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "local_vs_global")
     return _unit_check(
-        float(_get(doc, "lipschitz.looseness_upper")),
-        int(sum(int(v) for v in _get(doc, "lipschitz.violations").values())),
+        float(lookup(doc, "lipschitz/looseness_upper")),
+        int(sum(int(v) for v in lookup(doc, "lipschitz/violations").values())),
         "local_vs_global/summary.json: lipschitz.looseness_upper, lipschitz.violations",
-        max_ratio=_get(doc, "lipschitz.ratios.upper.max"),
+        max_ratio=lookup(doc, "lipschitz/ratios/upper/max"),
     )
 
 
 def measure_transport(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "local_vs_global")
     return _unit_check(
-        1.0 - float(_get(doc, "transport.all_pairs.min_relative_slack")),
-        int(_get(doc, "transport.all_pairs.violations")) + int(_get(doc, "transport.sampled_violations")),
+        1.0 - float(lookup(doc, "transport/all_pairs/min_relative_slack")),
+        int(lookup(doc, "transport/all_pairs/violations")) + int(lookup(doc, "transport/sampled_violations")),
         "local_vs_global/summary.json: transport.all_pairs.min_relative_slack, transport.*violations",
-        pairs=_get(doc, "transport.all_pairs.pairs"),
+        pairs=lookup(doc, "transport/all_pairs/pairs"),
     )
 
 
 def measure_masked_law(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "masking_contraction")
-    rows = [r for r in _get(doc, "table") if r.get("mc_pairs")]
+    rows = [r for r in lookup(doc, "table") if r.get("mc_pairs")]
     if not rows:
         raise Unmeasurable("no Monte Carlo pairs")
     n = int(sum(r["mc_pairs"] for r in rows))
@@ -326,7 +315,7 @@ def measure_masked_law(docs: Mapping[str, dict], folder: Path) -> Measurement:
 
 
 def _stratum(doc: Mapping, stratum: str) -> dict:
-    rows = [r for r in _get(doc, "table") if r["stratum"] == stratum]
+    rows = [r for r in lookup(doc, "table") if r["stratum"] == stratum]
     if not rows or not rows[0]["pairs"]:
         raise Unmeasurable(f"no {stratum} pairs")
     return rows[0]
@@ -347,31 +336,37 @@ def measure_prevalence(docs: Mapping[str, dict], folder: Path) -> Measurement:
     )
 
 
+def stratum_difference(pairs: pd.DataFrame, column: str, a: str, b: str) -> tuple[float, list[float], dict]:
+    """Mean of ``column`` over stratum ``a`` minus over stratum ``b`` of a ``pairs.csv`` table, with a normal
+    interval whose standard errors take each stratum's anchors as the units (:func:`clustered_mean`); also the two
+    means by stratum."""
+    means, ses = {}, []
+    for stratum in (a, b):
+        part = pairs[pairs["stratum"] == stratum]
+        means[stratum], se = clustered_mean(part[column].to_numpy(float), part["anchor"].to_numpy())
+        ses.append(se)
+    diff = means[a] - means[b]
+    return diff, normal_ci(diff, math.hypot(*ses)), means
+
+
 def measure_far_related(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "masking_contraction")
     for stratum in ("far", "far-related"):
         _stratum(doc, stratum)
     pairs = pd.read_csv(folder / "masking_contraction" / "pairs.csv")
-    means, ses = {}, {}
-    for stratum in ("far", "far-related"):
-        part = pairs[pairs["stratum"] == stratum]
-        means[stratum], ses[stratum] = clustered_mean(
-            part["p_contraction_masked"].to_numpy(float), part["anchor"].to_numpy()
-        )
-    diff = means["far-related"] - means["far"]
-    ci = normal_ci(diff, math.hypot(ses["far-related"], ses["far"]))
+    diff, ci, means = stratum_difference(pairs, "p_contraction_masked", "far-related", "far")
     return Measurement(
         diff,
         ci,
         side(ci, 0.0, +1),
         "masking_contraction/pairs.csv: p_contraction_masked by stratum (far-related - far), clustered by anchor",
-        {"far_related": means["far-related"], "far": means["far"]},
+        means,
     )
 
 
 def measure_drift(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "masking_contraction")
-    drift = _get(doc, "realised_drift")
+    drift = lookup(doc, "realised_drift")
     if not drift:
         raise Unmeasurable("no realised drift (--drift-draws 0)")
     clean = drift[0]["clean_to_masked"]
@@ -385,7 +380,7 @@ def measure_drift(docs: Mapping[str, dict], folder: Path) -> Measurement:
 
 
 def _kl_row(doc: Mapping, beta: float, rho: float) -> dict:
-    for row in _get(doc, "table"):
+    for row in lookup(doc, "table"):
         if math.isclose(row["beta_cap"], beta) and math.isclose(row["rho"], rho):
             return row
     raise Unmeasurable(f"no kl_budget row at beta cap {beta:g}, rho {rho:g}")
@@ -397,7 +392,9 @@ def sample_growth(doc: Mapping, beta: float, rho: float) -> dict:
     ``growth = (Î(N2) - Î(N1)) / log(N2 / N1)``. A separated mixture gives 1 (each doubling adds log 2: the
     estimate follows the sample), a converged one 0. Its standard error treats the two estimates as
     independent (conservative: the smaller sample is part of the larger)."""
-    rows = [r for r in _get(doc, "against_sample") if math.isclose(r["beta_cap"], beta) and math.isclose(r["rho"], rho)]
+    rows = [
+        r for r in lookup(doc, "against_sample") if math.isclose(r["beta_cap"], beta) and math.isclose(r["rho"], rho)
+    ]
     by_draws: dict[int, list[dict]] = {}
     for r in rows:
         by_draws.setdefault(int(r["draws"]), []).append(r)
@@ -438,7 +435,7 @@ def measure_kl_split(docs: Mapping[str, dict], folder: Path) -> Measurement:
 def measure_beta_w1(docs: Mapping[str, dict], folder: Path) -> Measurement:
     """Mean pairwise W2 (upper end of W1) at the largest beta cap minus at the smallest, clean input."""
     doc = _doc(docs, "kl_budget")
-    rows = sorted((r for r in _get(doc, "table") if math.isclose(r["rho"], 1.0)), key=lambda r: r["beta_cap"])
+    rows = sorted((r for r in lookup(doc, "table") if math.isclose(r["rho"], 1.0)), key=lambda r: r["beta_cap"])
     if len(rows) < 2:
         raise Unmeasurable("fewer than two beta caps at rho = 1")
     low, high = rows[0], rows[-1]
@@ -454,7 +451,7 @@ def measure_beta_w1(docs: Mapping[str, dict], folder: Path) -> Measurement:
 
 def measure_radius(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "sharing_radius")
-    radius = _get(doc, "radius")
+    radius = lookup(doc, "radius")
     slope_ci = radius.get("slope_ci")
     if radius.get("estimate") is not None:
         verdict = "supported"
@@ -472,7 +469,7 @@ def measure_radius(docs: Mapping[str, dict], folder: Path) -> Measurement:
 
 
 def _pia_row(doc: Mapping, quantity: str) -> dict:
-    for row in _get(doc, "summary"):
+    for row in lookup(doc, "summary"):
         if row["quantity"] == quantity and row["cohort"] == "all":
             return row
     raise Unmeasurable(f"pia_geometry has no {quantity} row")
@@ -495,7 +492,7 @@ def _pia_measure(quantity: str) -> Callable[[Mapping[str, dict], Path], Measurem
 
 def measure_centroid(docs: Mapping[str, dict], folder: Path) -> Measurement:
     doc = _doc(docs, "pia_geometry")
-    block = _get(doc, "centroid_alignment")
+    block = lookup(doc, "centroid_alignment")
     if block.get("mean") is None:
         raise Unmeasurable(block.get("reason") or "no centroid alignment measured")
     ci = list(block["ci"])
@@ -509,7 +506,7 @@ def measure_centroid(docs: Mapping[str, dict], folder: Path) -> Measurement:
 
 
 def measure_separation(docs: Mapping[str, dict], folder: Path) -> Measurement:
-    probe = _get(_doc(docs, "cohorts"), "probes.clean.knn")
+    probe = lookup(_doc(docs, "cohorts"), "probes/clean/knn")
     return Measurement(
         float(probe["accuracy"] - probe["chance"]),
         [probe["ci"][0] - probe["chance"], probe["ci"][1] - probe["chance"]],
@@ -520,7 +517,7 @@ def measure_separation(docs: Mapping[str, dict], folder: Path) -> Measurement:
 
 
 def measure_entanglement(docs: Mapping[str, dict], folder: Path) -> Measurement:
-    block = _get(_doc(docs, "cohorts"), "entanglement.clean_minus_masked.knn")
+    block = lookup(_doc(docs, "cohorts"), "entanglement/clean_minus_masked/knn")
     return Measurement(
         float(block["mean"]),
         list(block["ci"]),

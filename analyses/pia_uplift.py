@@ -492,7 +492,7 @@ def analyse_architecture(
     arch: str,
     sizes: Mapping,
     dataset: str,
-    add_lambda: Callable[[str, float], None] | None = None,
+    add_lambda: Callable[[str, float], None],
 ) -> tuple[dict, dict]:
     """Everything of one architecture: lambda search, per-seed comparison, verdict, ablation, reference schedule.
 
@@ -509,11 +509,9 @@ def analyse_architecture(
         rec = _record(models.get((arch, "geometry", "pia", tuning, lam)))
         return {"lambda_a": lam, "val_ndcg@100": rec["val_ndcg@100"], **_brief(rec)}
 
-    def add(lam: float) -> None:
-        if add_lambda is not None:
-            add_lambda(arch, lam)
-
-    curve, chosen, interior, added = search_lambda(validation, lambdas, sizes["extend_grid"], add)
+    curve, chosen, interior, added = search_lambda(
+        validation, lambdas, sizes["extend_grid"], lambda lam: add_lambda(arch, lam)
+    )
     lambdas = [c["lambda_a"] for c in curve]
     search = {
         "seed": tuning,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from geometry.intervals import mean_t_interval
 from models.evaluation import DEFAULT_METRICS, USER_GROUPS, Evaluation, paired_difference
 
 METRICS: tuple[str, ...] = DEFAULT_METRICS  # recall@20, recall@50, ndcg@100
@@ -229,14 +229,12 @@ def across_seeds(estimates: Sequence[float], level: float = 0.95) -> dict:
             "level": level,
             "reason": "one seed: the variation between trainings is not measured",
         }
-    sd = float(e.std(ddof=1))
-    se = sd / math.sqrt(n)
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    mean, se, ci = mean_t_interval(e, level)
     return {
         "mean": mean,
-        "sd": sd,
+        "sd": float(e.std(ddof=1)),
         "se": se,
-        "ci": [mean - half, mean + half],
+        "ci": list(ci),
         "n": n,
         "df": n - 1,
         "level": level,

@@ -15,12 +15,12 @@ have the same distribution, so the paired difference would be 0 in expectation.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import stats
+
+from geometry.intervals import mean_t_interval
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,5 @@ def centroid_alignment(
     pi = derangement(mu.shape[0], rng)
     own = np.linalg.norm(mu - ebar, axis=1)
     other = np.linalg.norm(mu - ebar[pi], axis=1)
-    diff = own - other
-    n = diff.size
-    mean = float(diff.mean())
-    se = float(diff.std(ddof=1) / math.sqrt(n))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    return CentroidAlignment(own, other, mean, se, (mean - half, mean + half), confidence)
+    mean, se, ci = mean_t_interval(own - other, confidence)
+    return CentroidAlignment(own, other, mean, se, ci, confidence)

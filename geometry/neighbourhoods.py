@@ -40,6 +40,7 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial.distance import cdist
 
+from geometry.intervals import mean_t_interval
 from geometry.masking import MaskMode, _binary_csr, _row_index, mask_csr, mask_input, pair_overlaps, validate_rho
 
 Metric = Literal["l1", "cosine", "euclidean"]
@@ -520,13 +521,8 @@ class InputDrift:
 
     @staticmethod
     def _summary(values: np.ndarray, confidence: float) -> dict:
-        from scipy import stats
-
-        n = values.size
-        mean = float(values.mean())
-        se = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se if n > 1 else float("nan")
-        return {"mean": mean, "se": se, "ci": [mean - half, mean + half], "n_users": int(n)}
+        mean, se, ci = mean_t_interval(values, confidence)
+        return {"mean": mean, "se": se, "ci": list(ci), "n_users": int(values.size)}
 
     def summary(self, confidence: float = 0.95) -> dict:
         """Means with t intervals over users: one value per user (its draws averaged), so a user's draws are

@@ -32,6 +32,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from geometry.intervals import mean_t_interval
+
 Probe = Literal["logistic", "knn"]
 
 __all__ = ["PairedDifference", "ProbeResult", "paired_accuracy_difference", "probe_accuracy"]
@@ -232,8 +234,5 @@ def paired_accuracy_difference(a: ProbeResult, b: ProbeResult, confidence: float
     if a.correct.shape != b.correct.shape:
         raise ValueError(f"the two probes must score the same users; got {a.correct.size} and {b.correct.size}")
     diff = a.correct.astype(np.float64) - b.correct.astype(np.float64)
-    n = diff.size
-    mean = float(diff.mean())
-    se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se if n > 1 else float("nan")
-    return PairedDifference(mean, se, (mean - half, mean + half), n)
+    mean, se, ci = mean_t_interval(diff, confidence)
+    return PairedDifference(mean, se, ci, diff.size)

@@ -694,7 +694,7 @@ def _train(
                         "val_ndcg@100": value,
                         # the PIA anchors of the best epoch (tied ones too), for Proposition 3.1 checks; unused
                         # by inference
-                        "anchors": anchors.weight.detach().cpu().clone() if anchors is not None else None,
+                        "anchors": anchors.weight.detach().cpu() if anchors is not None else None,
                     },
                 )
         if rank == 0:
