@@ -81,6 +81,7 @@ from analyses.paper_figures import JOBS as REPORT_JOBS
 from analyses.paper_figures import JobSpec, lookup, run_job
 from analyses.results import across_seeds
 from geometry.masking import wilson_interval
+from models.cli import end_process
 from models.data import dataset_names
 from models.io import atomic_write_bytes
 
@@ -1034,4 +1035,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

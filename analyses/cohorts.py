@@ -100,6 +100,7 @@ from figures.latent import cohort_embedding_figure
 from figures.style import savefig
 from geometry.neighbourhoods import encode_masked, knn
 from geometry.probes import paired_accuracy_difference, probe_accuracy
+from models.cli import end_process
 from models.split import Split
 
 JOB = "cohorts"
@@ -634,4 +635,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

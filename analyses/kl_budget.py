@@ -97,6 +97,7 @@ from geometry.bounds import expected_pairwise_bound, transport_bound_check
 from geometry.kl import KLBudget, kl_budget
 from geometry.masking import validate_rho
 from geometry.wasserstein import pairwise_w1_bounds
+from models.cli import end_process
 
 JOB = "kl_budget"
 DEFAULTS = {
@@ -560,4 +561,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -72,7 +72,6 @@ Lemma 2.4, Theorem 2.5 and the transport bound of section 2.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,6 +119,7 @@ from geometry.bounds import (
 from geometry.kl import kl_to_standard_normal
 from geometry.masking import pair_overlaps
 from geometry.sharing import pair_w1_bounds
+from models.cli import end_process
 from models.vae import MultiVAE
 
 JOB = "local_vs_global"
@@ -981,4 +981,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

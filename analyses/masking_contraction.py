@@ -111,6 +111,7 @@ from geometry.masking import (
     validate_rho,
 )
 from geometry.neighbourhoods import KNNResult, input_knn_drift, knn
+from models.cli import end_process
 from models.data import add_dataset_arguments
 
 JOB = "masking_contraction"
@@ -986,4 +987,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -75,7 +75,7 @@ from analyses.common import (
     stage_output,
     write_json,
 )
-from models.cli import guarded
+from models.cli import end_process, guarded
 from models.io import atomic_write_bytes
 
 JOB = "paper_figures"
@@ -872,4 +872,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

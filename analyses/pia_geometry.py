@@ -93,6 +93,7 @@ from geometry.neighbourhoods import (
     masked_knn_drift,
     rank_threshold,
 )
+from models.cli import end_process
 from models.evaluation import USER_GROUPS, evaluate
 from models.split import Split
 from models.trainer import load_anchors
@@ -558,4 +559,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

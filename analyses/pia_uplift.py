@@ -116,6 +116,7 @@ from analyses.results import METRICS, MODEL_SPECS, PUBLISHED_ABLATION, PUBLISHED
 from analyses.trained import TrainedModel, config_key, get_trained, run_record
 from figures.style import savefig
 from figures.uplift import UpliftArm, uplift_figure
+from models.cli import end_process
 from models.evaluation import Evaluation, evaluate, paired_difference
 from models.trainer import TrainConfig
 
@@ -870,4 +871,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

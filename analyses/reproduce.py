@@ -86,6 +86,7 @@ from analyses.trained import get_trained
 from figures.latent import results_figure
 from figures.style import savefig
 from models.baselines import EASE_LAMBDAS, select_ease_lambda
+from models.cli import end_process
 from models.evaluation import USER_GROUPS, Evaluation, evaluate
 from models.trainer import TrainConfig
 
@@ -311,4 +312,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

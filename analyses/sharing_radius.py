@@ -106,6 +106,7 @@ from geometry.sharing import (
     sign_agreement,
 )
 from models.batches import make_batch
+from models.cli import end_process
 from models.vae import MultiVAE, multinomial_nll
 
 JOB = "sharing_radius"
@@ -577,4 +578,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

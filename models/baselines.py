@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models.cli import OneLineParser, guarded
+from models.cli import OneLineParser, end_process, guarded
 from models.data import add_dataset_arguments, dataset_names, default_config, split_from_args
 from models.evaluation import evaluate
 from models.io import atomic_write_json, check_output_file, resolve_device
@@ -263,4 +263,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -7,9 +7,10 @@ Every ``python -m models.*`` and ``python -m analyses.*`` entry point runs its w
   exits with :data:`EXIT_USAGE` (2);
 * any other ``OSError`` (permission denied, read-only file system, disk full, a folder where a file is expected,
   ...) prints one line naming the path and the fix (:func:`os_error_line`), exit code 2;
-* Ctrl-C (SIGINT) prints one line and exits with 130, SIGTERM with 143 (128 + the signal number, as shells
-  do); outputs stay consistent because every write is atomic (:mod:`models.io`) and jobs publish their output
-  folder only when complete.
+* Ctrl-C (SIGINT) prints one line; the process then ends by SIGINT itself (:func:`end_process`), so shells
+  report 130 and a shell loop of runs stops too. SIGTERM prints one line and exits with 143 (128 + the signal
+  number, as shells do). Outputs stay consistent because every write is atomic (:mod:`models.io`) and jobs
+  publish their output folder only when complete.
 
 :class:`OneLineParser` makes argparse's own errors one line too (no usage dump).
 """
@@ -134,6 +135,29 @@ def guarded(work: Callable[[], int], *, what: str = "the run") -> int:
         return EXIT_USAGE  # stdout closed by the reader (e.g. `| head`): nothing left to say
     except (ValueError, OSError, FolderBusy) as exc:
         return fail(error_line(exc))
+
+
+def end_process(code: int) -> NoReturn:
+    """End a ``python -m`` entry point with the exit code :func:`guarded` returned.
+
+    After Ctrl-C (``code == EXIT_SIGINT``) the process ends by SIGINT itself, with the default disposition, as
+    POSIX asks of a program that handled the interrupt (https://www.cons.org/cracauer/sigint.html) and as
+    CPython does after an uncaught one: the calling shell reports 130 and a loop of runs
+    (``for s in 0 1 2; do python -m ...; done``) stops instead of starting the next run. It also makes the end
+    deterministic: CPython 3.11 ends a ``-m`` program by SIGINT anyway whenever the KeyboardInterrupt was raised
+    inside code run by ``exec`` of a string (``dataclasses`` builds its methods that way), even when the program
+    caught it, so a plain ``sys.exit(130)`` gave 130 or death by SIGINT depending on where the signal landed.
+    Other codes are ``sys.exit(code)``.
+    """
+    if code == EXIT_SIGINT:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()  # the one line is printed; nothing runs after the signal
+            except (OSError, ValueError):
+                pass
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGINT)  # returns only if SIGINT is blocked: then exit with 130 below
+    raise SystemExit(code)
 
 
 class OneLineParser(argparse.ArgumentParser):

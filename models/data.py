@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models import readers
-from models.cli import OneLineParser, guarded
+from models.cli import OneLineParser, end_process, guarded
 from models.io import FolderLock
 from models.readers import DataFormatError, RawInteractions
 from models.split import HeldOut, Split, SplitConfig, build_split
@@ -1006,4 +1006,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

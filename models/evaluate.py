@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.cli import OneLineParser, guarded
+from models.cli import OneLineParser, end_process, guarded
 from models.evaluation import Evaluation, evaluate
 from models.io import atomic_write_json, resolve_device
 from models.trainer import load_run_split, load_trained, run_progress
@@ -57,4 +57,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

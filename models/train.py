@@ -11,13 +11,12 @@ import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 import torch.distributed as dist
 
-from models.cli import OneLineParser, guarded
+from models.cli import OneLineParser, end_process, guarded
 from models.data import DATASETS, TABLE_PREFIXES, dataset_names
 from models.io import resolve_device
 from models.trainer import (
@@ -210,4 +209,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -1,4 +1,5 @@
-"""Every command line's --help renders (a stray '%' in a help text makes argparse crash on --help)."""
+"""Every command line's --help renders (a stray '%' in a help text makes argparse crash on --help), and every one
+ends its process through ``models.cli.end_process`` (Ctrl-C ends it by SIGINT: tests/models/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,10 @@ def test_help_renders(module):
     assert code in (0, None)
     assert out.getvalue().startswith("usage: python -m ")
     assert "%(" not in out.getvalue()  # every help placeholder was filled in
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_every_command_ends_its_process_through_end_process(module):
+    # `sys.exit(main())` would end a Ctrl-C'd run with 130 or by SIGINT depending on where the signal landed
+    source = (ROOT / Path(*module.split("."))).with_suffix(".py").read_text()
+    assert source.rstrip().endswith('if __name__ == "__main__":\n    end_process(main())'), module

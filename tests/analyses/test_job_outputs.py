@@ -227,7 +227,8 @@ def _wait_until_working(proc: subprocess.Popen, out: Path, timeout: float = 120)
 
 
 @pytest.mark.parametrize(
-    ("signum", "exit_code", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+    ("signum", "exit_code", "word"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, -signal.SIGINT, "interrupted")],  # Ctrl-C: ends by SIGINT
 )
 def test_a_signal_mid_run_is_one_line_and_keeps_the_previous_folder(tmp_path, run_cli, signum, exit_code, word):
     out = tmp_path / "out"

@@ -345,7 +345,8 @@ def test_disk_full_while_checkpointing_is_one_line(tmp_path, capsys, monkeypatch
 
 
 @pytest.mark.parametrize(
-    ("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+    ("sig", "code", "word"),
+    [(signal.SIGINT, -signal.SIGINT, "interrupted"), (signal.SIGTERM, 143, "terminated")],  # Ctrl-C: ends by SIGINT
 )
 def test_signal_is_one_line_and_the_run_resumes(tmp_path, sig, code, word):
     out = tmp_path / "run"
