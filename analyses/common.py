@@ -360,7 +360,8 @@ class OutputFolder:
             **(extra or {}),
         }
         atomic_write_json(self.staging / COMPLETE_MARKER, _plain(marker))
-        with _signals_deferred():  # Ctrl-C between the two renames would leave no folder at OUT
+        # Ctrl-C between the two renames would leave no folder at OUT, and after them the replaced folder behind
+        with _signals_deferred():
             refusal = self._refusal()
             if refusal:  # someone put something at OUT while the job ran: keep both, delete nothing
                 kept = self.real.parent / f"{self.real.name}.new-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -371,9 +372,9 @@ class OutputFolder:
                 old = self.real.parent / f".{self.real.name}.old-{os.getpid()}"
                 os.rename(self.real, old)
             os.rename(self.staging, self.real)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        self.release()
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            self.release()
 
     def discard(self) -> None:
         """Delete the staging folder (the job failed or was interrupted) and give the lock back."""
@@ -392,15 +393,31 @@ def _inside(path: Path, folder: Path) -> bool:
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends (they are delivered then), in the main thread."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Hold SIGINT and SIGTERM until the block ends; each one that came is then raised again, once, for the
+    handlers in place before the block (Ctrl-C's ``KeyboardInterrupt``, :func:`models.cli.sigterm_raises`).
+
+    Done with Python-level handlers that only record the signal, not with ``pthread_sigmask``: a signal mask is
+    per thread, and with torch's worker threads running the kernel hands a blocked signal to another thread, whose
+    C handler still makes the main thread raise at its next bytecode, inside the block.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    came: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        came.append(signum)
+
+    # a handler set outside Python (getsignal() is None) cannot be put back: such a signal is left alone
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, record) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(came):
+            signal.raise_signal(signum)  # the restored handler acts on it now (ignored if it was SIG_IGN)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 from pathlib import Path
@@ -26,6 +27,7 @@ import analyses.sharing_radius
 import models.data
 from analyses import masking_contraction
 from analyses.common import COMPLETE_MARKER, output_session, stage_output
+from models.cli import Terminated, sigterm_raises
 from models.data import DatasetUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -284,6 +286,45 @@ def test_a_kill_between_the_renames_of_a_replacement_loses_nothing(tmp_path):
         assert staging.is_dir() and staging.name == f".out.partial-{os.getpid()}"
         raise RuntimeError("the job failed")  # so nothing replaces what the next run found
     assert _snapshot(out) == finished and _partials(out) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_between_the_renames_waits_until_the_new_folder_is_in_place(tmp_path, monkeypatch, signum):
+    out = tmp_path / "out"
+    with output_session():
+        (stage_output(out, "masking_contraction", {"pairs": 30}) / "summary.csv").write_text("the previous run")
+    # another thread runs, as torch's workers do: a signal mask of the main thread alone does not hold the signal
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    renames: list[str] = []
+    rename = os.rename
+
+    def rename_then_signal(src, dst) -> None:
+        rename(src, dst)
+        renames.append(Path(dst).name)
+        if len(renames) == 1:  # the finished folder is aside, the new one not yet in place
+            os.kill(os.getpid(), signum)
+            sum(range(100_000))  # Python code runs on: an undeferred signal is raised here
+
+    monkeypatch.setattr(os, "rename", rename_then_signal)
+    expected = KeyboardInterrupt if signum == signal.SIGINT else Terminated
+    try:
+        with pytest.raises(expected), sigterm_raises(), output_session():
+            (stage_output(out, "masking_contraction", {"pairs": 31}) / "summary.csv").write_text("this run")
+    finally:
+        stop.set()
+        other.join()
+        signal.signal(signal.SIGINT, before[signal.SIGINT])
+    monkeypatch.undo()
+    # the signal came once both renames and the clean-up were done: the new folder whole, nothing left behind
+    assert renames == [f".out.old-{os.getpid()}", "out"]
+    assert (out / "summary.csv").read_text() == "this run" and _partials(out) == []
+    assert signal.getsignal(signal.SIGTERM) is before[signal.SIGTERM]
+    with output_session():  # and the folder's lock was given back
+        stage_output(out, "masking_contraction", {"pairs": 32})
 
 
 # ------------------------------------------------------------------------------- paper_figures stages as a whole
