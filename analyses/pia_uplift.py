@@ -27,7 +27,9 @@ What is compared, per architecture (``--models``, default Multi-VAE and RecVAE),
   smallest or largest value, the search goes one grid step further that way (the outermost value times the
   ratio of the two outermost ones: 0.03 -> 0.009 -> 0.0027 ...) until the choice is interior, at most
   ``--extend-grid`` times (default 3, ``--quick`` 0); the added values are recorded
-  (``lambda_search.extended_with``) and count in the tuning effort. ``--epochs-for recvae=100`` trains one
+  (``lambda_search.extended_with``) and count in the tuning effort. Grid models whose best epoch is at the cap
+  are listed (``lambda_search.capped``): their validation values are lower bounds (on ML-100K, RecVAE with
+  lambda_A >= 0.3 peaks at epochs 94-99 of 100). ``--epochs-for recvae=100`` trains one
   architecture longer than ``--epochs`` (RecVAE's reference 50 outer epochs leave its best epoch at the cap on
   ML-100K and ML-1M).
 * **per seed** (``--seeds``, default 0 1 2; the training seed is the seed): baseline and PIA at the chosen
@@ -523,6 +525,9 @@ def analyse_architecture(
         "baseline_val_ndcg@100": base_rec["val_ndcg@100"],
         "chosen_lambda": chosen,
         "interior": interior,
+        # a capped grid model was still improving: its validation value is a lower bound, so a slowly converging
+        # lambda_A (PIA with a large weight) can lose the search only for lack of epochs
+        "capped": [c["lambda_a"] for c in curve if c["capped"]],
     }
     baseline_row = {"architecture": arch, "arm": "baseline", "lambda_a": 0.0, "chosen": False}
     rows["lambda_search"].append({**baseline_row, "val_ndcg@100": base_rec["val_ndcg@100"], **_brief(base_rec)})
@@ -698,6 +703,11 @@ def _print_architecture(part: Mapping, dataset: str) -> None:
     print(f"lambda_A on validation NDCG@100 (seed {s['seed']}; no PIA {s['baseline_val_ndcg@100']:.4f}): {curve}")
     where = "interior" if part["interior"] else "AT THE EDGE of the grid"
     print(f"chosen lambda_A = {part['chosen_lambda']:g} ({where}); tuning effort: baseline 1, PIA {len(s['grid'])}")
+    if s["capped"]:
+        print(
+            f"note: the lambda_A {' '.join(f'{lam:g}' for lam in s['capped'])} models peak at the training cap "
+            "(still improving): their validation values are lower bounds; train longer to rule out a later winner"
+        )
     table = pd.DataFrame(
         [
             {

@@ -244,6 +244,7 @@ def test_lambda_is_chosen_on_validation_and_the_verdict_obeys_the_rule(quick_run
         search = part["lambda_search"]
         curve = {c["lambda_a"]: c["val_ndcg@100"] for c in search["curve"]}
         assert sorted(curve) == LAMBDAS and search["seed"] == SEEDS[0]
+        assert search["capped"] == [c["lambda_a"] for c in search["curve"] if c["best_epoch"] >= 0.8 * c["epochs_done"]]
         assert (part["chosen_lambda"], part["interior"]) == choose_lambda(curve)
         assert part["interior"] == (part["chosen_lambda"] not in (min(LAMBDAS), max(LAMBDAS)))
         gains = [p["paired"]["ndcg@100"]["mean"] for p in part["per_seed"]]
