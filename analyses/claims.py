@@ -54,10 +54,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,42 @@ FULL_UPLIFT = ("--epochs-for", "recvae=100")
 the cap on ML-100K and ML-1M, and a capped comparison is inconclusive by rule)."""
 QUICK_UPLIFT = ("--models", "multvae")
 """``pia_uplift`` options of the quick ledger (Multi-VAE only, to keep CI short; the full run has both)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the full ledger trains on a dataset too large for 2 cores at the default (fixed before its results).
+
+    ``seeds``: at most this many of ``--seeds`` (the first ones); ``epochs`` / ``anneal_epochs``: ``--epochs`` and
+    ``--anneal-epochs`` of every training job (beta reaches its cap at the same share of training as the default
+    50 of 200); ``uplift``: whether ``pia_uplift`` runs (its rule needs at least 2 seeds, so with one it could only
+    say inconclusive: its row says why it was not run, and the PIA jobs use the lambda_A that an earlier dataset
+    of the same ledger chose for Multi-VAE).
+    """
+
+    seeds: int | None = None
+    epochs: int | None = None
+    anneal_epochs: int | None = None
+    uplift: bool = True
+    why: str = ""
+
+    def train_options(self) -> list[str]:
+        argv = [] if self.epochs is None else ["--epochs", str(self.epochs)]
+        return argv + ([] if self.anneal_epochs is None else ["--anneal-epochs", str(self.anneal_epochs)])
+
+
+BUDGETS: Mapping[str, Budget] = {
+    "gowalla": Budget(
+        seeds=1,
+        epochs=50,
+        anneal_epochs=12,
+        uplift=False,
+        why="23,858 training users x 40,981 items: about 55 s per Multi-VAE epoch on 2 cores (the measured GEMM "
+        "floor of benchmarks/RESULTS_train.md scaled to 40,981 items), so one seed, 50 epochs and no lambda_A search",
+    )
+}
+"""Per-dataset budgets of the full ledger (``--quick`` ignores them). Claims decided across seeds are inconclusive
+on a one-seed dataset by their rule (the training noise is not measured); data claims and per-seed ones are not."""
 PIA_JOBS = frozenset({"pia_geometry", "cohorts"})
 """Jobs given the lambda_A that ``pia_uplift`` chose for Multi-VAE."""
 UPLIFT = JobSpec("pia_uplift", "PIA accuracy gain, like for like", "uplift.json", "", {}, ())
@@ -758,12 +795,23 @@ def parse_datasets(values: Sequence[str]) -> list[str]:
     return names
 
 
-def job_argv(job: str, dataset: str, seed: int, out: Path, quick: bool, progress: bool, lam: float | None) -> list:
+def job_argv(
+    job: str,
+    dataset: str,
+    seed: int,
+    out: Path,
+    quick: bool,
+    progress: bool,
+    lam: float | None,
+    budget: Budget | None = None,
+) -> list:
     argv = ["--dataset", dataset, "--seed", str(seed), "--out", str(out)]
     if job in TRAIN_SEED_JOBS:
         argv += ["--train-seed", str(seed)]
     if job in PIA_JOBS and lam is not None:
         argv += ["--lambda-a", f"{lam:g}"]
+    if job in TRAINED_JOBS and budget is not None:
+        argv += budget.train_options()
     argv += list(JOB_OPTIONS.get(job, ()))
     return argv + (["--quick"] if quick else []) + ([] if progress else ["--no-progress"])
 
@@ -813,14 +861,19 @@ def run(args: argparse.Namespace) -> Path:
     seeds = list(dict.fromkeys(args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else FULL_SEEDS)))
     for s in seeds:
         check_int("--seeds", s, 0)
-    options = result_options(args, datasets=datasets, seeds=seeds)
+    budgets = {} if args.quick else {d: BUDGETS[d] for d in datasets if d in BUDGETS}
+    options = result_options(args, datasets=datasets, seeds=seeds, budgets={d: asdict(b) for d, b in budgets.items()})
     tag = "-".join(datasets) + "-seeds" + "-".join(map(str, seeds))
     final = args.out or default_out_dir(JOB, datasets[0] if len(datasets) == 1 else "all", tag, options)
     out = stage_output(final, JOB, options)
     progress = not args.no_progress
     runs: list[JobRun] = []
     rows: list[dict] = []
-    total_jobs = len(datasets) * (1 + len(seeds) * len(SEED_JOBS))
+    total_jobs = sum(
+        (d not in budgets or budgets[d].uplift)
+        + len(seeds[: budgets[d].seeds] if d in budgets else seeds) * len(SEED_JOBS)
+        for d in datasets
+    )
     done = 0
 
     def run_one(job: str, dataset: str, seed: int | None, argv: list, where: Path, shown: Path) -> JobRun:
@@ -841,31 +894,51 @@ def run(args: argparse.Namespace) -> Path:
         runs.append(record)
         return record
 
+    borrowed: tuple[str, float] | None = None  # the first Multi-VAE lambda_A chosen in this ledger, and where
     for dataset in datasets:
+        budget = budgets.get(dataset)
+        ds_seeds = seeds[: budget.seeds] if budget is not None and budget.seeds else seeds
         base = Path("runs") / dataset.replace(":", "_").replace("/", "_")
-        uplift_argv = ["--dataset", dataset, "--seeds", *map(str, seeds), "--out", str(out / base / "pia_uplift")]
+        uplift_argv = ["--dataset", dataset, "--seeds", *map(str, ds_seeds), "--out", str(out / base / "pia_uplift")]
         uplift_argv += ["--quick", *QUICK_UPLIFT] if args.quick else list(FULL_UPLIFT)
+        uplift_argv += [] if budget is None else budget.train_options()
         uplift_argv += [] if progress else ["--no-progress"]
-        uplift = run_one(
-            "pia_uplift", dataset, None, uplift_argv, out / base / "pia_uplift", final / base / "pia_uplift"
-        )
-        lam = None
-        if uplift.doc is not None:
-            lam = uplift.doc["per_architecture"].get("multvae", {}).get("chosen_lambda")
+        uplift, lam, skipped = None, None, None
+        if budget is None or budget.uplift:
+            uplift = run_one(
+                "pia_uplift", dataset, None, uplift_argv, out / base / "pia_uplift", final / base / "pia_uplift"
+            )
+            if uplift.doc is not None:
+                lam = uplift.doc["per_architecture"].get("multvae", {}).get("chosen_lambda")
+                if lam is not None and borrowed is None:
+                    borrowed = (dataset, lam)
+        else:
+            lam = borrowed[1] if borrowed is not None else None
+            taken = f"lambda_A {lam:g} chosen on {borrowed[0]}" if borrowed else "the jobs' default lambda_A"
+            skipped = f"not run on {dataset} by its budget ({budget.why}); the PIA jobs use {taken}"
+            print(f"note: pia_uplift {skipped}", file=sys.stderr)
         per_seed_docs: dict[int, dict[str, dict]] = {}
         folders: dict[int, Path] = {}
-        for seed in seeds:
+        for seed in ds_seeds:
             folder = out / base / f"seed{seed}"
             folders[seed] = folder
             docs: dict[str, dict] = {}
             for job in SEED_JOBS:
-                argv = job_argv(job, dataset, seed, folder / job, args.quick, progress, lam)
+                argv = job_argv(job, dataset, seed, folder / job, args.quick, progress, lam, budget)
                 record = run_one(job, dataset, seed, argv, folder / job, final / base / f"seed{seed}" / job)
                 if record.doc is not None:
                     docs[job] = record.doc
             per_seed_docs[seed] = docs
-        rows += ledger_rows(dataset, seeds, per_seed_docs, folders, runs)
-        rows += uplift_rows(uplift.doc, dataset, seeds, uplift.command, uplift.error)
+        rows += ledger_rows(dataset, ds_seeds, per_seed_docs, folders, runs)
+        if uplift is not None:
+            rows += uplift_rows(uplift.doc, dataset, ds_seeds, uplift.command, uplift.error)
+        else:
+            shown = [
+                str(final / base / "pia_uplift") if a == str(out / base / "pia_uplift") else a for a in uplift_argv
+            ]
+            rows += uplift_rows(
+                None, dataset, ds_seeds, shlex.join(["python", "-m", "analyses.pia_uplift", *shown]), skipped
+            )
     seconds = time.perf_counter() - start
     write_json(out / "claims.json", rows)
     atomic_write_bytes(out / "claims.md", render_markdown(rows, runs, seconds).encode())
@@ -876,6 +949,7 @@ def run(args: argparse.Namespace) -> Path:
         "datasets": datasets,
         "seeds": seeds,
         "quick": args.quick,
+        "budgets": {d: asdict(b) for d, b in budgets.items()},
         "jobs": [
             {
                 "job": r.job,

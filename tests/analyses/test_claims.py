@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -249,3 +251,68 @@ def test_the_stratum_difference_keeps_its_error_rate_on_a_null_and_finds_a_plant
 
     assert supported(0.0) <= 0.05  # one-sided 2.5% nominal; anchors as units keep it there
     assert supported(0.05) >= 0.9
+
+
+def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, monkeypatch, run_cli):
+    from analyses.paper_figures import JobResult
+
+    calls: list[tuple[str, list[str]]] = []
+    uplift_doc = {
+        "rule": "the uplift rule",
+        "per_architecture": {
+            "multvae": {
+                "chosen_lambda": 0.3,
+                "across_seeds": {"ndcg@100": {"mean": 0.01, "ci": [-0.01, 0.03], "n": 2}},
+                "verdict": "inconclusive",
+                "reason": "contains 0",
+                "per_seed": [],
+            }
+        },
+    }
+
+    def fake_run_job(spec, argv, out, shown_argv=None):
+        calls.append((spec.name, argv))
+        ok = spec.name == "pia_uplift"  # the other jobs fail: their claims are inconclusive, not at stake here
+        return JobResult(
+            spec.name,
+            " ".join(shown_argv or argv),
+            out,
+            "ok" if ok else "failed",
+            0 if ok else 2,
+            None if ok else "not run in this test",
+            0.1,
+            uplift_doc if ok else None,
+        )
+
+    monkeypatch.setattr(claims, "run_job", fake_run_job)
+    budget = claims.Budget(seeds=1, epochs=7, anneal_epochs=2, uplift=False, why="too large for the test")
+    monkeypatch.setattr(claims, "BUDGETS", {"synthetic": budget})
+    out = tmp_path / "ledger"
+    argv = ["--datasets", "synthetic-null", "synthetic", "--seeds", "0", "1", "--out", str(out), "--no-progress"]
+    code, _, stderr = run_cli(claims.main, argv)
+    assert code == 0, stderr
+    on = {name: [a for n, a in calls if n == name] for name in {n for n, _ in calls}}
+    # the unbudgeted dataset: pia_uplift over both seeds, every job on both seeds at the default epochs
+    null_jobs = [a for n, a in calls if a[a.index("--dataset") + 1] == "synthetic-null"]
+    assert len(null_jobs) == 1 + 2 * len(claims.SEED_JOBS) and not any("--epochs" in a for a in null_jobs)
+    # the budgeted one: no pia_uplift, seed 0 only, the budget's epochs in every training job and no other
+    budgeted = [(n, a) for n, a in calls if a[a.index("--dataset") + 1] == "synthetic"]
+    assert [n for n, _ in budgeted] == list(claims.SEED_JOBS) and all(
+        a[a.index("--seed") + 1] == "0" for _, a in budgeted
+    )
+    for name, a in budgeted:
+        trains = name in claims.TRAINED_JOBS
+        assert (
+            (a[a.index("--epochs") + 1] == "7" and a[a.index("--anneal-epochs") + 1] == "2")
+            if trains
+            else "--epochs" not in a
+        )
+        if name in claims.PIA_JOBS:  # the lambda_A chosen on the earlier dataset
+            assert a[a.index("--lambda-a") + 1] == "0.3"
+    assert len(on["pia_uplift"]) == 1
+    rows = json.loads((out / "claims.json").read_text())
+    gain = [r for r in rows if r["dataset"] == "synthetic" and r["claim"].startswith("pia_accuracy_gain")]
+    assert len(gain) == 1 and gain[0]["verdict"] == "inconclusive" and "too large for the test" in gain[0]["reason"]
+    assert "lambda_A 0.3 chosen on synthetic-null" in gain[0]["reason"]
+    assert all(r["seeds"] in ([], [0]) for r in rows if r["dataset"] == "synthetic")
+    assert json.loads((out / "ledger.json").read_text())["budgets"]["synthetic"]["epochs"] == 7
