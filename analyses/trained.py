@@ -13,6 +13,13 @@ code's version (:data:`models.trainer.MODEL_CODE_VERSION`). So a cached model is
 (a changed file, other preprocessing options) or by older model code; a cached run whose ``split.json`` records
 another split, or whose files are damaged, is trained again (with a note).
 
+A longer run continues a shorter one: when no run of ``config`` exists yet but a finished cached run of the same
+configuration with fewer epochs does (:func:`shorter_run`), its files are copied into the new run folder and
+training resumes from its last checkpoint. That is the run an uninterrupted training would give, because nothing
+in training depends on the number of epochs planned except where the loop stops (the beta schedule counts
+``anneal_epochs`` or ``anneal_steps``, PIA's warm-up ``pia_warmup``; ``epochs`` may change on resume,
+:data:`models.trainer.SAFE_ON_RESUME`); the change is recorded in ``config.json`` (``derived.changes_on_resume``).
+
 Concurrency: the run folder's lock (:func:`models.trainer.run_lock`) is held while a model is checked, trained
 and loaded, so two jobs that need the same model at the same time train it once: the second waits (saying for
 whom) and then loads it.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,6 +122,43 @@ def _stale_reason(run: Path, split_id: str) -> str | None:
     return None
 
 
+def _identity(saved: dict) -> dict:
+    """A run's configuration as saved in ``config.json``, without what a continued run may change."""
+    return {k: v for k, v in saved.items() if k not in ("derived", "epochs", "device")}
+
+
+def shorter_run(config: TrainConfig, split_id: str) -> Path | None:
+    """The finished cached run of ``config`` with the most epochs below ``config.epochs`` that a longer run can
+    continue (same settings, split and model-code version, checkpoint present), or None."""
+    c = config.resolved()
+    want = _identity(json.loads(json.dumps(c.to_json())))  # tuples as lists, as read back from config.json
+    found: tuple[int, Path] | None = None
+    prefix = run_folder(c, split_id).name[: -len(run_key(c, split_id))]
+    for run in sorted(runs_dir().glob(f"{prefix}*")):
+        try:
+            saved = json.loads((run / "config.json").read_text())
+            epochs = int(saved["epochs"])
+            version = saved["derived"]["model_code_version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a run, or a damaged one: never continued
+        if _identity(saved) != want or version != MODEL_CODE_VERSION or not 0 < epochs < c.epochs:
+            continue
+        if not (run / "checkpoint.pt").is_file() or not _finished(run, replace(c, epochs=epochs)):
+            continue
+        if _stale_reason(run, split_id) is None and (found is None or epochs > found[0]):
+            found = (epochs, run)
+    return None if found is None else found[1]
+
+
+def _continue_from(shorter: Path, run: Path) -> None:
+    """Copy a shorter run's files into ``run`` (held by this process), each atomically."""
+    run.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "split.json", "metrics.jsonl", "best.pt", "checkpoint.pt"):
+        tmp = run / f".{name}.copy-{os.getpid()}"
+        shutil.copyfile(shorter / name, tmp)
+        os.replace(tmp, run / name)
+
+
 def get_trained(
     config: TrainConfig,
     *,
@@ -159,6 +204,11 @@ def get_trained(
             print(f"note: training the cached model again: {reason}", file=sys.stderr)
             clear_run(run)
         resume = (run / "checkpoint.pt").is_file()
+        shorter = None if resume else shorter_run(c, split_id)
+        if shorter is not None:
+            print(f"note: continuing the cached run {shorter} to {c.epochs} epochs in {run}", file=sys.stderr)
+            _continue_from(shorter, run)
+            resume = True
         try:
             train(c, run, resume=resume, split=split, progress=progress, lock=lock)
         except DamagedFile as exc:  # a damaged checkpoint of derived data: start over rather than stop

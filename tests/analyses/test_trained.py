@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
+import torch
 
 import analyses.trained as trained
 from analyses.trained import config_key, get_trained, run_folder, train_command
@@ -37,3 +41,27 @@ def test_missing_model_names_the_training_command(tmp_path, monkeypatch):
     split_id = split_fingerprint(load_run_split(TINY))
     assert str(run_folder(TINY, split_id)) in str(err.value)
     assert "--epochs 1" in train_command(TINY, split_id) and "--dataset synthetic" in train_command(TINY, split_id)
+
+
+def _log(run) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_a_longer_run_continues_a_shorter_cached_one_exactly(tmp_path, monkeypatch, capsys):
+    longer = replace(TINY, epochs=4, seed=3)
+    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "fresh"))
+    fresh = get_trained(longer, progress=False)  # trained from scratch: nothing shorter in this cache
+    assert "continuing" not in capsys.readouterr().err
+    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "runs"))
+    short = get_trained(replace(longer, epochs=2), progress=False)
+    other = get_trained(replace(longer, epochs=3, rho=0.7), progress=False)  # other settings: never continued
+    before = (short.run / "metrics.jsonl").read_bytes()
+    continued = get_trained(longer, progress=False)
+    assert f"continuing the cached run {short.run} to 4 epochs" in capsys.readouterr().err
+    assert continued.run not in (short.run, other.run) and (short.run / "metrics.jsonl").read_bytes() == before
+    assert _log(continued.run) == _log(fresh.run) and len(_log(continued.run)) == 4
+    for (k, a), (_, b) in zip(fresh.model.state_dict().items(), continued.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    derived = json.loads((continued.run / "config.json").read_text())["derived"]
+    assert derived["changes_on_resume"] == [{"at_epoch": 2, "epochs": [2, 4]}]
