@@ -1,0 +1,183 @@
+"""The training loop of :func:`models.trainer.train` pinned down on the real trainer (issue 11): RecVAE's phases,
+the best-epoch checkpoint and the initialisation. Each test fails when the behaviour it names is broken (decoder
+phase given masked input or a KL term, the prior refresh removed, one encoder pass, best.pt written every epoch,
+another initialisation)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+
+import models.trainer as trainer
+from models.data import RawInteractions
+from models.io import load_verified
+from models.split import SplitConfig, build_split
+from models.synthetic import make_synthetic
+from models.trainer import TrainConfig, build_model, train
+from models.vae import MultiDAE, MultiVAE
+
+TINY = {"hidden": (32,), "latent_dim": 8, "batch_size": 64, "eval_batch_size": 50}
+
+
+@pytest.fixture(scope="module")
+def tiny_split():
+    data = make_synthetic(n_users=400, n_items=150, n_groups=3, cohort_activity=(5, 20, 60), n_far_related_pairs=10)
+    raw = RawInteractions(user=data.users, item=data.items, rating=None, sources=("synthetic",))
+    return build_split(raw, SplitConfig(min_rating=None, n_heldout=50), "tiny")
+
+
+@dataclass
+class Spy:
+    """What the trainer did to the model, call by call: ``("forward", kl, kept, full, changed)`` and ``("prior",)``.
+
+    ``kept`` / ``full``: entries of the encoder input / of the full history in the batch; ``changed``: names of the
+    parameters the previous optimiser step changed (seen at the next forward or prior refresh)."""
+
+    events: list[tuple] = field(default_factory=list)
+    last: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def changed(self, model: torch.nn.Module) -> set[str]:
+        now = {k: p.detach().clone() for k, p in model.named_parameters()}
+        moved = {k for k in now if k in self.last and not torch.equal(now[k], self.last[k])}
+        self.last = now
+        return moved
+
+
+def _spied(monkeypatch) -> Spy:
+    spy = Spy()
+    real_build = trainer.build_model
+
+    def build(config, n_items):
+        model = real_build(config, n_items)
+        forward, refresh = model.forward_train, getattr(model, "update_prior", None)
+
+        def forward_train(batch, eps, compute_kl=True):
+            moved = spy.changed(model)
+            spy.events.append(
+                ("forward", compute_kl, int(batch.indices.numel()), int(batch.target_cols.numel()), moved)
+            )
+            return forward(batch, eps, compute_kl=compute_kl)
+
+        def update_prior():
+            spy.events.append(("prior", spy.changed(model)))
+            refresh()
+
+        model.forward_train = forward_train
+        if refresh is not None:
+            model.update_prior = update_prior
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", build)
+    return spy
+
+
+def _epochs(events: list[tuple], per_epoch: int) -> list[list[tuple]]:
+    assert len(events) % per_epoch == 0, len(events)
+    return [events[i : i + per_epoch] for i in range(0, len(events), per_epoch)]
+
+
+ENC_EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def recvae_run(tiny_split, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    spy = _spied(mp)
+    try:
+        config = TrainConfig(model="recvae", epochs=2, rho=0.5, enc_epochs=ENC_EPOCHS, **TINY)
+        train(config, tmp_path_factory.mktemp("recvae") / "run", split=tiny_split, progress=False)
+    finally:
+        mp.undo()
+    batches = math.ceil(tiny_split.train.shape[0] / TINY["batch_size"])
+    model = build_model(TrainConfig(model="recvae", **TINY), tiny_split.n_items)
+    encoder = {k for k, p in model.named_parameters() if any(p is q for q in model.encoder_parameters())}
+    decoder = {k for k, p in model.named_parameters() if any(p is q for q in model.decoder_parameters())}
+    return spy.events, batches, encoder, decoder
+
+
+def test_recvae_epoch_is_enc_epochs_encoder_passes_a_prior_refresh_then_one_decoder_pass(recvae_run):
+    events, batches, _, _ = recvae_run
+    per_epoch = ENC_EPOCHS * batches + 1 + batches
+    for epoch in _epochs(events, per_epoch):
+        kinds = [e[0] if e[0] == "prior" else ("encoder" if e[1] else "decoder") for e in epoch]
+        assert kinds == ["encoder"] * (ENC_EPOCHS * batches) + ["prior"] + ["decoder"] * batches
+
+
+def test_recvae_encoder_sees_masked_input_and_the_decoder_the_clean_history(recvae_run):
+    events = recvae_run[0]
+    forwards = [e for e in events if e[0] == "forward"]
+    encoder = [e for e in forwards if e[1]]
+    decoder = [e for e in forwards if not e[1]]
+    assert all(kept == full for _, _, kept, full, _ in decoder)  # no KL and nothing masked
+    kept, full = sum(e[2] for e in encoder), sum(e[3] for e in encoder)
+    assert 0.45 < kept / full < 0.55  # rho = 0.5 on every encoder pass
+
+
+def test_each_recvae_phase_updates_only_its_own_parameters(recvae_run):
+    events, _, encoder, decoder = recvae_run
+    assert encoder and decoder and not encoder & decoder
+    seen = {"encoder": set(), "decoder": set()}
+    for previous, event in itertools.pairwise(events):
+        if previous[0] != "forward":
+            continue
+        moved = event[-1]  # what the step after `previous` changed
+        seen["encoder" if previous[1] else "decoder"] |= moved
+    assert seen["encoder"] and seen["encoder"] <= encoder
+    assert seen["decoder"] and seen["decoder"] <= decoder
+
+
+def _scripted_validation(monkeypatch, values: list[float]) -> None:
+    calls = iter(values)
+
+    class Scripted:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def summary(self) -> dict:
+            return {m: {"mean": self.value} for m in trainer.VALIDATION_METRICS}
+
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: Scripted(next(calls)))
+
+
+def test_best_pt_holds_the_best_validation_epoch_not_the_last(tmp_path, tiny_split, monkeypatch):
+    values = [0.20, 0.60, 0.40, 0.50]  # the best epoch (0-based) is 1
+    config = TrainConfig(model="multvae", epochs=len(values), **TINY)
+    _scripted_validation(monkeypatch, values)
+    train(config, tmp_path / "long", split=tiny_split, progress=False)
+    history = [json.loads(line) for line in (tmp_path / "long" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["val_ndcg@100"] for h in history] == values
+    best = load_verified(tmp_path / "long" / "best.pt")
+    assert best["epoch"] == int(np.argmax(values)) == 1 and best["val_ndcg@100"] == max(values)
+    # its weights are those after epoch 1: the final weights of the same run stopped after two epochs
+    _scripted_validation(monkeypatch, values[:2])
+    train(TrainConfig(model="multvae", epochs=2, **TINY), tmp_path / "short", split=tiny_split, progress=False)
+    after_two = load_verified(tmp_path / "short" / "checkpoint.pt")["model"]
+    assert best["model"].keys() == after_two.keys()
+    assert all(torch.equal(best["model"][k], after_two[k]) for k in after_two)
+    last = load_verified(tmp_path / "long" / "checkpoint.pt")["model"]
+    assert not all(torch.equal(best["model"][k], last[k]) for k in last)
+
+
+@pytest.mark.parametrize("cls", [MultiVAE, MultiDAE])
+def test_multvae_and_multdae_start_from_xavier_uniform_weights_and_truncated_normal_biases(cls):
+    torch.manual_seed(0)
+    model = cls(3000, hidden=(600,), latent_dim=200)
+    layers = [(model.input.bag.weight, model.input.bias, 3000, 600)]  # stored (I, H): Linear(I, H)'s fans
+    layers += [
+        (m.weight, m.bias, m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)
+    ]
+    assert len(layers) == 4
+    for weight, bias, fan_in, fan_out in layers:
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        w = weight.detach()
+        assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.99 * bound  # uniform on [-bound, bound]
+        assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.03)
+        b = bias.detach()
+        assert float(b.abs().max()) <= 0.002  # N(0, 0.001^2) truncated at two standard deviations
+        assert float(b.std()) == pytest.approx(0.001 * 0.8796, rel=0.25)
