@@ -15,11 +15,13 @@ import pytest
 import torch
 
 import models.trainer as trainer
+from models.batches import make_batch
 from models.data import RawInteractions
 from models.io import load_verified
+from models.pia import ItemAnchors
 from models.split import SplitConfig, build_split
 from models.synthetic import make_synthetic
-from models.trainer import TrainConfig, build_model, train
+from models.trainer import TrainConfig, build_model, make_phases, train
 from models.vae import MultiDAE, MultiVAE
 
 TINY = {"hidden": (32,), "latent_dim": 8, "batch_size": 64, "eval_batch_size": 50}
@@ -181,3 +183,83 @@ def test_multvae_and_multdae_start_from_xavier_uniform_weights_and_truncated_nor
         b = bias.detach()
         assert float(b.abs().max()) <= 0.002  # N(0, 0.001^2) truncated at two standard deviations
         assert float(b.std()) == pytest.approx(0.001 * 0.8796, rel=0.25)
+
+
+def _history(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "steps"),
+    [({"anneal_steps": 20}, 20.0), ({"anneal_epochs": 2}, None)],  # None: 2 epochs' updates / beta_cap
+)
+def test_beta_and_lambda_of_each_epoch_follow_the_update_count_and_the_warm_up(tmp_path, tiny_split, schedule, steps):
+    config = TrainConfig(model="multvae", epochs=4, beta_cap=0.2, pia=0.3, pia_warmup=3, **schedule, **TINY)
+    train(config, tmp_path / "run", split=tiny_split, progress=False)
+    per_epoch = math.ceil(tiny_split.train.shape[0] / TINY["batch_size"])
+    steps = steps if steps is not None else 2 * per_epoch / 0.2
+    history = _history(tmp_path / "run")
+    assert [h["updates"] for h in history] == [per_epoch * (e + 1) for e in range(4)]
+    # recorded: the beta of the epoch's last update, computed from the updates made before it
+    assert [h["beta"] for h in history] == pytest.approx(
+        [min(0.2, (per_epoch * (e + 1) - 1) / steps) for e in range(4)]
+    )
+    assert [h["lambda_a"] for h in history] == pytest.approx([0.1, 0.2, 0.3, 0.3])
+
+
+def test_pia_moves_separate_anchors_and_never_tied_ones(tiny_split):
+    n_items = tiny_split.n_items
+    separate = TrainConfig(model="multvae", pia=0.5, **TINY)
+    model = build_model(separate, n_items)
+    anchors = ItemAnchors(n_items, TINY["latent_dim"])
+    (joint,) = make_phases(separate, model, anchors)
+    assert joint.use_pia and any(p is anchors.weight_param for p in joint.parameters)
+    # tied to RecVAE's decoder: the encoder phase (the one with PIA) steps only the encoder, and the decoder phase,
+    # which steps the decoder weights that are the anchors, has no PIA term: PIA moves mu toward the decoder's
+    # item vectors, never those vectors toward mu
+    tied = TrainConfig(model="recvae", pia=0.5, pia_anchors="tied", **TINY)
+    model = build_model(tied, n_items)
+    anchors = ItemAnchors(n_items, TINY["latent_dim"], tied_to=model.decoder_output)
+    encoder, decoder = make_phases(tied, model, anchors)
+    assert encoder.use_pia and not decoder.use_pia
+    assert not any(p is model.decoder_output.weight for p in encoder.parameters)
+    assert any(p is model.decoder_output.weight for p in decoder.parameters)
+
+
+def test_training_with_pia_moves_the_separate_anchors(tmp_path, tiny_split, monkeypatch):
+    made: list[torch.Tensor] = []
+
+    class Recorded(ItemAnchors):  # the trainer's own anchors, as initialised
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self.weight.detach().clone())
+
+    monkeypatch.setattr(trainer, "ItemAnchors", Recorded)
+    config = TrainConfig(model="multvae", epochs=1, pia=0.5, **TINY)
+    train(config, tmp_path / "run", split=tiny_split, progress=False)
+    (start,) = made
+    trained = load_verified(tmp_path / "run" / "checkpoint.pt")["anchors"]["weight_param"]
+    assert trained.shape == start.shape and float((trained - start).abs().max()) > 1e-4
+    # without PIA the same run builds no anchors at all
+    train(TrainConfig(model="multvae", epochs=1, **TINY), tmp_path / "plain", split=tiny_split, progress=False)
+    assert len(made) == 1 and load_verified(tmp_path / "plain" / "checkpoint.pt")["anchors"] is None
+
+
+@pytest.mark.parametrize("mode", ["dropout", "bernoulli"])
+def test_the_batch_path_keeps_rho_of_the_entries_and_scales_them_by_mode(tiny_split, mode):
+    rows = tiny_split.train[:200]
+    rho = 0.4
+    batch = make_batch(rows, rho=rho, mode=mode, generator=torch.Generator().manual_seed(0))
+    n = int(rows.nnz)
+    kept = int(batch.indices.numel())
+    assert abs(kept - rho * n) < 4 * math.sqrt(n * rho * (1 - rho))  # Binomial(n, rho), 4 standard deviations
+    assert torch.equal(batch.target_cols, torch.from_numpy(rows.indices.astype(np.int64)))  # full history targets
+    counts = np.diff(rows.indptr)
+    kept_counts = np.diff(np.append(batch.offsets.numpy(), kept))
+    for r in range(rows.shape[0]):
+        w = batch.weights[batch.offsets[r] : batch.offsets[r] + kept_counts[r]]
+        if kept_counts[r] == 0:
+            continue
+        # dropout: L2-normalise the full row, then inverted dropout; bernoulli: L2-normalise what is kept
+        want = 1 / (rho * math.sqrt(counts[r])) if mode == "dropout" else 1 / math.sqrt(kept_counts[r])
+        assert torch.allclose(w, torch.full_like(w, want)), (mode, r)
