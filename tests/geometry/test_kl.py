@@ -99,9 +99,8 @@ def test_the_three_terms_add_up():
     rng = np.random.default_rng(6)
     mu, logvar = rng.normal(size=(200, 6)), rng.normal(scale=0.7, size=(200, 6))
     b = kl_budget(mu, logvar, n_samples_per_user=4, rng=7)
-    # algebra: the gap is exactly what is left over
-    assert b.additivity_gap == pytest.approx(b.mean_kl - b.mutual_information - b.kl_aggregate, abs=1e-10)
-    # statistics: the two estimates of I agree up to Monte Carlo error
+    # the two estimates of I (the mixture's, and E[KL] - KL(q || p) from the aggregate) agree up to Monte Carlo
+    # error: the decomposition holds on data, not only as the definition of the gap
     assert abs(b.additivity_gap) < 4 * b.additivity_gap_se
     assert abs(b.mutual_information_identity - b.mutual_information) < 4 * b.additivity_gap_se
     assert 0 < b.mutual_information < b.log_n_components and b.kl_aggregate > 0

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from models.batches import make_batch
-from models.io import load_verified
+from models.io import load_verified, save_verified
 from models.pia import ItemAnchors, LambdaSchedule, alignment_loss, alignment_loss_monte_carlo
 from models.readers import RawInteractions
 from models.split import SplitConfig, build_split
@@ -98,19 +98,29 @@ def test_resume_after_kill_of_cli_run(tmp_path, tiny_split):
 
 def test_pia_scores_do_not_depend_on_anchors(tmp_path, tiny_split):
     config = TrainConfig(model="multvae", epochs=2, pia=0.5, **TINY)
-    train(config, tmp_path / "pia", split=tiny_split, progress=False)
-    model, _ = load_trained(tmp_path / "pia")
+    run = tmp_path / "pia"
+    train(config, run, split=tiny_split, progress=False)
     fold_in = tiny_split.test.fold_in
-    before = model.score(fold_in)
-    ckpt = load_verified(tmp_path / "pia" / "checkpoint.pt")
-    assert ckpt["anchors"] is not None, "the anchors were trained"
+    before = load_trained(run)[0].score(fold_in)
     # The inference model is the plain Multi-VAE: same parameters and shapes as a run without PIA, so the same
     # inference cost, and nothing in it refers to the anchors.
     plain = build_model(TrainConfig(model="multvae", pia=0.0, **TINY), tiny_split.n_items)
+    model = load_trained(run)[0]
     assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    # Scoring again with the anchors scrambled (they are not even loaded) gives identical scores.
-    ckpt["anchors"]["weight_param"].normal_()
-    assert torch.equal(model.score(fold_in), before)
+    best = load_verified(run / "best.pt")
+    assert best["anchors"] is not None and float(best["anchors"].abs().sum()) > 0, "the anchors were saved"
+
+    def rescored(change) -> torch.Tensor:  # scores of the run after `change` edited what best.pt holds
+        edited = load_verified(run / "best.pt")
+        change(edited)
+        save_verified(run / "best.pt", edited)
+        return load_trained(run)[0].score(fold_in)
+
+    # the anchors best.pt holds, scrambled: the scores the run gives do not move
+    assert torch.equal(rescored(lambda b: b["anchors"].normal_()), before)
+    # positive control: the same edit of an encoder weight does move them
+    after = rescored(lambda b: b["model"]["input.bag.weight"].normal_())
+    assert not torch.allclose(after, before)
 
 
 def test_alignment_closed_form_equals_monte_carlo():

@@ -52,7 +52,16 @@ def test_vae_kl_and_scoring_use_the_reference_formulas():
     torch.testing.assert_close(fwd.kl, torch.distributions.kl_divergence(q, p).sum(1))  # summed over dims
     # eps = 0 gives z = mu, which is what scoring uses (no sampling at prediction): same likelihood.
     torch.testing.assert_close(fwd.nll, multinomial_nll(model.score(x), batch))
-    torch.testing.assert_close(model.score(x), model.score(x))
+    # scores are the decoder's logits at the posterior mean of the clean input, computed layer by layer here
+    h = torch.tanh(model.input(batch))
+    for layer in model.encoder[:-1]:
+        h = torch.tanh(layer(h))
+    mean = model.encoder[-1](h)[:, :4]
+    torch.testing.assert_close(mu, mean)
+    z = mean
+    for i, layer in enumerate(model.decoder):
+        z = layer(z) if i == len(model.decoder) - 1 else torch.tanh(layer(z))
+    torch.testing.assert_close(model.score(x), z)
 
 
 def test_dae_has_tanh_hidden_layer_and_no_kl():
