@@ -1,0 +1,245 @@
+"""Mutation testing of the toolkit's own modules: does the test suite notice when the code is wrong?
+
+``python -m tests.mutate models/split.py [models/trainer.py ...] [--tests tests/models/test_split.py ...]``
+
+For each module, every mutant (one small change of the source: a comparison flipped, an arithmetic operator
+swapped, a number or boolean constant changed, ``and``/``or`` exchanged, a call statement dropped, the first two
+arguments of a call swapped) is written over the module in place, the matching test modules are run
+(``pytest -x -q``, with a time limit of three times the unmutated run plus 30 s), and the original is put back.
+A mutant is *killed* when the tests fail, *survives* when they pass, *timeout* when they exceed the limit (counted
+as killed, as mutmut does). The score is killed / (killed + survived). Survivors are printed with their line, so
+each can be read: a survivor is either a missing test or an *equivalent* mutant (one that changes nothing
+observable, e.g. ``<`` for ``<=`` where the two sides are never equal).
+
+Not part of CI (a module takes tens of minutes): run it in a clone of its own (it rewrites the modules of the
+checkout it lives in, and a job running from that checkout meanwhile would import a mutant), and record the table
+in ``docs/testing.md``. ``--list`` shows the mutants without running anything. The module is restored even when the
+run is interrupted (a ``finally`` block; a SIGKILL leaves ``<module>.orig`` beside it to copy back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TESTS_FOR = {
+    "models/trainer.py": ["tests/models/test_trainer.py", "tests/models/test_training_loop.py"],
+    "models/vae.py": ["tests/models/test_vae.py", "tests/models/test_training_loop.py"],
+    "models/recvae.py": ["tests/models/test_recvae.py", "tests/models/test_training_loop.py"],
+    "models/pia.py": ["tests/models/test_trainer.py", "tests/models/test_training_loop.py"],
+    "models/evaluation.py": ["tests/models/test_evaluation.py"],
+    "models/split.py": ["tests/models/test_split.py"],
+    "geometry/masking.py": ["tests/geometry/test_masking.py"],
+    "geometry/kl.py": ["tests/geometry/test_kl.py", "tests/geometry/test_kl_estimator.py"],
+}
+"""The test modules run against each module's mutants (default: ``tests/<package>/test_<module>.py``)."""
+
+_SWAP_COMPARE = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+}
+_SWAP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    line: int
+    what: str
+    source: str  # the whole mutated module
+
+
+def _docstring_lines(tree: ast.Module) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            value = body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                lines.update(range(value.lineno, (value.end_lineno or value.lineno) + 1))
+    return lines
+
+
+def _annotation_nodes(tree: ast.Module) -> set[int]:
+    """ids of the nodes inside type annotations (mutating them changes nothing at run time)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        notes = []
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            notes.append(node.annotation)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns is not None:
+            notes.append(node.returns)
+        for note in notes:
+            skip.update(id(n) for n in ast.walk(note))
+    return skip
+
+
+def _edits(node: ast.AST) -> Iterator[tuple[str, object]]:
+    """The mutations of one node: ``(description, apply)`` where ``apply()`` edits the node in place and returns
+    a function that undoes the edit."""
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _SWAP_COMPARE:
+        old = node.ops[0]
+        new = _SWAP_COMPARE[type(old)]()
+
+        def flip(node=node, old=old, new=new):
+            node.ops[0] = new
+            return lambda: node.ops.__setitem__(0, old)
+
+        yield f"{type(old).__name__} -> {type(new).__name__}", flip
+    if isinstance(node, ast.BinOp) and type(node.op) in _SWAP_BINOP:
+        old = node.op
+        new = _SWAP_BINOP[type(old)]()
+
+        def swap(node=node, old=old, new=new):
+            node.op = new
+            return lambda: setattr(node, "op", old)
+
+        yield f"{type(old).__name__} -> {type(new).__name__}", swap
+    if isinstance(node, ast.BoolOp):
+        old = node.op
+        new = ast.Or() if isinstance(old, ast.And) else ast.And()
+
+        def boolop(node=node, old=old, new=new):
+            node.op = new
+            return lambda: setattr(node, "op", old)
+
+        yield f"{type(old).__name__} -> {type(new).__name__}", boolop
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
+        old = node.value
+        new = (not old) if isinstance(old, bool) else (old + 1 if isinstance(old, int) else old * 2 if old else 1.0)
+
+        def const(node=node, old=old, new=new):
+            node.value = new
+            return lambda: setattr(node, "value", old)
+
+        yield f"{old!r} -> {new!r}", const
+    if isinstance(node, ast.Call) and len(node.args) >= 2 and not any(isinstance(a, ast.Starred) for a in node.args):
+
+        def swap_args(node=node):
+            node.args[0], node.args[1] = node.args[1], node.args[0]
+            return lambda: node.args.__setitem__(slice(0, 2), [node.args[1], node.args[0]])
+
+        yield "first two arguments swapped", swap_args
+
+
+def _dropped_calls(tree: ast.Module) -> Iterator[tuple[int, str, object]]:
+    """Statements that are a bare call (``x.append(y)``, ``f(x)``), replaced by ``pass``."""
+    for parent in ast.walk(tree):
+        for name in ("body", "orelse", "finalbody"):
+            block = getattr(parent, name, None)
+            if not isinstance(block, list):
+                continue
+            for i, stmt in enumerate(block):
+                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+
+                    def drop(block=block, i=i, stmt=stmt):
+                        block[i] = ast.copy_location(ast.Pass(), stmt)
+                        return lambda: block.__setitem__(i, stmt)
+
+                    yield stmt.lineno, "call dropped", drop
+
+
+def mutants(path: Path) -> list[Mutant]:
+    """Every mutant of the module at ``path`` (docstrings, annotations and strings are left alone)."""
+    source = path.read_text()
+    tree = ast.parse(source)
+    skip_lines, skip_nodes = _docstring_lines(tree), _annotation_nodes(tree)
+    found: list[Mutant] = []
+
+    def emit(line: int, what: str, apply) -> None:
+        undo = apply()
+        try:
+            mutated = ast.unparse(tree)
+        finally:
+            undo()
+        found.append(Mutant(line, what, mutated))
+
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", None)
+        if line is None or line in skip_lines or id(node) in skip_nodes:
+            continue
+        for what, apply in _edits(node):
+            emit(line, what, apply)
+    for line, what, apply in _dropped_calls(tree):
+        if line not in skip_lines:
+            emit(line, what, apply)
+    return sorted(found, key=lambda m: (m.line, m.what))
+
+
+def _pytest(tests: list[str], timeout: float) -> tuple[str, float]:
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", *tests]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's modules, whatever is installed
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.perf_counter() - start
+    return ("survived" if proc.returncode == 0 else "killed"), time.perf_counter() - start
+
+
+def run_module(module: str, tests: list[str]) -> dict:
+    path = ROOT / module
+    found = mutants(path)
+    print(f"{module}: {len(found)} mutants, tests {' '.join(tests)}", file=sys.stderr)
+    status, base = _pytest(tests, timeout=3600)
+    if status != "survived":
+        raise SystemExit(f"error: the tests of {module} do not pass unmutated ({status}); fix them first")
+    limit = 3 * base + 30
+    backup = path.with_name(path.name + ".orig")
+    shutil.copy2(path, backup)
+    results: list[tuple[Mutant, str]] = []
+    try:
+        for k, m in enumerate(found, 1):
+            path.write_text(m.source)
+            outcome, seconds = _pytest(tests, limit)
+            results.append((m, outcome))
+            print(f"  [{k}/{len(found)}] line {m.line}: {m.what}: {outcome} ({seconds:.0f} s)", file=sys.stderr)
+    finally:
+        shutil.copy2(backup, path)
+        backup.unlink()
+    killed = sum(o in ("killed", "timeout") for _, o in results)
+    survivors = [(m.line, m.what) for m, o in results if o == "survived"]
+    score = killed / len(results) if results else float("nan")
+    return {"module": module, "mutants": len(results), "killed": killed, "score": score, "survivors": survivors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutate", description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="+", help="modules to mutate, e.g. models/split.py")
+    parser.add_argument("--tests", nargs="+", help="test modules to run (default: TESTS_FOR, else the namesake)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    args = parser.parse_args(argv)
+    rows = []
+    for module in args.modules:
+        if not (ROOT / module).is_file():
+            parser.error(f"{module}: no such module under {ROOT}")
+        if args.list:
+            for m in mutants(ROOT / module):
+                print(f"{module}:{m.line}: {m.what}")
+            continue
+        package, name = Path(module).parent.name, Path(module).stem
+        tests = args.tests or TESTS_FOR.get(module, [f"tests/{package}/test_{name}.py"])
+        rows.append(run_module(module, tests))
+    if rows:
+        print("| module | mutants | killed | score | survivors (line: mutation) |\n|---|---:|---:|---:|---|")
+        for r in rows:
+            gone = "; ".join(f"{line}: {what}" for line, what in r["survivors"]) or "none"
+            print(f"| `{r['module']}` | {r['mutants']} | {r['killed']} | {r['score']:.0%} | {gone} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
