@@ -16,22 +16,12 @@ import torch
 
 import models.trainer as trainer
 from models.batches import make_batch
-from models.data import RawInteractions
 from models.io import load_verified
 from models.pia import ItemAnchors
-from models.split import SplitConfig, build_split
-from models.synthetic import make_synthetic
 from models.trainer import TrainConfig, build_model, make_phases, train
 from models.vae import MultiDAE, MultiVAE
 
 TINY = {"hidden": (32,), "latent_dim": 8, "batch_size": 64, "eval_batch_size": 50}
-
-
-@pytest.fixture(scope="module")
-def tiny_split():
-    data = make_synthetic(n_users=400, n_items=150, n_groups=3, cohort_activity=(5, 20, 60), n_far_related_pairs=10)
-    raw = RawInteractions(user=data.users, item=data.items, rating=None, sources=("synthetic",))
-    return build_split(raw, SplitConfig(min_rating=None, n_heldout=50), "tiny")
 
 
 @dataclass
