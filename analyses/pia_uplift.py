@@ -807,6 +807,7 @@ def _run(args: argparse.Namespace) -> Path:
                 mean=est["mean"],
                 ci=None if est["ci"] is None else tuple(est["ci"]),
                 verdict=part["verdict"],
+                capped=part["lambda_search"]["capped"],
             )
         )
     title = f"{dataset}: PIA gain at ρ = {args.rho:g}, β reaching its cap (geometry schedule)"

@@ -41,6 +41,8 @@ class UpliftArm:
         Student-t interval of that mean across seeds (None: one seed, no interval).
     verdict : str
         The decision rule's verdict, printed under the architecture.
+    capped : sequence of float
+        The lambda_A values whose model peaked at the training cap (drawn hollow: lower bounds).
     """
 
     label: str
@@ -54,12 +56,14 @@ class UpliftArm:
     mean: float
     ci: tuple[float, float] | None
     verdict: str
+    capped: Sequence[float] = ()
 
 
 def uplift_figure(arms: Sequence[UpliftArm], *, level: float = 0.95, title: str | None = None) -> Figure:
-    """Left: validation NDCG@100 against lambda_A (log axis) per architecture, the choice marked by a star and the
-    model without PIA as a dashed line. Right: the per-seed paired gains (dots, +- 1 standard error over test
-    users) and their mean across seeds with its Student-t interval (diamond, thick bar), a zero line.
+    """Left: validation NDCG@100 against lambda_A (log axis) per architecture, the choice marked by a star, the
+    values of models that peaked at the training cap hollow (lower bounds), the model without PIA as a dashed line.
+    Right: the per-seed paired gains (dots, +- 1 standard error over test users) and their mean across seeds with
+    its Student-t interval (diamond, thick bar), a zero line.
 
     Raises
     ------
@@ -78,6 +82,7 @@ def uplift_figure(arms: Sequence[UpliftArm], *, level: float = 0.95, title: str 
     with styled():
         fig = new_figure(1, 2, panel_size=(5.2, 3.9))
         ax, bx = fig.axes
+        any_capped = False
         for arm in arms:
             c = colours[arm.label]
             light = colours[f"{arm.label} + PIA"]
@@ -89,8 +94,12 @@ def uplift_figure(arms: Sequence[UpliftArm], *, level: float = 0.95, title: str 
             pick = np.flatnonzero(np.isclose(lam, arm.chosen))
             if pick.size:
                 ax.scatter(lam[pick], val[pick], marker="*", s=170, color=light, edgecolor="black", zorder=4)
+            capped = np.isin(lam, np.asarray(arm.capped, dtype=float))
+            if capped.any():
+                ax.scatter(lam[capped], val[capped], s=42, facecolor="white", edgecolor=light, linewidth=1.6, zorder=3)
+                any_capped = True
         ax.set_xscale("log")
-        ax.set_xlabel("λ_A (log scale; ★ chosen)")
+        ax.set_xlabel("λ_A (log scale; ★ chosen" + ("; ○ peaked at the epoch cap)" if any_capped else ")"))
         ax.set_ylabel("validation NDCG@100 (best epoch)")
         ax.set_title("λ_A chosen on validation (tuning seed)")
         ax.legend(loc="best")
