@@ -182,7 +182,9 @@ def mutants(path: Path) -> list[Mutant]:
 def _pytest(tests: list[str], timeout: float) -> tuple[str, float]:
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", *tests]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's modules, whatever is installed
+    # this checkout's modules, whatever is installed; no .pyc written: a mutant of the same size written in the same
+    # second as the previous one would otherwise be served the previous one's bytecode (pyc files key on mtime, size)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
