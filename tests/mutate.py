@@ -15,7 +15,8 @@ observable, e.g. ``<`` for ``<=`` where the two sides are never equal).
 Not part of CI (a module takes tens of minutes): run it in a clone of its own (it rewrites the modules of the
 checkout it lives in, and a job running from that checkout meanwhile would import a mutant), and record the table
 in ``docs/testing.md``. ``--list`` shows the mutants without running anything. The module is restored even when the
-run is interrupted (a ``finally`` block; a SIGKILL leaves ``<module>.orig`` beside it to copy back).
+run is interrupted by Ctrl-C or SIGTERM (a ``finally`` block; a SIGKILL leaves ``<module>.orig`` beside it to copy
+back).
 """
 
 from __future__ import annotations
@@ -218,16 +219,21 @@ def _pytest(tests: list[str], timeout: float) -> tuple[str, float]:
         finally:
             os._exit(code)
     deadline = start + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            code = os.waitstatus_to_exitcode(status)
-            return ("survived" if code == 0 else "killed"), time.perf_counter() - start
-        if time.perf_counter() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "timeout", time.perf_counter() - start
-        time.sleep(0.05)
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                return ("survived" if code == 0 else "killed"), time.perf_counter() - start
+            if time.perf_counter() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return "timeout", time.perf_counter() - start
+            time.sleep(0.05)
+    except BaseException:  # interrupted: the child goes too, before the module is put back
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
 
 
 def run_module(module: str, tests: list[str]) -> dict:
@@ -265,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if not args.list:
         _preload()
+        # SIGTERM (kill, a session ending) unwinds like Ctrl-C, so the finally block puts the module back
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for module in args.modules:
         if not (ROOT / module).is_file():
             parser.error(f"{module}: no such module under {ROOT}")
