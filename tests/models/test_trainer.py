@@ -126,12 +126,15 @@ def test_alignment_closed_form_equals_monte_carlo():
     exact = alignment_loss(mu, logvar, anchors, batch)
     mc = alignment_loss_monte_carlo(mu, logvar, anchors, batch, n_samples=40_000, generator=gen)
     torch.testing.assert_close(mc, exact, rtol=0.02, atol=0.02)
-    # Definition check without sampling: sigma = 0 reduces L_A to the mean squared distance to the anchors.
+    # Definition check without sampling: sigma = 0 reduces L_A to the mean squared distance to the anchors, also
+    # for anchors as close together as at initialisation (spread far below 1: a mutation testing survivor)
     zero_var = torch.full_like(logvar, -200.0)
-    direct = torch.stack(
-        [((mu[u] - anchors[torch.from_numpy(np.flatnonzero(rows[u]))]) ** 2).sum(1).mean() for u in range(6)]
-    )
-    torch.testing.assert_close(alignment_loss(mu, zero_var, anchors, batch), direct)
+    for scale in (1.0, 0.01):
+        near = anchors * scale
+        direct = torch.stack(
+            [((mu[u] - near[torch.from_numpy(np.flatnonzero(rows[u]))]) ** 2).sum(1).mean() for u in range(6)]
+        )
+        torch.testing.assert_close(alignment_loss(mu, zero_var, near, batch), direct)
 
 
 def test_lambda_schedule_and_beta():
