@@ -352,7 +352,13 @@ def test_signal_is_one_line_and_the_run_resumes(tmp_path, sig, code, word):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "models.train", *TINY_FLAGS, "--epochs", "40", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def default_sigint() -> None:  # a background parent (nohup, `&`) ignores SIGINT; Python then never raises Ctrl-C
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
