@@ -126,6 +126,10 @@ class Budget:
     uplift: bool = True
     why: str = ""
 
+    def seeds_of(self, seeds: Sequence[int]) -> list[int]:
+        """The seeds this dataset runs: the first ``self.seeds`` of ``seeds`` (all when unset)."""
+        return list(seeds[: self.seeds] if self.seeds else seeds)
+
     def train_options(self) -> list[str]:
         argv = [] if self.epochs is None else ["--epochs", str(self.epochs)]
         return argv + ([] if self.anneal_epochs is None else ["--anneal-epochs", str(self.anneal_epochs)])
@@ -872,7 +876,7 @@ def run(args: argparse.Namespace) -> Path:
     rows: list[dict] = []
     total_jobs = sum(
         (d not in budgets or budgets[d].uplift)
-        + len(seeds[: budgets[d].seeds] if d in budgets else seeds) * len(SEED_JOBS)
+        + len(budgets[d].seeds_of(seeds) if d in budgets else seeds) * len(SEED_JOBS)
         for d in datasets
     )
     done = 0
@@ -898,7 +902,7 @@ def run(args: argparse.Namespace) -> Path:
     borrowed: tuple[str, float] | None = None  # the first Multi-VAE lambda_A chosen in this ledger, and where
     for dataset in datasets:
         budget = budgets.get(dataset)
-        ds_seeds = seeds[: budget.seeds] if budget is not None and budget.seeds else seeds
+        ds_seeds = seeds if budget is None else budget.seeds_of(seeds)
         base = Path("runs") / dataset.replace(":", "_").replace("/", "_")
         uplift_argv = ["--dataset", dataset, "--seeds", *map(str, ds_seeds), "--out", str(out / base / "pia_uplift")]
         uplift_argv += ["--quick", *QUICK_UPLIFT] if args.quick else list(FULL_UPLIFT)
