@@ -4,9 +4,15 @@
 
 For each module, every mutant (one small change of the source: a comparison flipped, an arithmetic operator
 swapped, a number or boolean constant changed, ``and``/``or`` exchanged, a call statement dropped, the first two
-arguments of a call swapped) is written over the module in place, the matching test modules are run
-(``pytest -x -q`` in a child forked from a process that imported torch and the other heavy dependencies once,
-with a time limit of three times the unmutated run plus 30 s), and the original is put back.
+arguments of a call swapped) is written over the module in place, the matching tests are run (``pytest -x -q``
+in a child forked from a process that imported torch and the other heavy dependencies once, with a time limit
+of three times the unmutated run plus 30 s), and the original is put back.
+
+Which tests: the unmutated run records, per test, the lines of the module it executes (``sys.settrace`` on
+that file's frames only; the lines a fixture runs count for every test that requests the fixture), and a mutant
+runs the tests that execute a line of its statement, plus every test that starts a subprocess (whose lines the
+recording cannot see). A mutant on a line no test executes in the recording (a module constant, a ``def`` line:
+run at import) runs every test of the modules. ``--all-tests`` turns the selection off.
 A mutant is *killed* when the tests fail, *survives* when they pass, *timeout* when they exceed the limit (counted
 as killed, as mutmut does). The score is killed / (killed + survived). Survivors are printed with their line, so
 each can be read: a survivor is either a missing test or an *equivalent* mutant (one that changes nothing
@@ -31,6 +37,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +70,7 @@ class Mutant:
     line: int
     what: str
     source: str  # the whole mutated module
+    span: tuple[int, int] = (0, 0)  # first and last line of the innermost statement holding the change
 
 
 def _docstring_lines(tree: ast.Module) -> set[int]:
@@ -137,7 +146,7 @@ def _edits(node: ast.AST) -> Iterator[tuple[str, object]]:
         yield "first two arguments swapped", swap_args
 
 
-def _dropped_calls(tree: ast.Module) -> Iterator[tuple[int, str, object]]:
+def _dropped_calls(tree: ast.Module) -> Iterator[tuple[tuple[int, int], str, object]]:
     """Statements that are a bare call (``x.append(y)``, ``f(x)``), replaced by ``pass``."""
     for parent in ast.walk(tree):
         for name in ("body", "orelse", "finalbody"):
@@ -151,7 +160,22 @@ def _dropped_calls(tree: ast.Module) -> Iterator[tuple[int, str, object]]:
                         block[i] = ast.copy_location(ast.Pass(), stmt)
                         return lambda: block.__setitem__(i, stmt)
 
-                    yield stmt.lineno, "call dropped", drop
+                    yield (stmt.lineno, stmt.end_lineno or stmt.lineno), "call dropped", drop
+
+
+def _statement_spans(tree: ast.Module) -> dict[int, tuple[int, int]]:
+    """``id(node) -> (first, last line)`` of the innermost statement that holds the node."""
+    spans: dict[int, tuple[int, int]] = {}
+
+    def visit(node: ast.AST, span: tuple[int, int]) -> None:
+        if isinstance(node, ast.stmt):
+            span = (node.lineno, node.end_lineno or node.lineno)
+        spans[id(node)] = span
+        for child in ast.iter_child_nodes(node):
+            visit(child, span)
+
+    visit(tree, (0, 0))
+    return spans
 
 
 def mutants(path: Path) -> list[Mutant]:
@@ -159,25 +183,26 @@ def mutants(path: Path) -> list[Mutant]:
     source = path.read_text()
     tree = ast.parse(source)
     skip_lines, skip_nodes = _docstring_lines(tree), _annotation_nodes(tree)
+    spans = _statement_spans(tree)
     found: list[Mutant] = []
 
-    def emit(line: int, what: str, apply) -> None:
+    def emit(line: int, what: str, apply, span: tuple[int, int]) -> None:
         undo = apply()
         try:
             mutated = ast.unparse(tree)
         finally:
             undo()
-        found.append(Mutant(line, what, mutated))
+        found.append(Mutant(line, what, mutated, span))
 
     for node in ast.walk(tree):
         line = getattr(node, "lineno", None)
         if line is None or line in skip_lines or id(node) in skip_nodes:
             continue
         for what, apply in _edits(node):
-            emit(line, what, apply)
-    for line, what, apply in _dropped_calls(tree):
-        if line not in skip_lines:
-            emit(line, what, apply)
+            emit(line, what, apply, spans[id(node)])
+    for span, what, apply in _dropped_calls(tree):
+        if span[0] not in skip_lines:
+            emit(span[0], what, apply, span)
     return sorted(found, key=lambda m: (m.line, m.what))
 
 
@@ -193,12 +218,101 @@ def _preload() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     for name in HEAVY:
         importlib.import_module(name)
-    import pytest  # noqa: F401
 
 
-def _pytest(tests: list[str], timeout: float) -> tuple[str, float]:
-    """Run ``pytest -x -q tests`` in a child forked from this process; ``(outcome, seconds)``."""
+class LineRecorder:
+    """A pytest plugin that records, per test, the lines of one source file the test executes.
+
+    ``lines[nodeid]`` holds the lines run in the test's own setup, call and teardown plus those of every fixture
+    in its closure (a module-scoped fixture runs once, inside the first test that asks for it, and its lines
+    matter to all of them); ``spawns`` the tests that started a subprocess.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = str(target)
+        self.lines: dict[str, set[int]] = {}
+        self.fixtures: dict[str, set[int]] = {}
+        self.spawns: set[str] = set()
+        self._sinks: list[set[int]] = []
+        self._test: str | None = None
+
+    def _global(self, frame, event, arg):
+        # called on every new frame: only the target file's frames are traced line by line
+        return self._local if frame.f_code.co_filename == self.target else None
+
+    def _local(self, frame, event, arg):
+        if event == "line" and self._sinks:
+            self._sinks[-1].add(frame.f_lineno)
+        return self._local
+
+    def __enter__(self) -> LineRecorder:
+        import subprocess
+        import threading
+
+        self._popen = subprocess.Popen._execute_child
+        recorder = self
+
+        def execute_child(popen, *args, **kwargs):
+            if recorder._test is not None:
+                recorder.spawns.add(recorder._test)
+            return recorder._popen(popen, *args, **kwargs)
+
+        subprocess.Popen._execute_child = execute_child
+        threading.settrace(self._global)
+        sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import subprocess
+        import threading
+
+        sys.settrace(None)
+        threading.settrace(None)
+        subprocess.Popen._execute_child = self._popen
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        self._test = item.nodeid
+        self._sinks.append(set())
+        yield
+        own = self._sinks.pop()
+        for name in getattr(item, "fixturenames", ()):
+            own |= self.fixtures.get(name, set())
+        self.lines[item.nodeid] = own
+        self._test = None
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        self._sinks.append(set())
+        yield
+        self.fixtures.setdefault(fixturedef.argname, set()).update(self._sinks.pop())
+
+
+@dataclass
+class Coverage:
+    """What :class:`LineRecorder` saw in the unmutated run: ``tests_for`` picks a mutant's tests."""
+
+    lines: dict[str, set[int]]
+    spawns: set[str]
+
+    def tests_for(self, span: tuple[int, int], every: list[str]) -> list[str]:
+        """The tests that execute a line of ``span`` and those that start subprocesses, in collection order;
+        ``every`` (all the test modules) when no test executes a line of it."""
+        first, last = span
+        hit = [t for t, lines in self.lines.items() if any(first <= n <= last for n in lines)]
+        if not hit:
+            return every
+        return [t for t in self.lines if t in self.spawns or t in hit]
+
+
+def _pytest(tests: list[str], timeout: float, record: Path | None = None) -> tuple[str, float, Coverage | None]:
+    """Run ``pytest -x -q tests`` in a child forked from this process; ``(outcome, seconds, coverage)``, the
+    coverage of the module at ``record`` when given (then without ``-x``: every test is recorded)."""
+    import json
+    import tempfile
+
     start = time.perf_counter()
+    report = Path(tempfile.mkstemp(prefix="mutate-", suffix=".json")[1])
     pid = os.fork()
     if pid == 0:  # the child: this checkout's modules, imported afresh, no output, no .pyc written
         code = 3
@@ -213,9 +327,13 @@ def _pytest(tests: list[str], timeout: float) -> tuple[str, float]:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)
-            import pytest
-
-            code = int(pytest.main(["-x", "-q", *tests]))
+            if record is None:
+                code = int(pytest.main(["-x", "-q", *tests]))
+            else:
+                with LineRecorder(record) as recorder:
+                    code = int(pytest.main(["-q", *tests], plugins=[recorder]))
+                lines = {t: sorted(n) for t, n in recorder.lines.items()}
+                report.write_text(json.dumps({"lines": lines, "spawns": sorted(recorder.spawns)}))
         finally:
             os._exit(code)
     deadline = start + timeout
@@ -224,23 +342,29 @@ def _pytest(tests: list[str], timeout: float) -> tuple[str, float]:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 code = os.waitstatus_to_exitcode(status)
-                return ("survived" if code == 0 else "killed"), time.perf_counter() - start
+                coverage = None
+                if record is not None and code == 0:
+                    doc = json.loads(report.read_text())
+                    coverage = Coverage({t: set(n) for t, n in doc["lines"].items()}, set(doc["spawns"]))
+                return ("survived" if code == 0 else "killed"), time.perf_counter() - start, coverage
             if time.perf_counter() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return "timeout", time.perf_counter() - start
+                return "timeout", time.perf_counter() - start, None
             time.sleep(0.05)
     except BaseException:  # interrupted: the child goes too, before the module is put back
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
+    finally:
+        report.unlink(missing_ok=True)
 
 
-def run_module(module: str, tests: list[str]) -> dict:
+def run_module(module: str, tests: list[str], select: bool = True) -> dict:
     path = ROOT / module
     found = mutants(path)
     print(f"{module}: {len(found)} mutants, tests {' '.join(tests)}", file=sys.stderr)
-    status, base = _pytest(tests, timeout=3600)
+    status, base, coverage = _pytest(tests, timeout=3600, record=path if select else None)
     if status != "survived":
         raise SystemExit(f"error: the tests of {module} do not pass unmutated ({status}); fix them first")
     limit = 3 * base + 30
@@ -249,10 +373,15 @@ def run_module(module: str, tests: list[str]) -> dict:
     results: list[tuple[Mutant, str]] = []
     try:
         for k, m in enumerate(found, 1):
+            chosen = coverage.tests_for(m.span, tests) if coverage is not None else tests
             path.write_text(m.source)
-            outcome, seconds = _pytest(tests, limit)
+            outcome, seconds, _ = _pytest(chosen, limit)
             results.append((m, outcome))
-            print(f"  [{k}/{len(found)}] line {m.line}: {m.what}: {outcome} ({seconds:.0f} s)", file=sys.stderr)
+            print(
+                f"  [{k}/{len(found)}] line {m.line}: {m.what}: {outcome} ({seconds:.0f} s, "
+                f"{'all tests' if chosen is tests else f'{len(chosen)} tests'})",
+                file=sys.stderr,
+            )
     finally:
         shutil.copy2(backup, path)
         backup.unlink()
@@ -267,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="+", help="modules to mutate, e.g. models/split.py")
     parser.add_argument("--tests", nargs="+", help="test modules to run (default: TESTS_FOR, else the namesake)")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument(
+        "--all-tests", action="store_true", help="run every test of the modules on every mutant (no selection)"
+    )
     args = parser.parse_args(argv)
     rows = []
     if not args.list:
@@ -282,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         package, name = Path(module).parent.name, Path(module).stem
         tests = args.tests or TESTS_FOR.get(module, [f"tests/{package}/test_{name}.py"])
-        rows.append(run_module(module, tests))
+        rows.append(run_module(module, tests, select=not args.all_tests))
     if rows:
         print("| module | mutants | killed | score | survivors (line: mutation) |\n|---|---:|---:|---:|---|")
         for r in rows:

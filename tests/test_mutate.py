@@ -38,3 +38,76 @@ def test_the_mutants_of_a_small_module(tmp_path):
         ast.parse(m.source)
         assert ast.dump(ast.parse(m.source)) != ast.dump(ast.parse(SOURCE))
     assert path.read_text() == SOURCE  # listing mutants never touches the file
+
+
+MODULE = """def double(x):
+    return 2 * x
+
+
+def half(x):
+    if x:
+        return x / 2
+    return 0
+"""
+
+TESTS = """import subprocess
+import sys
+
+import pytest
+
+import mutmod
+
+
+@pytest.fixture(scope="module")
+def two():
+    return mutmod.half(4)
+
+
+def test_double():
+    assert mutmod.double(2) == 4
+
+
+def test_uses_the_fixture(two):
+    assert two == 2
+
+
+def test_uses_it_again(two):
+    assert two == 2
+
+
+def test_spawns():
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+"""
+
+
+def test_the_recording_picks_the_tests_that_run_a_mutants_line(tmp_path):
+    """Per test the lines of the module it runs, a module fixture's lines for every test that asks for it (the
+    second test never runs ``half`` itself), subprocess starters always, and every test for unrun lines."""
+    from tests.mutate import _pytest
+
+    module, tests = tmp_path / "mutmod.py", tmp_path / "test_mutmod.py"
+    module.write_text(MODULE)
+    tests.write_text(TESTS)
+    status, _, coverage = _pytest([str(tests)], timeout=120, record=module)
+    assert status == "survived" and coverage is not None
+    names = {t.split("::")[-1]: t for t in coverage.lines}
+    assert set(names) == {"test_double", "test_uses_the_fixture", "test_uses_it_again", "test_spawns"}
+    assert coverage.lines[names["test_double"]] == {2}
+    assert coverage.lines[names["test_uses_the_fixture"]] == coverage.lines[names["test_uses_it_again"]] == {6, 7}
+    assert coverage.spawns == {names["test_spawns"]}
+    every = [str(tests)]
+    assert coverage.tests_for((2, 2), every) == [names["test_double"], names["test_spawns"]]
+    assert coverage.tests_for((7, 7), every) == [
+        names[n] for n in ("test_uses_the_fixture", "test_uses_it_again", "test_spawns")
+    ]
+    assert coverage.tests_for((8, 8), every) is every  # ``return 0``: no test runs it
+    assert coverage.tests_for((1, 1), every) is every  # a def line runs at import only
+
+
+def test_a_mutant_knows_the_statement_that_holds_it(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(MODULE)
+    spans = {(m.line, m.what): m.span for m in mutants(path)}
+    assert spans[(2, "2 -> 3")] == (2, 2)
+    assert spans[(7, "Div -> Mult")] == (7, 7)
+    assert spans[(7, "2 -> 3")] == (7, 7)
