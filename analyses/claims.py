@@ -665,6 +665,7 @@ CLAIMS: tuple[Claim, ...] = (
         "(every)",
         measure_radius,
         ("sharing_radius",),
+        planted="taste clusters: a step on a user's items helps users of its own taste group, latent-near",
     ),
     Claim(
         "pia_centroid",
