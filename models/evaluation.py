@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -368,6 +369,32 @@ class Evaluation:
         masks = list(self._group_masks(bins).values())
         inside = np.logical_or.reduce(masks) if masks else np.zeros(self.n_evaluated, dtype=bool)
         return int(self.n_evaluated - np.count_nonzero(inside))
+
+    def group_labels(self, bins: Sequence[tuple[str, float, float]] = USER_GROUPS) -> np.ndarray:
+        """The group label of every evaluated user, shape (n_evaluated,), ``""`` for a user in no group (the
+        bins do not overlap: :func:`_check_bins`)."""
+        labels = np.full(self.n_evaluated, "", dtype=object)
+        for label, mask in self._group_masks(bins).items():
+            labels[mask] = label
+        return labels
+
+    def per_user_table(self, users: np.ndarray, bins: Sequence[tuple[str, float, float]] = USER_GROUPS) -> pd.DataFrame:
+        """One row per evaluated user: ``user`` (raw id), ``n_interactions``, ``group`` and every metric.
+
+        Parameters
+        ----------
+        users : numpy.ndarray, shape (n_users,)
+            Raw ids of the held-out rows (:attr:`models.split.HeldOut.users`); row ``rows[i]`` is user ``i``.
+
+        Returns
+        -------
+        pandas.DataFrame, shape (n_evaluated, 3 + number of metrics)
+        """
+        users = np.asarray(users)
+        if users.shape != (self.n_users,):
+            raise ValueError(f"users has shape {users.shape}, expected ({self.n_users},): one id per held-out row")
+        table = {"user": users[self.rows], "n_interactions": self.n_interactions, "group": self.group_labels(bins)}
+        return pd.DataFrame({**table, **self.per_user})
 
     def to_dict(self, bins: Sequence[tuple[str, float, float]] = USER_GROUPS) -> dict:
         """JSON-ready dict (plain floats/ints/None, no NaN).

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ from models.cli import FolderBusy
 from models.evaluate import main as eval_main
 from models.io import DamagedFile, content_digest, load_verified, save_verified
 from models.train import main as train_main
-from models.trainer import TrainConfig, load_run_split, run_lock, split_fingerprint
+from models.trainer import TrainConfig, load_run_split, load_trained, run_lock, split_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_FLAGS = ["--dataset", "synthetic", "--hidden", "16", "--latent", "4", "--batch-size", "500", "--no-progress"]
@@ -431,3 +432,40 @@ def test_resume_on_a_changed_split_is_one_line(run2, capsys):
     assert train_main(["--out", str(run2), "--resume", "--epochs", "3", "--no-progress"]) == 2
     _one_error(capsys, "the split of synthetic changed since this run started (fingerprint 0123456789abcdef ->")
     assert len((run2 / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_evaluate_writes_per_user_values_that_rescore_by_hand(run2, capsys):
+    """test_per_user.csv: one row per test user with targets, raw ids in held-out order, the history length and
+    group of each, the evaluated epoch, and metric values recomputed here from the model's scores by sorting."""
+    import pandas as pd
+
+    from models.evaluation import USER_GROUPS
+
+    assert eval_main([str(run2)]) == 0
+    assert "test_per_user.csv" in capsys.readouterr().out
+    table = pd.read_csv(run2 / "test_per_user.csv", dtype={"user": str, "group": str}, keep_default_na=False)
+    assert list(table.columns) == ["user", "n_interactions", "group", "epoch", "recall@20", "recall@50", "ndcg@100"]
+    model, config = load_trained(run2, torch.device("cpu"))
+    test = load_run_split(config).test
+    has = np.diff(test.targets.indptr) > 0
+    assert table["user"].tolist() == [str(u) for u in test.users[has]]
+    lengths = (np.diff(test.fold_in.indptr) + np.diff(test.targets.indptr))[has]
+    assert table["n_interactions"].tolist() == lengths.tolist()
+    expected_group = ["".join(lab for lab, lo, hi in USER_GROUPS if lo <= n <= hi) for n in lengths]
+    assert table["group"].tolist() == expected_group
+    assert set(table["epoch"]) == {load_verified(run2 / "best.pt")["epoch"] + 1}
+    rows = np.flatnonzero(has)
+    scores = np.asarray(model.score(test.fold_in[rows]), dtype=np.float64)
+    for i in range(0, rows.size, max(1, rows.size // 7)):  # a spread of users, each scored by hand
+        fold, target = test.fold_in[rows[i]].indices, set(test.targets[rows[i]].indices.tolist())
+        s = scores[i].copy()
+        s[fold] = -np.inf
+        ranked = np.argsort(-s, kind="stable")
+        hits = np.array([item in target for item in ranked[:100]], dtype=float)
+        assert table.loc[i, "recall@20"] == pytest.approx(hits[:20].sum() / min(20, len(target)))
+        assert table.loc[i, "recall@50"] == pytest.approx(hits[:50].sum() / min(50, len(target)))
+        dcg = (hits / np.log2(np.arange(2, 102))).sum()
+        idcg = (1 / np.log2(np.arange(2, 2 + min(100, len(target))))).sum()
+        assert table.loc[i, "ndcg@100"] == pytest.approx(dcg / idcg)
+    means = json.loads((run2 / "test_metrics.json").read_text())
+    assert table["ndcg@100"].mean() == pytest.approx(means["ndcg@100"]["mean"])
