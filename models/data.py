@@ -912,30 +912,42 @@ def _nonempty(text: str) -> str:
     return text
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """Dataset options shared by every CLI that loads a split (each checked when parsed, before any work)."""
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Dataset options shared by every CLI that loads a split (each checked when parsed, before any work); the
+    actions added, so that a command can tell which of them were given."""
     g = parser.add_argument_group("dataset")
-    g.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
-    g.add_argument("--heldout", type=heldout_option, help="held-out users per set: a count, or a fraction < 0.5")
-    g.add_argument(
-        "--min-rating",
-        type=_rating_arg,
-        default=argparse.SUPPRESS,
-        help="keep ratings > this ('none': keep every row; default: the dataset's preset)",
-    )
-    g.add_argument("--min-uc", type=_int_at_least(1), help="minimum positives per user (default 5)")
-    g.add_argument("--min-sc", type=_int_at_least(0), help="minimum users per item (default 0; 200 for msd)")
-    g.add_argument("--user-col", type=_nonempty, default="user", help="csv/parquet: user column (default: user)")
-    g.add_argument("--item-col", type=_nonempty, default="item", help="csv/parquet: item column (default: item)")
-    g.add_argument(
-        "--rating-col",
-        type=_nonempty,
-        default=None,
-        help="csv/parquet: rating column (default: 'rating', if present); binarised only with --min-rating",
-    )
-    g.add_argument("--sep", type=_nonempty, default=",", help="csv: field separator (default ',')")
-    g.add_argument("--encoding", type=_nonempty, default="utf-8", help="csv: text encoding (default utf-8)")
-    g.add_argument("--refresh", action="store_true", help="rebuild the cached split")
+    return [
+        g.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)"),
+        g.add_argument("--heldout", type=heldout_option, help="held-out users per set: a count, or a fraction < 0.5"),
+        g.add_argument(
+            "--min-rating",
+            type=_rating_arg,
+            default=argparse.SUPPRESS,
+            help="keep ratings > this ('none': keep every row; default: the dataset's preset)",
+        ),
+        g.add_argument("--min-uc", type=_int_at_least(1), help="minimum positives per user (default 5)"),
+        g.add_argument("--min-sc", type=_int_at_least(0), help="minimum users per item (default 0; 200 for msd)"),
+        g.add_argument("--user-col", type=_nonempty, default="user", help="csv/parquet: user column (default: user)"),
+        g.add_argument("--item-col", type=_nonempty, default="item", help="csv/parquet: item column (default: item)"),
+        g.add_argument(
+            "--rating-col",
+            type=_nonempty,
+            default=None,
+            help="csv/parquet: rating column (default: 'rating', if present); binarised only with --min-rating",
+        ),
+        g.add_argument("--sep", type=_nonempty, default=",", help="csv: field separator (default ',')"),
+        g.add_argument("--encoding", type=_nonempty, default="utf-8", help="csv: text encoding (default utf-8)"),
+        g.add_argument("--refresh", action="store_true", help="rebuild the cached split"),
+    ]
+
+
+def given_options(actions: list[argparse.Action], args: argparse.Namespace) -> list[str]:
+    """The option strings among ``actions`` whose value in ``args`` differs from their default (given)."""
+    return [
+        a.option_strings[0]
+        for a in actions
+        if a.dest in vars(args) and (a.default is argparse.SUPPRESS or getattr(args, a.dest) != a.default)
+    ]
 
 
 def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = True) -> Split:

@@ -8,6 +8,10 @@ targets), ``group`` (the paper's user group, empty outside every group), ``epoch
 column per metric; one row per held-out user with targets, in held-out order), the input of
 ``python -m models.compare``. ``--on validation`` writes ``validation_*`` instead. A run that is still training or
 was stopped early is evaluated at its best epoch so far, with a warning.
+
+``python -m models.evaluate --predictions FILE --dataset NAME`` scores another toolkit's top-K lists on the same
+held-out users with the same metrics (:mod:`models.predictions`), writing the same two files to ``--out``
+(default ``out/predictions/FILE-STEM``) and saying what in the file could not be used.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from models.cli import OneLineParser, end_process, guarded
-from models.evaluation import Evaluation, evaluate
-from models.io import atomic_write_bytes, atomic_write_json, resolve_device
+from models.data import add_dataset_arguments, given_options, split_from_args
+from models.evaluation import Evaluation, evaluate, evaluate_rows, parse_metric
+from models.io import FolderLock, atomic_write_bytes, atomic_write_json, resolve_device
+from models.predictions import read_prediction_table, read_predictions, report_lines
 from models.trainer import load_run_split, load_trained, run_progress
 
 
@@ -41,13 +47,44 @@ def per_user_path(run: Path, split_name: str = "test") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("run", type=Path, help="run folder written by models.train")
+    p = OneLineParser(
+        prog="python -m models.evaluate",
+        description=__doc__.splitlines()[0],
+        epilog="Or score another toolkit's top-K lists: python -m models.evaluate --predictions FILE --dataset NAME "
+        "(user,item,rank or user,item,score with the raw ids; see models.predictions).",
+    )
+    p.add_argument("run", type=Path, nargs="?", help="run folder written by models.train")
     p.add_argument("--on", choices=["test", "validation"], default="test", help="held-out users to rank")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
     p.add_argument("--batch-size", type=int, default=1000, help="users ranked at once (1000)")
+    g = p.add_argument_group("external predictions")
+    g.add_argument("--predictions", type=Path, help="CSV of top-K lists to score instead of a run")
+    g.add_argument("--predictions-sep", default=",", help="field separator of the predictions file (',')")
+    g.add_argument("--dataset", help="dataset whose split the predictions are for (with --predictions)")
+    g.add_argument("--out", type=Path, help="output folder of --predictions (default out/predictions/FILE-STEM)")
+    data_options = add_dataset_arguments(p)
     args = p.parse_args(argv)
-    return guarded(lambda: _run(args), what=f"evaluation of {args.run}")
+    if (args.run is None) == (args.predictions is None):
+        p.error("give a run folder or --predictions FILE --dataset NAME (one of the two)")
+    if args.predictions is not None and not args.dataset:
+        p.error("--predictions needs --dataset NAME: the split whose held-out users the lists are for")
+    if args.run is not None and (args.dataset or args.out):
+        p.error("--dataset and --out go with --predictions; a run folder knows its dataset and is its own output")
+    if args.run is not None and (given := given_options(data_options, args)):
+        p.error(f"{given[0]}: a run folder reloads the data options it was trained with; drop {' '.join(given)}")
+    what = f"evaluation of {args.run or args.predictions}"
+    return guarded(lambda: _run(args) if args.run is not None else _run_predictions(args), what=what)
+
+
+def _write(folder: Path, on: str, ev: Evaluation, users: np.ndarray, epoch: int | None, extra: dict) -> Path:
+    """``{on}_metrics.json`` and ``{on}_per_user.csv`` in ``folder``; the JSON path."""
+    table = ev.per_user_table(users)
+    if epoch is not None:
+        table.insert(3, "epoch", epoch)
+    atomic_write_bytes(per_user_path(folder, on), table.to_csv(index=False).encode())
+    out = folder / f"{on}_metrics.json"
+    atomic_write_json(out, {**ev.to_dict(), **extra})
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,15 +99,33 @@ def _run(args: argparse.Namespace) -> int:
             f"evaluating its best epoch so far ({progress['best_epoch']})",
             file=sys.stderr,
         )
-    out = args.run / f"{args.on}_metrics.json"
-    table = ev.per_user_table(users)
-    table.insert(3, "epoch", progress["best_epoch"])
-    per_user = per_user_path(args.run, args.on)
-    atomic_write_bytes(per_user, table.to_csv(index=False).encode())
-    atomic_write_json(out, {**ev.to_dict(), "run": {"evaluated_epoch": progress["best_epoch"], **progress}})
-    print(f"{args.run} ({args.on} users, epoch {progress['best_epoch']})")
+    epoch = progress["best_epoch"]
+    out = _write(args.run, args.on, ev, users, epoch, {"run": {"evaluated_epoch": epoch, **progress}})
+    print(f"{args.run} ({args.on} users, epoch {epoch})")
     print(ev.format_table())
-    print(f"wrote {out} and {per_user.name}")
+    print(f"wrote {out} and {per_user_path(args.run, args.on).name}")
+    return 0
+
+
+def _run_predictions(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
+    table = read_prediction_table(args.predictions, sep=args.predictions_sep)  # the file's errors before the data's
+    split = split_from_args(args.dataset, args)
+    heldout = split.test if args.on == "test" else split.validation
+    predictions = read_predictions(table, heldout, split.items)
+    ev = evaluate_rows(predictions.score_rows(), heldout, batch_size=args.batch_size)
+    k_max = max(parse_metric(m)[1] for m in ev.metrics)
+    notes = report_lines(predictions.report, k_max)
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
+    out_dir = args.out or Path("out") / "predictions" / args.predictions.stem
+    with FolderLock(out_dir / ".lock", f"output folder {out_dir}"):
+        extra = {"predictions": {**predictions.report, "dataset": args.dataset, "on": args.on, "notes": notes}}
+        out = _write(out_dir, args.on, ev, heldout.users, None, extra)
+    print(f"{args.predictions} ({args.dataset}, {args.on} users, {predictions.kind} lists)")
+    print(ev.format_table())
+    print(f"wrote {out} and {per_user_path(out_dir, args.on).name}")
     return 0
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "USER_GROUPS",
     "Evaluation",
     "evaluate",
+    "evaluate_rows",
     "paired_difference",
     "parse_metric",
     "ranking_metrics",
@@ -472,6 +473,32 @@ def evaluate(
         Bad metric names, ``batch_size < 1``, mismatched fold-in/target shapes, wrongly shaped or NaN
         scores, or no held-out user with targets.
     """
+    return evaluate_rows(
+        lambda rows, fold_batch: score_fn(fold_batch),
+        heldout,
+        metrics=metrics,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
+
+
+def evaluate_rows(
+    score_rows: Callable[[np.ndarray, sp.csr_matrix], np.ndarray | torch.Tensor],
+    heldout: HeldOut,
+    *,
+    metrics: str | Iterable[str] = DEFAULT_METRICS,
+    batch_size: int = 1000,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """:func:`evaluate` for scores that depend on who the user is, not only on the fold-in row (e.g. another
+    toolkit's top-K lists, :mod:`models.predictions`).
+
+    ``score_rows(rows, fold_in[rows])`` gets the held-out row indices of the batch and their fold-in rows and
+    returns the scores ``(B, n_items)``; ``-inf`` marks an item the model does not rank (never a hit, as a
+    masked fold-in item). Everything else (batches, masking, top-k, metrics, exclusions) is :func:`evaluate`'s.
+    """
     parsed = _parse_metrics(metrics)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -501,7 +528,7 @@ def evaluate(
         batch = rows[start : start + batch_size]
         fold_batch = fold_in[batch]
         with torch.no_grad():
-            scores = score_fn(fold_batch)
+            scores = score_rows(batch, fold_batch)
         topk = top_k_items(scores, fold_batch, k, device=device)
         values = ranking_metrics(topk, targets[batch], parsed)
         for name, v in values.items():
