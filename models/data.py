@@ -42,6 +42,7 @@ import scipy.sparse as sp
 
 from models import readers
 from models.cli import OneLineParser, end_process, guarded
+from models.interchange import FORMATS, LIANG_PREFIX, read_liang, write_liang, write_recbole
 from models.io import FolderLock
 from models.readers import DataFormatError, RawInteractions
 from models.split import HeldOut, Split, SplitConfig, build_split
@@ -341,11 +342,16 @@ TABLE_CONFIG = SplitConfig(min_rating=None, n_heldout=0.1)
 
 
 def dataset_names() -> list[str]:
-    return [*DATASETS, "csv:PATH", "parquet:PATH"]
+    return [*DATASETS, "csv:PATH", "parquet:PATH", "liang:DIR"]
+
+
+def known_dataset(name: str) -> bool:
+    """A named dataset, a table (``csv:PATH``, ``parquet:PATH``) or a split folder (``liang:DIR``)."""
+    return name in DATASETS or name.startswith((*TABLE_PREFIXES, LIANG_PREFIX))
 
 
 def _check_name(name: str) -> None:
-    if name not in DATASETS and not name.startswith(TABLE_PREFIXES):
+    if not known_dataset(name):
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}.")
 
 
@@ -747,8 +753,9 @@ def load_split(
     Parameters
     ----------
     name : str
-        ``ml-100k``, ``ml-1m``, ``ml-20m``, ``netflix``, ``msd``, ``gowalla``, ``synthetic``, ``csv:PATH`` or
-        ``parquet:PATH``.
+        ``ml-100k``, ``ml-1m``, ``ml-20m``, ``netflix``, ``msd``, ``gowalla``, ``synthetic``, ``csv:PATH``,
+        ``parquet:PATH`` or ``liang:DIR`` (a split folder in Liang et al.'s layout, read as it is:
+        :func:`models.interchange.read_liang`; the other options do not apply).
     path : Path, optional
         Local copy of the raw files (file or folder).
     config : SplitConfig, optional
@@ -764,6 +771,8 @@ def load_split(
     progress : bool
         Print progress messages to stderr.
     """
+    if name.startswith(LIANG_PREFIX):  # a split made elsewhere: read as it is, nothing to build or cache
+        return read_liang(Path(name[len(LIANG_PREFIX) :]).expanduser(), name)
     root = root or cache_dir()
     config = config or default_config(name)
     config.validate()
@@ -824,6 +833,17 @@ def load_split(
 def format_report(report: dict) -> str:
     """Human-readable split report: counts at every preprocessing step."""
     r = report
+    if "rows_read" not in r and "imported" in r:  # a split folder made elsewhere, without this toolkit's report
+        c = r["imported"]
+        lines = [
+            f"split folder     {r['imported_from']} (Liang et al.'s layout)",
+            f"train            {c['train_users']:,} users, {c['train_interactions']:,} interactions, "
+            f"{c['items']:,} items",
+        ]
+        for key in ("validation", "test"):
+            h = c[key]
+            lines.append(f"  {key:<14} {h['users']:,} users: fold-in {h['fold_in']:,}, targets {h['targets']:,}")
+        return "\n".join(lines)
     s = r["split"]
     lines = [
         f"dataset          {r['dataset']}  ({r.get('acquisition', {}).get('how', '?')}: "
@@ -955,6 +975,13 @@ def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = Tru
 
     Every option is checked (with the dataset's preset filled in) before any file is read.
     """
+    if name.startswith(LIANG_PREFIX):
+        pairs = (("--path", "path"), ("--heldout", "heldout"), ("--min-uc", "min_uc"), ("--min-sc", "min_sc"))
+        given = [flag for flag, dest in pairs if getattr(args, dest) is not None]
+        given += ["--min-rating"] if "min_rating" in vars(args) else []
+        if given:
+            raise ValueError(f"{given[0]}: {name} is a split made already; drop {' '.join(given)}")
+        return load_split(name, progress=progress)
     config = default_config(name)
     overrides = {
         "n_heldout": args.heldout,
@@ -989,7 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Fetch datasets and inspect their strong-generalization split (Liang et al. 2018).",
         epilog="datasets: "
         + "; ".join(f"{n}: {s.description}" for n, s in DATASETS.items())
-        + "; csv:PATH / parquet:PATH: your own table with user, item[, rating] columns. "
+        + "; csv:PATH / parquet:PATH: your own table with user, item[, rating] columns; liang:DIR: a split "
+        "folder in Liang et al.'s layout (models.data export). "
         f"Cache: ${CACHE_ENV} (now {cache_dir()}).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1000,6 +1028,11 @@ def main(argv: list[str] | None = None) -> int:
     p_info.add_argument("name", help="dataset name")
     p_info.add_argument("--json", action="store_true", help="print the report as JSON")
     add_dataset_arguments(p_info)
+    p_export = sub.add_parser("export", help="write the split for other code (Liang et al.'s layout or RecBole)")
+    p_export.add_argument("name", help="dataset name")
+    p_export.add_argument("folder", type=Path, help="new folder to write (must not exist)")
+    p_export.add_argument("--format", choices=FORMATS, default="liang", help="file layout (default liang)")
+    add_dataset_arguments(p_export)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a bad option (one line, printed by OneLineParser) or --help
@@ -1009,6 +1042,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fetch":
             source = fetch(args.name, args.path)
             print(f"{args.name}: {source.how} -> {', '.join(str(f) for f in source.files) or '(generated)'}")
+        elif args.command == "export":
+            split = split_from_args(args.name, args)
+            write = write_liang if args.format == "liang" else write_recbole
+            folder = write(split, args.folder)
+            print(
+                f"{args.name}: {args.format} layout -> {folder}"
+                + (f" (read it back with --dataset liang:{folder})" if args.format == "liang" else "")
+            )
         else:
             split = split_from_args(args.name, args)
             print(json.dumps(split.report, indent=2) if args.json else format_report(split.report))

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch.distributed as dist
 
 from models.cli import OneLineParser, end_process, guarded
-from models.data import DATASETS, TABLE_PREFIXES, dataset_names
+from models.data import dataset_names, known_dataset
+from models.interchange import LIANG_PREFIX
 from models.io import resolve_device
 from models.trainer import (
     FIELD_FLAGS,
@@ -143,8 +144,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The configuration of a new run: the model's reference defaults, the ``--config`` file, then the flags."""
     values = given_values(args)
     dataset = values.get("dataset", "ml-1m")
-    if not isinstance(dataset, str) or (dataset not in DATASETS and not dataset.startswith(TABLE_PREFIXES)):
+    if not isinstance(dataset, str) or not known_dataset(dataset):
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(dataset_names())}")
+    if dataset.startswith(LIANG_PREFIX):  # the run reloads its split from anywhere: record the folder absolute
+        values["dataset"] = LIANG_PREFIX + str(Path(dataset[len(LIANG_PREFIX) :]).expanduser().resolve())
     if values.get("model", "multvae") not in MODELS:
         raise ConfigError(f"unknown model {values['model']!r}; choose one of {', '.join(MODELS)}")
     config = TrainConfig.from_json(values)
