@@ -172,7 +172,7 @@ def _lambda_grid(text: str) -> list[float]:
 
 
 def default_result_path(args: argparse.Namespace) -> Path:
-    """``results/MODEL-DATASET.json`` with the documented defaults; any option that changes the result adds a
+    """``out/baselines/MODEL-DATASET.json`` with the documented defaults; any option that changes the result adds a
     short hash of the options, so results of other settings never overwrite each other."""
     name = f"{args.model}-{args.dataset.replace(':', '_').replace('/', '_')}"
     options = {
@@ -184,7 +184,7 @@ def default_result_path(args: argparse.Namespace) -> Path:
     options = {k: v for k, v in options.items() if v is not None}
     if options:
         name += "-" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
-    return Path("results") / f"{name}.json"
+    return Path("out") / "baselines" / f"{name}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        help="results JSON (default results/MODEL-DATASET.json; other options add a hash of them to the name)",
+        help="results JSON (default out/baselines/MODEL-DATASET.json; other options add a hash of them to the name)",
     )
     add_dataset_arguments(parser)
     args = parser.parse_args(argv)

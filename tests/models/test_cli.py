@@ -135,7 +135,7 @@ def test_baseline_results_of_other_settings_get_other_files():
         return argparse.Namespace(**{**base, **kw})
 
     default = default_result_path(args())
-    assert str(default) == "results/ease-ml-1m.json"  # the documented name for the documented settings
+    assert str(default) == "out/baselines/ease-ml-1m.json"  # the documented name for the documented settings
     others = [args(lambdas=[10.0]), args(dtype="float64"), args(heldout=100), args(min_rating=4.0)]
     paths = {default, *(default_result_path(a) for a in others)}
     assert len(paths) == 5
