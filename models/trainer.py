@@ -354,6 +354,9 @@ def load_run_split(config: TrainConfig, progress: bool = False) -> Split:
     )
 
 
+FEW_UPDATES = 10
+"""Fewer optimiser updates per epoch than this are announced at the start of a run (small data at the reference
+batch size: 483 users at batch 500 is one update per epoch) with the batch size that gives this many."""
 LOCK_NAME = ".lock"
 SAFE_ON_RESUME = ("epochs", "device", "eval_batch_size")
 """Settings a resumed run may change: they do not change what the finished epochs computed."""
@@ -584,6 +587,20 @@ def _train(
             "torch": torch.__version__,
             "model_code_version": MODEL_CODE_VERSION,
         }
+        if updates_per_epoch < FEW_UPDATES:
+            suggested = max(1, n_train // FEW_UPDATES)
+            derived["few_updates"] = {"updates_per_epoch": updates_per_epoch, "suggested_batch_size": suggested}
+            message = (
+                f"{n_train} training users at --batch-size {c.batch_size} make {updates_per_epoch} update(s) per "
+                f"epoch (fewer than {FEW_UPDATES}); --batch-size {suggested} gives {FEW_UPDATES}"
+            )
+            if c.model == "multvae" and c.anneal_epochs is None:
+                final = beta_at(c, c.epochs * updates_per_epoch, updates_per_epoch)
+                message += (
+                    f"; the step schedule of beta ({c.anneal_steps:,} updates) reaches only {final:.3g} of its cap "
+                    f"{c.beta_cap:g} by epoch {c.epochs}: --anneal-epochs sets it in epochs"
+                )
+            _note(message)
         atomic_write_json(out / "config.json", {**c.to_json(), "derived": derived})
         r = split.report
         atomic_write_json(

@@ -25,7 +25,8 @@ from models.train import main as train_main
 from models.trainer import TrainConfig, load_run_split, load_trained, run_lock, split_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_FLAGS = ["--dataset", "synthetic", "--hidden", "16", "--latent", "4", "--batch-size", "500", "--no-progress"]
+TINY_FLAGS = ["--dataset", "synthetic", "--hidden", "16", "--latent", "4", "--batch-size", "240", "--no-progress"]
+"""10 updates per epoch on the synthetic split's 2,400 training users: no note of few updates (a test of its own)."""
 TINY = TrainConfig(model="multvae", dataset="synthetic", epochs=2, hidden=(16,), latent_dim=4, batch_size=500)
 
 
@@ -469,3 +470,28 @@ def test_evaluate_writes_per_user_values_that_rescore_by_hand(run2, capsys):
         assert table.loc[i, "ndcg@100"] == pytest.approx(dcg / idcg)
     means = json.loads((run2 / "test_metrics.json").read_text())
     assert table["ndcg@100"].mean() == pytest.approx(means["ndcg@100"]["mean"])
+
+
+def test_few_updates_per_epoch_are_announced_and_recorded(tmp_path, capsys):
+    """The synthetic split's training users at batch 500 make 4 updates per epoch: a note at the start names the
+    batch size that gives 10 and how far the step schedule of beta gets; config.json records both. At batch 100
+    there is no note."""
+    out = tmp_path / "few"
+    batch = TINY_FLAGS.index("--batch-size") + 1
+
+    def flags(size: str) -> list[str]:
+        return [*TINY_FLAGS[:batch], size, *TINY_FLAGS[batch + 1 :]]
+
+    assert train_main([*flags("500"), "--epochs", "2", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    derived = json.loads((out / "config.json").read_text())["derived"]
+    n_train, updates = derived["train_users"], derived["updates_per_epoch"]
+    assert updates == -(-n_train // 500) < 10
+    assert derived["few_updates"] == {"updates_per_epoch": updates, "suggested_batch_size": n_train // 10}
+    beta = min(0.2, 2 * updates / 200_000)  # the reference schedule: beta = updates / 200,000, capped
+    assert f"make {updates} update(s) per epoch (fewer than 10); --batch-size {n_train // 10} gives 10" in err
+    assert f"reaches only {beta:.3g} of its cap 0.2 by epoch 2" in err
+    many = tmp_path / "many"
+    assert train_main([*flags("100"), "--epochs", "1", "--out", str(many)]) == 0
+    assert "update(s) per epoch" not in capsys.readouterr().err
+    assert "few_updates" not in json.loads((many / "config.json").read_text())["derived"]
