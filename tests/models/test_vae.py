@@ -91,3 +91,37 @@ def test_batch_shard_equals_batch_of_the_shard_rows():
     lo, hi = int(full.offsets[3]), int(full.offsets[7])
     assert torch.equal(shard.indices, full.indices[lo:hi])
     assert shard.n_rows == 4 and int(shard.offsets[0]) == 0
+
+
+def test_reparameterised_sample_is_mu_plus_eps_times_sigma():
+    """The training likelihood is the decoder's at z = mu + eps * exp(logvar / 2) for the caller's eps."""
+    x = _rows(6, 25, 0.3, 5)
+    model = MultiVAE(25, (16,), 4)
+    batch = make_batch(x)
+    eps = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.encoder[-1].bias[4:] += 0.7  # sigma well away from 1, so that exp(logvar) and exp(logvar / 2) differ
+        mu, logvar = model.encode(batch)
+        fwd = model.forward_train(batch, eps)
+        z = mu + eps * torch.sqrt(torch.exp(logvar))
+        torch.testing.assert_close(fwd.nll, multinomial_nll(model.decode(z), batch))
+        assert not torch.allclose(fwd.nll, multinomial_nll(model.decode(mu), batch))
+
+
+def test_default_architectures_are_the_references():
+    """Multi-VAE [I-600-200-600-I] (the encoder's last layer outputs mu and logvar: 2 x 200) and Multi-DAE
+    [I-200-I], as built without arguments."""
+    vae, dae = MultiVAE(30), MultiDAE(30)
+    assert tuple(vae.input.weight.shape) == (30, 600) and vae.latent_dim == dae.latent_dim == 200
+    assert [tuple(layer.weight.shape) for layer in vae.encoder] == [(400, 600)]
+    assert [tuple(layer.weight.shape) for layer in vae.decoder] == [(600, 200), (30, 600)]
+    assert tuple(dae.input.weight.shape) == (30, 200) and len(dae.encoder) == 0
+    assert [tuple(layer.weight.shape) for layer in dae.decoder] == [(30, 200)]
+
+
+def test_dae_with_hidden_layers_puts_tanh_between_them():
+    x = _rows(5, 20, 0.3, 6)
+    model = MultiDAE(20, (12,), 8)
+    batch = make_batch(x)
+    code, _ = model.encode(batch)
+    torch.testing.assert_close(code, model.encoder[0](torch.tanh(model.input(batch))))
