@@ -124,7 +124,7 @@ def main() -> None:
     for m in args.models:
         evs = {}
         for lam in (0.0, chosen[m]):
-            evs[lam] = [evaluate_run(args.runs / run_name(m, lam, s))[0] for s in args.seeds]
+            evs[lam] = [evaluate_run(args.runs / run_name(m, lam, s)).evaluation for s in args.seeds]
             label = f"{m}" + (f" + PIA (λ={lam:g})" if lam else "")
             summaries = [e.summary() for e in evs[lam]]
             cells = []

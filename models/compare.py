@@ -241,8 +241,8 @@ def read_per_user(path: Path, label: str | None = None, on: str = "test", device
             from models.evaluate import evaluate_run
 
             print(f"{path}: no {csv.name}; evaluating its best epoch on the {on} users", file=sys.stderr)
-            ev, users = evaluate_run(path, split_name=on, device=device)
-            table = ev.per_user_table(users)
+            scored = evaluate_run(path, split_name=on, device=device)
+            table = scored.evaluation.per_user_table(scored.users)
             table["user"] = table["user"].astype(str)
     elif path.is_file():
         table = _read_csv(path)

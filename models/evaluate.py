@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +28,36 @@ from models.data import add_dataset_arguments, given_options, split_from_args
 from models.evaluation import Evaluation, evaluate, evaluate_rows, parse_metric
 from models.io import FolderLock, atomic_write_bytes, atomic_write_json, resolve_device
 from models.predictions import read_prediction_table, read_predictions, report_lines
+from models.split import Split
 from models.trainer import load_run_split, load_trained, run_progress
 
 
-def evaluate_run(
-    run: Path, *, split_name: str = "test", device: str = "auto", batch_size: int = 1000
-) -> tuple[Evaluation, np.ndarray]:
-    """Test (or validation) metrics of the best epoch of a run folder, and the raw ids of the held-out rows
-    (for :meth:`~models.evaluation.Evaluation.per_user_table`)."""
+@dataclass(frozen=True)
+class Scored:
+    """A run or prediction file evaluated: the metrics, the raw ids of the held-out rows (for
+    :meth:`~models.evaluation.Evaluation.per_user_table`) and the training popularity of every item (for
+    :meth:`~models.evaluation.Evaluation.beyond_accuracy`)."""
+
+    evaluation: Evaluation
+    users: np.ndarray
+    popularity: np.ndarray
+    n_train_users: int
+
+    def beyond_accuracy(self) -> dict:
+        return self.evaluation.beyond_accuracy(self.popularity, self.n_train_users)
+
+
+def _popularity(split: Split) -> np.ndarray:
+    return np.asarray(split.train.sum(axis=0), dtype=np.float64).ravel()
+
+
+def evaluate_run(run: Path, *, split_name: str = "test", device: str = "auto", batch_size: int = 1000) -> Scored:
+    """Test (or validation) metrics of the best epoch of a run folder."""
     model, config = load_trained(run, resolve_device(device))
     split = load_run_split(config)
     heldout = split.test if split_name == "test" else split.validation
-    return evaluate(model.score, heldout, batch_size=batch_size), heldout.users
+    ev = evaluate(model.score, heldout, batch_size=batch_size)
+    return Scored(ev, heldout.users, _popularity(split), int(split.train.shape[0]))
 
 
 def per_user_path(run: Path, split_name: str = "test") -> Path:
@@ -76,15 +95,29 @@ def main(argv: list[str] | None = None) -> int:
     return guarded(lambda: _run(args) if args.run is not None else _run_predictions(args), what=what)
 
 
-def _write(folder: Path, on: str, ev: Evaluation, users: np.ndarray, epoch: int | None, extra: dict) -> Path:
-    """``{on}_metrics.json`` and ``{on}_per_user.csv`` in ``folder``; the JSON path."""
-    table = ev.per_user_table(users)
+def _write(folder: Path, on: str, scored: Scored, epoch: int | None, extra: dict) -> Path:
+    """``{on}_metrics.json`` (with ``beyond_accuracy``) and ``{on}_per_user.csv`` in ``folder``; the JSON path."""
+    ev = scored.evaluation
+    table = ev.per_user_table(scored.users)
     if epoch is not None:
         table.insert(3, "epoch", epoch)
     atomic_write_bytes(per_user_path(folder, on), table.to_csv(index=False).encode())
     out = folder / f"{on}_metrics.json"
-    atomic_write_json(out, {**ev.to_dict(), **extra})
+    atomic_write_json(out, {**ev.to_dict(), "beyond_accuracy": scored.beyond_accuracy(), **extra})
     return out
+
+
+def format_beyond(doc: dict) -> str:
+    """The beyond-accuracy table: one row for all users and one per group, a column per measure."""
+    names = [k for k in doc["all"] if k != "users"]
+    rows = [("all", doc["all"]), *doc["groups"].items()]
+    width = max(5, *(len(label) for label, _ in rows))
+    lines = [f"{'group':<{width}} {'n':>7}  " + "  ".join(f"{n:>12}" for n in names)]
+    lines.append("-" * len(lines[0]))
+    for label, r in rows:
+        cells = "  ".join(f"{'-' if r[n] is None else f'{r[n]:.4g}':>12}" for n in names)
+        lines.append(f"{label:<{width}} {r['users']:>7}  {cells}")
+    return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -92,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
     resolve_device(args.device)
     progress = run_progress(args.run)
-    ev, users = evaluate_run(args.run, split_name=args.on, device=args.device, batch_size=args.batch_size)
+    scored = evaluate_run(args.run, split_name=args.on, device=args.device, batch_size=args.batch_size)
     if not progress["finished"]:
         print(
             f"warning: {args.run} has finished {progress['epochs_done']} of its {progress['epochs_planned']} epochs; "
@@ -100,9 +133,10 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     epoch = progress["best_epoch"]
-    out = _write(args.run, args.on, ev, users, epoch, {"run": {"evaluated_epoch": epoch, **progress}})
+    out = _write(args.run, args.on, scored, epoch, {"run": {"evaluated_epoch": epoch, **progress}})
     print(f"{args.run} ({args.on} users, epoch {epoch})")
-    print(ev.format_table())
+    print(scored.evaluation.format_table())
+    print(format_beyond(scored.beyond_accuracy()))
     print(f"wrote {out} and {per_user_path(args.run, args.on).name}")
     return 0
 
@@ -115,6 +149,7 @@ def _run_predictions(args: argparse.Namespace) -> int:
     heldout = split.test if args.on == "test" else split.validation
     predictions = read_predictions(table, heldout, split.items)
     ev = evaluate_rows(predictions.score_rows(), heldout, batch_size=args.batch_size)
+    scored = Scored(ev, heldout.users, _popularity(split), int(split.train.shape[0]))
     k_max = max(parse_metric(m)[1] for m in ev.metrics)
     notes = report_lines(predictions.report, k_max)
     for line in notes:
@@ -122,9 +157,10 @@ def _run_predictions(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("out") / "predictions" / args.predictions.stem
     with FolderLock(out_dir / ".lock", f"output folder {out_dir}"):
         extra = {"predictions": {**predictions.report, "dataset": args.dataset, "on": args.on, "notes": notes}}
-        out = _write(out_dir, args.on, ev, heldout.users, None, extra)
+        out = _write(out_dir, args.on, scored, None, extra)
     print(f"{args.predictions} ({args.dataset}, {args.on} users, {predictions.kind} lists)")
     print(ev.format_table())
+    print(format_beyond(scored.beyond_accuracy()))
     print(f"wrote {out} and {per_user_path(out_dir, args.on).name}")
     return 0
 

@@ -309,6 +309,9 @@ class Evaluation:
         All held-out users, with or without targets.
     n_excluded : int
         Held-out users without targets: not scored, excluded from every mean.
+    topk : numpy.ndarray, shape (n_evaluated, k), int64, optional
+        Each evaluated user's recommended items, best first (``-1``: no item at that rank), ``k`` the largest
+        metric cut-off; the input of :meth:`beyond_accuracy`.
     """
 
     per_user: dict[str, np.ndarray]
@@ -316,6 +319,7 @@ class Evaluation:
     n_interactions: np.ndarray
     n_users: int
     n_excluded: int
+    topk: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.rows)
@@ -327,6 +331,8 @@ class Evaluation:
             raise ValueError("rows must be strictly increasing held-out row indices")
         for name in self.per_user:
             parse_metric(name)
+        if self.topk is not None and (self.topk.ndim != 2 or self.topk.shape[0] != n):
+            raise ValueError(f"topk has shape {self.topk.shape}; expected one row per evaluated user ({n})")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -396,6 +402,85 @@ class Evaluation:
             raise ValueError(f"users has shape {users.shape}, expected ({self.n_users},): one id per held-out row")
         table = {"user": users[self.rows], "n_interactions": self.n_interactions, "group": self.group_labels(bins)}
         return pd.DataFrame({**table, **self.per_user})
+
+    def beyond_accuracy(
+        self,
+        popularity: np.ndarray,
+        n_train_users: int,
+        ks: Sequence[int] | None = None,
+        bins: Sequence[tuple[str, float, float]] = USER_GROUPS,
+    ) -> dict:
+        """Catalogue coverage, Gini, average recommended popularity and novelty of the top-K lists.
+
+        For the users ``U`` of a group (all evaluated users, then each user group) with lists ``L_u`` (the top
+        K recommended items, fold-in excluded; fewer when fewer items were rankable) and ``pop(i)`` the number of
+        training users with item ``i``:
+
+        * ``coverage@K = |U_u L_u| / n_items``: the share of the catalogue recommended to anyone;
+        * ``gini@K = sum_{j=1..n} (2j - n - 1) c_(j) / (n sum_j c_j)`` with ``c_(1) <= ... <= c_(n)`` the sorted
+          exposure counts ``c_i = #{u : i in L_u}`` of all ``n = n_items`` items: 0 when every item is recommended
+          equally often, ``1 - 1/n`` when one item takes every slot (the Gini index of Fleder & Hosanagar 2009
+          as RecBole and Elliot compute it);
+        * ``arp@K = mean_u mean_{i in L_u} pop(i)``: average recommendation popularity (Abdollahpouri et al.
+          2019);
+        * ``novelty@K = mean_u mean_{i in L_u} -log2(pop(i) / n_train_users)``: mean self-information in bits
+          (Zhou et al. 2010); an item no training user has (possible only for lists from outside) counts with
+          ``pop = 1``.
+
+        Parameters
+        ----------
+        popularity : numpy.ndarray, shape (n_items,)
+            ``pop(i)``: column sums of the training matrix.
+        n_train_users : int
+        ks : sequence of int, optional
+            Cut-offs (default: those of the accuracy metrics); each at most the stored list length.
+
+        Returns
+        -------
+        dict
+            ``{"all": {"coverage@K": ..., "gini@K": ..., "arp@K": ..., "novelty@K": ..., "users": n}, "groups":
+            {label: {...}}}``; a group without users has ``None`` values.
+        """
+        if self.topk is None:
+            raise ValueError("this evaluation kept no top-K lists: evaluate again with models.evaluation.evaluate")
+        pop = np.asarray(popularity, dtype=np.float64)
+        n_items = pop.size
+        if ks is None:
+            ks = sorted({parse_metric(m)[1] for m in self.metrics})
+        for k in ks:
+            if not 1 <= k <= self.topk.shape[1]:
+                raise ValueError(f"K = {k} must lie in [1, {self.topk.shape[1]}] (the stored list length)")
+        if n_train_users < 1:
+            raise ValueError(f"n_train_users must be >= 1, got {n_train_users}")
+        info = -np.log2(np.maximum(pop, 1.0) / n_train_users)
+
+        def measure(mask: np.ndarray) -> dict:
+            out: dict = {"users": int(mask.sum())}
+            for k in ks:
+                lists = self.topk[mask, :k]
+                valid = lists >= 0
+                names = [f"coverage@{k}", f"gini@{k}", f"arp@{k}", f"novelty@{k}"]
+                if not valid.any():
+                    out.update(dict.fromkeys(names, None))
+                    continue
+                counts = np.bincount(lists[valid], minlength=n_items).astype(np.float64)
+                ordered = np.sort(counts)
+                j = np.arange(1, n_items + 1, dtype=np.float64)
+                length = np.maximum(valid.sum(axis=1), 1)
+                safe = np.where(valid, lists, 0)
+                per_user_pop = np.where(valid, pop[safe], 0.0).sum(axis=1) / length
+                per_user_info = np.where(valid, info[safe], 0.0).sum(axis=1) / length
+                has = valid.any(axis=1)
+                out[names[0]] = float(np.count_nonzero(counts) / n_items)
+                out[names[1]] = float(((2 * j - n_items - 1) * ordered).sum() / (n_items * ordered.sum()))
+                out[names[2]] = float(per_user_pop[has].mean())
+                out[names[3]] = float(per_user_info[has].mean())
+            return out
+
+        return {
+            "all": measure(np.ones(self.n_evaluated, dtype=bool)),
+            "groups": {label: measure(mask) for label, mask in self._group_masks(bins).items()},
+        }
 
     def to_dict(self, bins: Sequence[tuple[str, float, float]] = USER_GROUPS) -> dict:
         """JSON-ready dict (plain floats/ints/None, no NaN).
@@ -518,6 +603,7 @@ def evaluate_rows(
         )
     k = min(max(kk for _, kk in parsed.values()), n_items)
     per_user = {name: np.empty(rows.size, dtype=np.float64) for name in parsed}
+    lists = np.empty((rows.size, k), dtype=np.int64)
 
     starts = range(0, rows.size, int(batch_size))
     if progress:
@@ -530,6 +616,7 @@ def evaluate_rows(
         with torch.no_grad():
             scores = score_rows(batch, fold_batch)
         topk = top_k_items(scores, fold_batch, k, device=device)
+        lists[start : start + batch.size] = topk
         values = ranking_metrics(topk, targets[batch], parsed)
         for name, v in values.items():
             per_user[name][start : start + batch.size] = v
@@ -541,6 +628,7 @@ def evaluate_rows(
         n_interactions=n_interactions,
         n_users=n_users,
         n_excluded=int(n_users - rows.size),
+        topk=lists,
     )
 
 

@@ -394,3 +394,60 @@ def test_bad_scores_and_inputs_raise():
         ranking_metrics(np.array([[1, 1]]), csr_from_sets([{1}], 4), ["recall@2"])
     with pytest.raises(ValueError, match="columns"):
         ranking_metrics(np.array([[1]]), csr_from_sets([{1}], 4), ["recall@2"])
+
+
+def _brute_beyond(lists, pop, n_train, n_items):
+    """The four measures written out with sets and loops."""
+    lists = [[i for i in row if i >= 0] for row in lists]
+    users = [row for row in lists if row]
+    shown = {i for row in lists for i in row}
+    counts = sorted(sum(row.count(i) for row in lists) for i in range(n_items))
+    total = sum(counts)
+    gini = sum((2 * (j + 1) - n_items - 1) * c for j, c in enumerate(counts)) / (n_items * total)
+    arp = sum(sum(pop[i] for i in row) / len(row) for row in users) / len(users)
+    nov = sum(sum(-math.log2(max(pop[i], 1) / n_train) for i in row) / len(row) for row in users) / len(users)
+    return len(shown) / n_items, gini, arp, nov
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8), st.integers(3, 12), st.integers(1, 4), st.integers(0, 10_000))
+def test_beyond_accuracy_equals_its_definitions(n_users, n_items, k, seed):
+    from models.evaluation import Evaluation
+
+    rng = np.random.default_rng(seed)
+    k = min(k, n_items)
+    lists = np.stack([rng.permutation(n_items)[:k] for _ in range(n_users)])
+    lists[rng.random(lists.shape) < 0.2] = -1  # ranks with no rankable item
+    lists = np.sort(lists, axis=1)[:, ::-1].copy()  # padding last, as top_k_items returns it
+    pop = rng.integers(0, 20, n_items).astype(float)
+    ev = Evaluation(
+        per_user={f"recall@{k}": np.zeros(n_users)},
+        rows=np.arange(n_users),
+        n_interactions=np.full(n_users, 7),
+        n_users=n_users,
+        n_excluded=0,
+        topk=lists,
+    )
+    out = ev.beyond_accuracy(pop, 25)["all"]
+    if not (lists >= 0).any():
+        assert out[f"coverage@{k}"] is None
+        return
+    want = _brute_beyond(lists.tolist(), pop, 25, n_items)
+    got = [out[f"{m}@{k}"] for m in ("coverage", "gini", "arp", "novelty")]
+    assert got == pytest.approx(want)
+
+
+def test_beyond_accuracy_extremes_and_groups():
+    from models.evaluation import Evaluation
+
+    every_user_same = np.array([[0, 1], [0, 1], [0, 1]])
+    ev = Evaluation({"recall@2": np.zeros(3)}, np.arange(3), np.array([7, 30, 30]), 3, 0, topk=every_user_same)
+    out = ev.beyond_accuracy(np.array([4.0, 2.0, 1.0, 1.0]), 8)
+    assert out["all"]["coverage@2"] == 0.5 and out["all"]["gini@2"] == pytest.approx(0.5)
+    assert out["all"]["arp@2"] == 3.0 and out["all"]["novelty@2"] == pytest.approx((1 + 2) / 2)
+    assert out["groups"]["[5-10]"]["users"] == 1 and out["groups"]["[11-50]"]["users"] == 2
+    assert out["groups"]["[100+]"]["coverage@2"] is None
+    spread = Evaluation({"recall@1": np.zeros(4)}, np.arange(4), np.full(4, 7), 4, 0, topk=np.arange(4)[:, None])
+    assert spread.beyond_accuracy(np.ones(4), 4)["all"]["gini@1"] == 0.0  # equal exposure
+    with pytest.raises(ValueError, match="stored list length"):
+        spread.beyond_accuracy(np.ones(4), 4, ks=[2])

@@ -470,6 +470,14 @@ def test_evaluate_writes_per_user_values_that_rescore_by_hand(run2, capsys):
         assert table.loc[i, "ndcg@100"] == pytest.approx(dcg / idcg)
     means = json.loads((run2 / "test_metrics.json").read_text())
     assert table["ndcg@100"].mean() == pytest.approx(means["ndcg@100"]["mean"])
+    # beyond accuracy from the same scores: the catalogue share of everyone's top 20, their training popularity
+    masked = scores.copy()
+    masked[test.fold_in[rows].toarray() > 0] = -np.inf
+    top20 = np.argsort(-masked, axis=1, kind="stable")[:, :20]
+    pop = np.asarray(load_run_split(config).train.sum(axis=0)).ravel()
+    beyond = means["beyond_accuracy"]["all"]
+    assert beyond["coverage@20"] == pytest.approx(np.unique(top20).size / test.fold_in.shape[1])
+    assert beyond["arp@20"] == pytest.approx(pop[top20].mean(axis=1).mean())
 
 
 def test_few_updates_per_epoch_are_announced_and_recorded(tmp_path, capsys):
