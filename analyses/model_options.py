@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from analyses.common import check_float, check_int, check_seed, job_dataset, load_job_split
-from models.data import add_dataset_arguments, heldout_option
+from models.data import add_dataset_arguments, data_options
 from models.split import Split
 from models.trainer import MODEL_DEFAULTS, TrainConfig
 
@@ -151,9 +150,7 @@ def add_model_arguments(
         g.add_argument("--batch-size", type=int, help=f"training batch size ({TrainConfig.batch_size})")
         g.add_argument("--train-seed", type=int, default=0, help="seed of the model's training (0)")
         g.add_argument("--mask", choices=("dropout", "bernoulli"), default="dropout", help="mask mode when rho < 1")
-    d = parser.add_argument_group("dataset")
-    d.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)")
-    d.add_argument("--heldout", type=heldout_option, help="held-out users per set: a count, or a fraction < 0.5")
+    add_dataset_arguments(parser, refresh=False)
 
 
 def validate_model_options(args: argparse.Namespace) -> str:
@@ -234,6 +231,7 @@ def model_config(
         dataset=job_dataset(args),
         dataset_path=str(args.path) if args.path is not None else None,
         heldout=args.heldout,
+        data=data_options(args) or None,
         rho=float(rho),
         mask_mode=given.get("mask", "dropout"),
         beta_cap=float(beta_cap),
@@ -246,11 +244,7 @@ def model_config(
 
 
 def load_model_split(args: argparse.Namespace) -> Split:
-    """The split the job's models train on: ``--dataset`` with only ``--path`` and ``--heldout`` changed, so that
-    it is the split of :func:`model_config` (which knows only those two) and the cached runs always match it.
-    Unavailable data becomes a one-line :class:`analyses.common.JobError`."""
-    options = argparse.ArgumentParser()
-    add_dataset_arguments(options)
-    dataset_options = options.parse_args([])
-    dataset_options.path, dataset_options.heldout = args.path, args.heldout
-    return load_job_split(job_dataset(args), dataset_options, progress=not args.no_progress)
+    """The split the job's models train on: ``--dataset`` with the job's data options, the same ones
+    :func:`model_config` records in the runs (:attr:`models.trainer.TrainConfig.data`), so that the cached runs
+    always match it. Unavailable data becomes a one-line :class:`analyses.common.JobError`."""
+    return load_job_split(job_dataset(args), args, progress=not args.no_progress)

@@ -932,11 +932,17 @@ def _nonempty(text: str) -> str:
     return text
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+def _separator(text: str) -> str:
+    """``--sep``: as given, except that the two characters ``\\t`` (how a shell passes ``'\\t'``) mean a tab."""
+    return "\t" if text == "\\t" else _nonempty(text)
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, *, refresh: bool = True) -> list[argparse.Action]:
     """Dataset options shared by every CLI that loads a split (each checked when parsed, before any work); the
-    actions added, so that a command can tell which of them were given."""
+    actions added, so that a command can tell which of them were given (:func:`given_options`). ``refresh``:
+    add ``--refresh`` (rebuild the cached split)."""
     g = parser.add_argument_group("dataset")
-    return [
+    actions = [
         g.add_argument("--path", type=Path, help="local copy of the raw files (file or folder)"),
         g.add_argument("--heldout", type=heldout_option, help="held-out users per set: a count, or a fraction < 0.5"),
         g.add_argument(
@@ -955,10 +961,27 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> list[argparse.Acti
             default=None,
             help="csv/parquet: rating column (default: 'rating', if present); binarised only with --min-rating",
         ),
-        g.add_argument("--sep", type=_nonempty, default=",", help="csv: field separator (default ',')"),
+        g.add_argument("--sep", type=_separator, default=",", help="csv: field separator (default ','; '\\t': tab)"),
         g.add_argument("--encoding", type=_nonempty, default="utf-8", help="csv: text encoding (default utf-8)"),
-        g.add_argument("--refresh", action="store_true", help="rebuild the cached split"),
     ]
+    if refresh:
+        actions.append(g.add_argument("--refresh", action="store_true", help="rebuild the cached split"))
+    return actions
+
+
+DATA_DEFAULTS = {"min_uc": None, "min_sc": None, "user_col": "user", "item_col": "item", "rating_col": None,
+                 "sep": ",", "encoding": "utf-8"}  # fmt: skip
+"""The defaults of the data options :func:`add_dataset_arguments` adds beside ``--path``, ``--heldout`` and
+``--min-rating`` (whose default is to be absent)."""
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """The data options given in ``args`` (those of :func:`add_dataset_arguments` other than ``--path`` and
+    ``--heldout``), as :attr:`models.trainer.TrainConfig.data` records them: ``{}`` when none was given."""
+    out = {k: getattr(args, k) for k, default in DATA_DEFAULTS.items() if getattr(args, k, default) != default}
+    if "min_rating" in vars(args):
+        out["min_rating"] = args.min_rating
+    return out
 
 
 def given_options(actions: list[argparse.Action], args: argparse.Namespace) -> list[str]:
@@ -1007,7 +1030,9 @@ def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = Tru
                 "(pass --min-rating 3.5 to keep only ratings above 3.5, or --min-rating none to say so)",
                 file=sys.stderr,
             )
-    return load_split(name, path=args.path, config=config, table=table, refresh=args.refresh, progress=progress)
+    return load_split(
+        name, path=args.path, config=config, table=table, refresh=getattr(args, "refresh", False), progress=progress
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -439,7 +439,8 @@ class Evaluation:
         -------
         dict
             ``{"all": {"coverage@K": ..., "gini@K": ..., "arp@K": ..., "novelty@K": ..., "users": n}, "groups":
-            {label: {...}}}``; a group without users has ``None`` values.
+            {label: {...}}}``; a group without users has ``None`` values. A K above the number of items
+            measures the whole ranked list (as Recall@K does).
         """
         if self.topk is None:
             raise ValueError("this evaluation kept no top-K lists: evaluate again with models.evaluation.evaluate")
@@ -447,9 +448,11 @@ class Evaluation:
         n_items = pop.size
         if ks is None:
             ks = sorted({parse_metric(m)[1] for m in self.metrics})
+        stored = self.topk.shape[1]
         for k in ks:
-            if not 1 <= k <= self.topk.shape[1]:
-                raise ValueError(f"K = {k} must lie in [1, {self.topk.shape[1]}] (the stored list length)")
+            # lists hold min(max K, n_items) items: a K beyond the catalogue is the whole list, as for Recall@K
+            if k < 1 or (k > stored and stored < n_items):
+                raise ValueError(f"K = {k} must lie in [1, {stored}] (the stored list length)")
         if n_train_users < 1:
             raise ValueError(f"n_train_users must be >= 1, got {n_train_users}")
         info = -np.log2(np.maximum(pop, 1.0) / n_train_users)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from models.cli import OneLineParser, end_process, guarded
-from models.data import dataset_names, known_dataset
+from models.data import add_dataset_arguments, dataset_names, given_options, known_dataset
 from models.interchange import LIANG_PREFIX
 from models.io import resolve_device
 from models.trainer import (
@@ -87,10 +87,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="JSON/TOML file of settings (flags override it)")
     p.add_argument("--model", default=argparse.SUPPRESS, help=f"{', '.join(MODELS)} (default multvae)")
     p.add_argument("--dataset", default=argparse.SUPPRESS, help=f"{', '.join(dataset_names())} (default ml-1m)")
-    p.add_argument("--path", default=argparse.SUPPRESS, help="local copy of the dataset's raw files")
-    p.add_argument(
-        "--heldout", type=float, default=argparse.SUPPRESS, help="held-out users per set (count or fraction)"
-    )
     p.add_argument(
         "--rho", type=float, default=argparse.SUPPRESS, help="keep probability of the input mask (1 = clean)"
     )
@@ -125,14 +121,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + " may change (e.g. more epochs)",
     )
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    data = add_dataset_arguments(p, refresh=False)
+    args = p.parse_args(argv)
+    # which data options were given (the others keep the config file's value or the default)
+    args.data_given = [a.dest for a in data if a.option_strings[0] in given_options(data, args)]
+    return args
 
 
 def given_values(args: argparse.Namespace) -> dict:
     """The settings given explicitly: the ``--config`` file, then the flags (which override it)."""
     values = read_config_file(args.config) if args.config else {}
+    data = dict(values.get("data") or {})
+    for dest in getattr(args, "data_given", []):
+        value = getattr(args, dest)
+        if dest == "path":
+            values["dataset_path"] = str(value)
+        elif dest == "heldout":
+            values["heldout"] = value
+        else:
+            data[dest] = value
+    if data:
+        values["data"] = data
     for flag, name in FLAG_FIELDS.items():
-        if flag in vars(args):
+        if flag in vars(args) and flag not in ("path", "heldout"):  # the data options are read above
             values[name] = getattr(args, flag)
     h = values.get("heldout")
     if isinstance(h, float) and math.isfinite(h) and h >= 1 and h.is_integer():

@@ -107,6 +107,9 @@ def _check_type(name: str, annotation: str, value: object) -> None:
         ok, kind = number and math.isfinite(value), "a finite number"
     elif base == "str":
         ok, kind = isinstance(value, str), "a string"
+    elif base == "dict":
+        ok = isinstance(value, dict) and set(value) <= set(DATA_KEYS)
+        kind = f"a table of data options ({', '.join(DATA_KEYS)})"
     else:  # tuple[int, ...]: the hidden widths
         ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         kind = "a list of integer widths"
@@ -143,6 +146,12 @@ class TrainConfig:
     gamma, enc_epochs : RecVAE's KL weight per interaction and encoder passes per outer epoch.
     seed : int
         Seeds the initialisation, the batch order, the masks and the noise.
+    data : dict or None
+        The other data options the split was made with (:data:`DATA_KEYS`: ``min_rating``, ``min_uc``,
+        ``min_sc`` and, for ``csv:``/``parquet:`` tables, ``user_col``, ``item_col``, ``rating_col``, ``sep``,
+        ``encoding``), as given on the command line; None when none was given. Recorded so that every later
+        reader (``models.evaluate``, the analysis jobs) reloads exactly this split. Left out of
+        :meth:`to_json` when None, so configurations from before it keep their run-cache keys.
     """
 
     model: str = "multvae"
@@ -169,6 +178,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1000
     device: str = "auto"
+    data: dict | None = None
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` default filled from :data:`MODEL_DEFAULTS`."""
@@ -232,6 +242,18 @@ class TrainConfig:
                 name, _, rest = message.partition(" ")
                 flag = FIELD_FLAGS.get(name)
                 raise ConfigError(f"{name} ({flag}) {rest}" if flag and flag not in rest else message)
+        if c.data:
+            table_keys = [k for k in c.data if k in TABLE_KEYS]
+            table = table_options_of(c)
+            if table_keys and table is None:
+                flag = "--" + table_keys[0].replace("_", "-")
+                raise ConfigError(f"{flag} applies to csv:PATH and parquet:PATH tables only, not {c.dataset}")
+            try:
+                split_config_of(c).validate()
+                if table is not None:
+                    table.validate()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         try:
             resolve_device(c.device)
         except ValueError as exc:
@@ -240,6 +262,8 @@ class TrainConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["hidden"] = list(d["hidden"]) if d["hidden"] is not None else None
+        if d["data"] is None:
+            del d["data"]  # the JSON (and the run-cache key) of a run without data options is as before
         return d
 
     @classmethod
@@ -335,21 +359,42 @@ def beta_at(config: TrainConfig, updates: int, updates_per_epoch: int) -> float:
     return min(config.beta_cap, updates / steps)
 
 
+SPLIT_KEYS = ("min_rating", "min_uc", "min_sc")
+TABLE_KEYS = ("user_col", "item_col", "rating_col", "sep", "encoding")
+DATA_KEYS = (*SPLIT_KEYS, *TABLE_KEYS)
+"""Keys of :attr:`TrainConfig.data`: :class:`models.split.SplitConfig` fields and
+:class:`models.data.TableOptions` fields."""
+
+
 def split_config_of(config: TrainConfig) -> SplitConfig | None:
-    """The split configuration of a run (dataset preset, held-out size overridden when given)."""
-    if config.heldout is None:
+    """The split configuration of a run: the dataset's preset with the held-out size and the data options of
+    the run (:attr:`TrainConfig.data`) put in; None when the run changed none of them."""
+    data = {k: v for k, v in (config.data or {}).items() if k in SPLIT_KEYS}
+    if config.heldout is None and not data:
         return None
     from models.data import default_config
 
-    heldout = config.heldout if config.heldout < 1 else int(config.heldout)
-    return replace(default_config(config.dataset), n_heldout=heldout)
+    if config.heldout is not None:
+        data["n_heldout"] = config.heldout if config.heldout < 1 else int(config.heldout)
+    return replace(default_config(config.dataset), **data)
+
+
+def table_options_of(config: TrainConfig):
+    """The column options of a ``csv:``/``parquet:`` run (:class:`models.data.TableOptions`), None otherwise."""
+    from models.data import TABLE_PREFIXES, TableOptions
+
+    if not config.dataset.startswith(TABLE_PREFIXES):
+        return None
+    return TableOptions(**{k: v for k, v in (config.data or {}).items() if k in TABLE_KEYS})
 
 
 def load_run_split(config: TrainConfig, progress: bool = False) -> Split:
+    """The split a run was trained on: its dataset, path, held-out size and data options."""
     return load_split(
         config.dataset,
         path=Path(config.dataset_path) if config.dataset_path else None,
         config=split_config_of(config),
+        table=table_options_of(config),
         progress=progress,
     )
 

@@ -450,4 +450,6 @@ def test_beyond_accuracy_extremes_and_groups():
     spread = Evaluation({"recall@1": np.zeros(4)}, np.arange(4), np.full(4, 7), 4, 0, topk=np.arange(4)[:, None])
     assert spread.beyond_accuracy(np.ones(4), 4)["all"]["gini@1"] == 0.0  # equal exposure
     with pytest.raises(ValueError, match="stored list length"):
-        spread.beyond_accuracy(np.ones(4), 4, ks=[2])
+        spread.beyond_accuracy(np.ones(8), 4, ks=[2])  # lists of 1 of 8 items: K = 2 was not ranked
+    one_item = Evaluation({"recall@1": np.zeros(2)}, np.arange(2), np.full(2, 7), 2, 0, topk=np.zeros((2, 1), int))
+    assert one_item.beyond_accuracy(np.ones(1), 2, ks=[100])["all"]["coverage@100"] == 1.0  # K beyond the catalogue

@@ -1,0 +1,124 @@
+"""One set of data options through training and evaluation: a tab-separated file with other column names and
+explicit ratings trains, its options are recorded in the run, and every later reader rebuilds exactly its split
+(one cache entry)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyses.trained import config_key
+from models.data import TableOptions, load_split
+from models.data import main as data_main
+from models.evaluate import main as eval_main
+from models.split import SplitConfig
+from models.train import main as train_main
+from models.trainer import ConfigError, TrainConfig, load_run_split, split_fingerprint
+
+OPTIONS = ["--sep", "\t", "--user-col", "viewer", "--item-col", "film", "--rating-col", "stars", "--min-rating", "3.5"]
+
+
+@pytest.fixture
+def ratings_tsv(tmp_path):
+    """300 users rating 60 films 1-5 (tab-separated, columns viewer, film, stars, plus a timestamp)."""
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"v{u}", f"f{i}", int(rng.integers(1, 6)), 1_000 + u) for u in range(300) for i in rng.choice(60, 25, False)
+    ]
+    path = tmp_path / "ratings.tsv"
+    pd.DataFrame(rows, columns=["viewer", "film", "stars", "time"]).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def test_a_tsv_with_other_columns_and_ratings_trains_and_evaluates_on_its_own_split(
+    tmp_path, capsys, cache_root, ratings_tsv
+):
+    run = tmp_path / "run"
+    flags = ["--hidden", "16", "--latent", "4", "--epochs", "2", "--batch-size", "50", "--no-progress"]
+    assert train_main(["--dataset", f"csv:{ratings_tsv}", *OPTIONS, "--heldout", "30", *flags, "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"] == {"sep": "\t", "user_col": "viewer", "item_col": "film", "rating_col": "stars",
+                              "min_rating": 3.5}  # fmt: skip
+    # the split the run reloads is the one built from the options, ratings above 3.5 only
+    table = TableOptions("viewer", "film", "stars", "\t")
+    direct = load_split(
+        f"csv:{ratings_tsv}", config=SplitConfig(min_rating=3.5, n_heldout=30), table=table, progress=False
+    )
+    reloaded = load_run_split(TrainConfig.from_json({k: v for k, v in config.items() if k != "derived"}))
+    assert (
+        split_fingerprint(reloaded)
+        == split_fingerprint(direct)
+        == json.loads((run / "split.json").read_text())["fingerprint"]
+    )
+    kept = pd.read_csv(ratings_tsv, sep="\t")
+    assert direct.report["binarise"]["rows_kept"] == (kept["stars"] > 3.5).sum()
+    assert eval_main([str(run)]) == 0
+    per_user = pd.read_csv(run / "test_per_user.csv", dtype={"user": str})
+    assert set(per_user["user"]) <= set(direct.test.users.astype(str)) and len(per_user) > 0
+    # one split, one cache entry: models.data info with the same options reads the trainer's
+    capsys.readouterr()
+    assert data_main(["info", f"csv:{ratings_tsv}", *OPTIONS, "--heldout", "30"]) == 0
+    entries = [f for f in (cache_root / "splits").iterdir() if f.is_dir() and not f.name.startswith(".")]
+    assert len(entries) == 1, entries
+
+
+def test_configurations_without_data_options_keep_their_json_and_run_key():
+    config = TrainConfig(dataset="ml-1m", epochs=3)
+    assert "data" not in config.to_json()
+    with_data = TrainConfig(dataset="ml-1m", epochs=3, data={"min_uc": 5})
+    assert with_data.to_json()["data"] == {"min_uc": 5} and config_key(with_data) != config_key(config)
+    # a config.json written before data options existed reads as the same configuration
+    assert TrainConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--dataset", "ml-1m", "--user-col", "viewer"], "--user-col applies to csv:PATH and parquet:PATH tables"),
+        (["--dataset", "ml-1m", "--min-uc", "0"], "argument --min-uc: must be an integer >= 1"),
+    ],
+)
+def test_data_options_that_cannot_apply_give_one_line(tmp_path, capsys, argv, needle):
+    try:
+        code = train_main([*argv, "--out", str(tmp_path / "r")])
+    except SystemExit as exc:  # refused by the parser itself
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_config_file_may_carry_the_data_options(tmp_path):
+    from models.train import config_from_args, parse_args
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"dataset": "csv:x.tsv", "data": {"sep": "\t", "min_uc": 3}}))
+    config = config_from_args(parse_args(["--config", str(cfg), "--min-uc", "4", "--out", "x"]))
+    assert config.data == {"sep": "\t", "min_uc": 4}  # the flag overrides the file, key by key
+    with pytest.raises(ConfigError, match="table of data options"):
+        TrainConfig(data={"colour": "red"}).validate()
+
+
+def test_an_analysis_job_trains_and_measures_on_the_tsv(tmp_path, monkeypatch, cache_root):
+    """kl_budget on the file (the shell's '\\t' for a tab): its model's run records the data options, and the
+    job's split is that run's split."""
+    import analyses.trained as trained
+    from analyses.kl_budget import main as kl_main
+
+    rng = np.random.default_rng(1)
+    pairs = [(u, i) for u in range(600) for i in rng.choice(80, int(rng.integers(15, 40)), replace=False)]
+    rows = [(f"v{u}", f"f{i}", int(rng.integers(1, 6))) for u, i in pairs]
+    path = tmp_path / "big.tsv"
+    pd.DataFrame(rows, columns=["viewer", "film", "stars"]).to_csv(path, sep="\t", index=False)
+    monkeypatch.setenv(trained.RUNS_ENV, str(tmp_path / "runs"))
+    options = [o if o != "\t" else "\\t" for o in OPTIONS]
+    argv = ["--quick", "--dataset", f"csv:{path}", *options, "--betas", "0.2", "--rhos", "0.5", "--no-progress"]
+    assert kl_main([*argv, "--out", str(tmp_path / "kl")]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["sep"] == "\t" and config["data"]["min_rating"] == 3.5
+    summary = json.loads((tmp_path / "kl" / "summary.json").read_text())
+    assert summary["dataset"]["train_users"] == config["derived"]["train_users"]
