@@ -83,7 +83,7 @@ from analyses.paper_figures import JobSpec, lookup, run_job
 from analyses.results import across_seeds
 from geometry.masking import wilson_interval
 from models.cli import end_process
-from models.data import dataset_names
+from models.data import DATA_DESTS, TABLE_DESTS, add_dataset_arguments, data_argv, data_options, dataset_names
 from models.io import atomic_write_bytes
 
 JOB = "claims"
@@ -810,8 +810,9 @@ def job_argv(
     progress: bool,
     lam: float | None,
     budget: Budget | None = None,
+    data: Sequence[str] = (),
 ) -> list:
-    argv = ["--dataset", dataset, "--seed", str(seed), "--out", str(out)]
+    argv = ["--dataset", dataset, *data, "--seed", str(seed), "--out", str(out)]
     if job in TRAIN_SEED_JOBS:
         argv += ["--train-seed", str(seed)]
     if job in PIA_JOBS and lam is not None:
@@ -845,6 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="tiny models, synthetic and synthetic-null unless --datasets: minutes"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_dataset_arguments(parser, refresh=False)  # passed on to every job (tables: csv:PATH with its columns)
     return parser
 
 
@@ -868,7 +870,18 @@ def run(args: argparse.Namespace) -> Path:
     for s in seeds:
         check_int("--seeds", s, 0)
     budgets = {} if args.quick else {d: BUDGETS[d] for d in datasets if d in BUDGETS}
-    options = result_options(args, datasets=datasets, seeds=seeds, budgets={d: asdict(b) for d, b in budgets.items()})
+    data = data_argv(args)
+    table_options = [k for k in data_options(args) if k in TABLE_DESTS]
+    not_tables = [d for d in datasets if not d.startswith(("csv:", "parquet:"))]
+    if table_options and not_tables:
+        flag = "--" + table_options[0].replace("_", "-")
+        raise JobError(f"{flag} applies to csv:/parquet: datasets only, not {not_tables[0]}; run those apart")
+    # the data options enter the options (and their hash) only when given, so earlier ledgers keep theirs
+    options = result_options(
+        args, ignore=DATA_DESTS, datasets=datasets, seeds=seeds, budgets={d: asdict(b) for d, b in budgets.items()}
+    )
+    if data:
+        options["data"] = data
     tag = "-".join(datasets) + "-seeds" + "-".join(map(str, seeds))
     final = args.out or default_out_dir(JOB, datasets[0] if len(datasets) == 1 else "all", tag, options)
     out = stage_output(final, JOB, options)
@@ -905,7 +918,8 @@ def run(args: argparse.Namespace) -> Path:
         budget = budgets.get(dataset)
         ds_seeds = seeds if budget is None else budget.seeds_of(seeds)
         base = Path("runs") / dataset.replace(":", "_").replace("/", "_")
-        uplift_argv = ["--dataset", dataset, "--seeds", *map(str, ds_seeds), "--out", str(out / base / "pia_uplift")]
+        uplift_argv = ["--dataset", dataset, *data, "--seeds", *map(str, ds_seeds)]
+        uplift_argv += ["--out", str(out / base / "pia_uplift")]
         uplift_argv += ["--quick", *QUICK_UPLIFT] if args.quick else list(FULL_UPLIFT)
         uplift_argv += [] if budget is None else budget.train_options()
         uplift_argv += [] if progress else ["--no-progress"]
@@ -930,7 +944,7 @@ def run(args: argparse.Namespace) -> Path:
             folders[seed] = folder
             docs: dict[str, dict] = {}
             for job in SEED_JOBS:
-                argv = job_argv(job, dataset, seed, folder / job, args.quick, progress, lam, budget)
+                argv = job_argv(job, dataset, seed, folder / job, args.quick, progress, lam, budget, data)
                 record = run_one(job, dataset, seed, argv, folder / job, final / base / f"seed{seed}" / job)
                 if record.doc is not None:
                     docs[job] = record.doc

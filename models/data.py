@@ -973,6 +973,9 @@ DATA_DEFAULTS = {"min_uc": None, "min_sc": None, "user_col": "user", "item_col":
                  "sep": ",", "encoding": "utf-8"}  # fmt: skip
 """The defaults of the data options :func:`add_dataset_arguments` adds beside ``--path``, ``--heldout`` and
 ``--min-rating`` (whose default is to be absent)."""
+DATA_DESTS = ("path", "heldout", "min_rating", *DATA_DEFAULTS)
+TABLE_DESTS = ("user_col", "item_col", "rating_col", "sep", "encoding")
+"""The options of :func:`add_dataset_arguments` by destination; those that apply to ``csv:``/``parquet:`` only."""
 
 
 def data_options(args: argparse.Namespace) -> dict:
@@ -982,6 +985,18 @@ def data_options(args: argparse.Namespace) -> dict:
     if "min_rating" in vars(args):
         out["min_rating"] = args.min_rating
     return out
+
+
+def data_argv(args: argparse.Namespace) -> list[str]:
+    """The given data options of ``args`` (``--path``, ``--heldout`` and :func:`data_options`) as command-line
+    arguments, to pass on to another command."""
+    argv = []
+    for dest in ("path", "heldout"):
+        if getattr(args, dest, None) is not None:
+            argv += [f"--{dest}", str(getattr(args, dest))]
+    for dest, value in data_options(args).items():
+        argv += [f"--{dest.replace('_', '-')}", "none" if value is None else str(value)]
+    return argv
 
 
 def given_options(actions: list[argparse.Action], args: argparse.Namespace) -> list[str]:

@@ -390,3 +390,30 @@ def test_pia_geometry_var_b_falls_under_the_penalty(ledger, dataset, seed):
     rows = _summary(ledger["out"], dataset, seed, "pia_geometry")["summary"]
     row = next(r for r in rows if r["quantity"] == "var_b" and r["cohort"] == "all")
     assert row["diff"] + 3 * row["diff_se"] < 0
+
+
+def test_data_options_reach_every_job_of_a_table(tmp_path, monkeypatch, run_cli):
+    """``--sep '\\t' --user-col viewer ...`` on a csv: dataset: every job (and pia_uplift) gets them; a table
+    option with a named dataset is a usage error before anything runs."""
+    from analyses.paper_figures import JobResult
+
+    calls: list[list[str]] = []
+
+    def fake_run_job(spec, argv, out, shown_argv=None):
+        calls.append(argv)
+        return JobResult(spec.name, " ".join(argv), out, "failed", 2, "not run in this test", 0.1, None)
+
+    monkeypatch.setattr(claims, "run_job", fake_run_job)
+    table = ["--sep", "\\t", "--user-col", "viewer", "--item-col", "film", "--min-rating", "3.5"]
+    argv = ["--datasets", "csv:r.tsv", "--seeds", "0", *table, "--out", str(tmp_path / "l"), "--no-progress"]
+    code, _, stderr = run_cli(claims.main, argv)
+    assert code == 0, stderr
+    assert len(calls) == 1 + len(claims.SEED_JOBS)
+    for a in calls:
+        flags = {a[i]: a[i + 1] for i in range(len(a) - 1) if a[i].startswith("--")}
+        assert flags["--dataset"] == "csv:r.tsv" and flags["--sep"] == "\t" and flags["--min-rating"] == "3.5"
+        assert (flags["--user-col"], flags["--item-col"]) == ("viewer", "film")
+    data = json.loads((tmp_path / "l" / "ledger.json").read_text())["options"]["data"]
+    assert data[data.index("--user-col") + 1] == "viewer"
+    code, _, stderr = run_cli(claims.main, ["--datasets", "ml-1m", "--user-col", "v", "--out", str(tmp_path / "m")])
+    assert code == 2 and "--user-col applies to csv:/parquet: datasets only, not ml-1m" in stderr
