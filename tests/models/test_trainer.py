@@ -137,6 +137,26 @@ def test_alignment_closed_form_equals_monte_carlo():
         torch.testing.assert_close(alignment_loss(mu, zero_var, near, batch), direct)
 
 
+def test_alignment_of_users_with_no_one_and_several_positives():
+    """A user without positives contributes 0; one positive gives ||mu - e||^2 + tr Sigma (no spread); three give
+    the definition (mutation survivors: ``counts > 0`` as ``>= 0`` or ``> 1`` passed every test)."""
+    import scipy.sparse as sp
+
+    rows = np.zeros((3, 5), dtype=np.float32)
+    rows[1, 2] = 1
+    rows[2, [0, 3, 4]] = 1
+    batch = make_batch(sp.csr_matrix(rows))
+    gen = torch.Generator().manual_seed(3)
+    mu = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    logvar = torch.randn(3, 2, generator=gen, dtype=torch.float64) * 0.3
+    anchors = torch.randn(5, 2, generator=gen, dtype=torch.float64)
+    loss = alignment_loss(mu, logvar, anchors, batch)
+    trace = logvar.exp().sum(1)
+    assert float(loss[0]) == 0.0
+    torch.testing.assert_close(loss[1], ((mu[1] - anchors[2]) ** 2).sum() + trace[1])
+    torch.testing.assert_close(loss[2], ((mu[2] - anchors[[0, 3, 4]]) ** 2).sum(1).mean() + trace[2])
+
+
 def test_lambda_schedule_and_beta():
     sched = LambdaSchedule(0.4, warmup_epochs=4)
     assert [sched.value(e) for e in range(6)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
