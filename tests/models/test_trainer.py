@@ -155,6 +155,16 @@ def test_alignment_of_users_with_no_one_and_several_positives():
     assert float(loss[0]) == 0.0
     torch.testing.assert_close(loss[1], ((mu[1] - anchors[2]) ** 2).sum() + trace[1])
     torch.testing.assert_close(loss[2], ((mu[2] - anchors[[0, 3, 4]]) ** 2).sum(1).mean() + trace[2])
+    # the sampling estimate agrees for each of them, the one-positive user included
+    mc = alignment_loss_monte_carlo(mu, logvar, anchors, batch, n_samples=40_000, generator=gen)
+    torch.testing.assert_close(mc, loss, rtol=0.03, atol=0.03)
+
+
+def test_separate_anchors_start_at_their_scale():
+    """``e_i ~ N(0, init_std^2)``: default 0.01 (mutation survivors: 0.02, and ``/ init_std`` for ``*``)."""
+    torch.manual_seed(0)
+    for anchors, scale in ((ItemAnchors(4000, 8), 0.01), (ItemAnchors(4000, 8, init_std=0.2), 0.2)):
+        assert float(anchors.weight.std()) == pytest.approx(scale, rel=0.03)
 
 
 def test_lambda_schedule_and_beta():
