@@ -83,7 +83,14 @@ from analyses.paper_figures import JobSpec, lookup, run_job
 from analyses.results import across_seeds
 from geometry.masking import wilson_interval
 from models.cli import end_process
-from models.data import DATA_DESTS, TABLE_DESTS, add_dataset_arguments, data_argv, data_options, dataset_names
+from models.data import (
+    DATA_DESTS,
+    add_dataset_arguments,
+    check_data_options,
+    data_argv,
+    data_options,
+    dataset_names,
+)
 from models.io import atomic_write_bytes
 
 JOB = "claims"
@@ -871,11 +878,11 @@ def run(args: argparse.Namespace) -> Path:
         check_int("--seeds", s, 0)
     budgets = {} if args.quick else {d: BUDGETS[d] for d in datasets if d in BUDGETS}
     data = data_argv(args)
-    table_options = [k for k in data_options(args) if k in TABLE_DESTS]
-    not_tables = [d for d in datasets if not d.startswith(("csv:", "parquet:"))]
-    if table_options and not_tables:
-        flag = "--" + table_options[0].replace("_", "-")
-        raise JobError(f"{flag} applies to csv:/parquet: datasets only, not {not_tables[0]}; run those apart")
+    for dataset in datasets:  # before any job runs: each job would refuse it on its own
+        try:
+            check_data_options(dataset, data_options(args))
+        except ValueError as exc:
+            raise JobError(f"{exc}; run the ledger on the tables apart") from None
     # the data options enter the options (and their hash) only when given, so earlier ledgers keep theirs
     options = result_options(
         args, ignore=DATA_DESTS, datasets=datasets, seeds=seeds, budgets={d: asdict(b) for d, b in budgets.items()}

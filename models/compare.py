@@ -40,6 +40,8 @@ from models.evaluation import parse_metric
 from models.io import FolderLock, atomic_write_bytes, atomic_write_json
 
 LEVEL = 0.95
+NOT_METRICS = ("user", "group", "n_interactions", "epoch")
+"""Columns of a per-user file that are not metrics."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class PerUser:
 
     @property
     def metrics(self) -> list[str]:
-        return [c for c in self.table.columns if c not in ("user", "group", "n_interactions", "epoch")]
+        return [c for c in self.table.columns if c not in NOT_METRICS]
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -250,7 +252,7 @@ def read_per_user(path: Path, label: str | None = None, on: str = "test", device
         raise ValueError(f"{path}: no such run folder or per-user CSV")
     if "group" not in table.columns:
         table["group"] = ""
-    for m in [c for c in table.columns if c not in ("user", "group", "n_interactions", "epoch")]:
+    for m in [c for c in table.columns if c not in NOT_METRICS]:
         try:
             parse_metric(m)
         except ValueError:

@@ -32,7 +32,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -973,9 +973,22 @@ DATA_DEFAULTS = {"min_uc": None, "min_sc": None, "user_col": "user", "item_col":
                  "sep": ",", "encoding": "utf-8"}  # fmt: skip
 """The defaults of the data options :func:`add_dataset_arguments` adds beside ``--path``, ``--heldout`` and
 ``--min-rating`` (whose default is to be absent)."""
-DATA_DESTS = ("path", "heldout", "min_rating", *DATA_DEFAULTS)
+SPLIT_DESTS = ("min_rating", "min_uc", "min_sc")
 TABLE_DESTS = ("user_col", "item_col", "rating_col", "sep", "encoding")
-"""The options of :func:`add_dataset_arguments` by destination; those that apply to ``csv:``/``parquet:`` only."""
+DATA_KEYS = (*SPLIT_DESTS, *TABLE_DESTS)
+DATA_DESTS = ("path", "heldout", *DATA_KEYS)
+"""The options of :func:`add_dataset_arguments` by destination: those that change the split's preprocessing
+(:class:`~models.split.SplitConfig` fields), those of ``csv:``/``parquet:`` tables only (:class:`TableOptions`
+fields); together the keys of :attr:`models.trainer.TrainConfig.data`; with ``--path`` and ``--heldout``, all."""
+
+
+def check_data_options(name: str, keys: Iterable[str]) -> None:
+    """Raise a ValueError naming the first option among ``keys`` (destinations) that cannot apply to dataset
+    ``name``: a table option for a dataset that is not a table."""
+    misplaced = [k for k in keys if k in TABLE_DESTS]
+    if misplaced and not name.startswith(TABLE_PREFIXES):
+        flag = "--" + misplaced[0].replace("_", "-")
+        raise ValueError(f"{flag} applies to csv:PATH and parquet:PATH tables only, not {name}")
 
 
 def data_options(args: argparse.Namespace) -> dict:
@@ -1014,12 +1027,11 @@ def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = Tru
     Every option is checked (with the dataset's preset filled in) before any file is read.
     """
     if name.startswith(LIANG_PREFIX):
-        pairs = (("--path", "path"), ("--heldout", "heldout"), ("--min-uc", "min_uc"), ("--min-sc", "min_sc"))
-        given = [flag for flag, dest in pairs if getattr(args, dest) is not None]
-        given += ["--min-rating"] if "min_rating" in vars(args) else []
+        given = [a for a in data_argv(args) if a.startswith("--")]
         if given:
             raise ValueError(f"{given[0]}: {name} is a split made already; drop {' '.join(given)}")
         return load_split(name, progress=progress)
+    check_data_options(name, data_options(args))
     config = default_config(name)
     overrides = {
         "n_heldout": args.heldout,

@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, help="output folder of --predictions (default out/predictions/FILE-STEM)")
     data_options = add_dataset_arguments(p)
     args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be an integer >= 1, got {args.batch_size}")
     if (args.run is None) == (args.predictions is None):
         p.error("give a run folder or --predictions FILE --dataset NAME (one of the two)")
     if args.predictions is not None and not args.dataset:
@@ -121,8 +123,6 @@ def format_beyond(doc: dict) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
     resolve_device(args.device)
     progress = run_progress(args.run)
     scored = evaluate_run(args.run, split_name=args.on, device=args.device, batch_size=args.batch_size)
@@ -142,8 +142,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_predictions(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
     table = read_prediction_table(args.predictions, sep=args.predictions_sep)  # the file's errors before the data's
     split = split_from_args(args.dataset, args)
     heldout = split.test if args.on == "test" else split.validation

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from models.cli import OneLineParser, end_process, guarded
-from models.data import add_dataset_arguments, dataset_names, given_options, known_dataset
+from models.data import add_dataset_arguments, data_options, dataset_names, known_dataset
 from models.interchange import LIANG_PREFIX
 from models.io import resolve_device
 from models.trainer import (
@@ -121,25 +121,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + " may change (e.g. more epochs)",
     )
     p.add_argument("--no-progress", action="store_true")
-    data = add_dataset_arguments(p, refresh=False)
-    args = p.parse_args(argv)
-    # which data options were given (the others keep the config file's value or the default)
-    args.data_given = [a.dest for a in data if a.option_strings[0] in given_options(data, args)]
-    return args
+    add_dataset_arguments(p, refresh=False)
+    return p.parse_args(argv)
 
 
 def given_values(args: argparse.Namespace) -> dict:
     """The settings given explicitly: the ``--config`` file, then the flags (which override it)."""
     values = read_config_file(args.config) if args.config else {}
-    data = dict(values.get("data") or {})
-    for dest in getattr(args, "data_given", []):
-        value = getattr(args, dest)
-        if dest == "path":
-            values["dataset_path"] = str(value)
-        elif dest == "heldout":
-            values["heldout"] = value
-        else:
-            data[dest] = value
+    # data options given as flags override the file's, key by key; those not given keep the file's or the default
+    if getattr(args, "path", None) is not None:
+        values["dataset_path"] = str(args.path)
+    if getattr(args, "heldout", None) is not None:
+        values["heldout"] = args.heldout
+    data = {**(values.get("data") or {}), **data_options(args)}
     if data:
         values["data"] = data
     for flag, name in FLAG_FIELDS.items():

@@ -37,7 +37,16 @@ import torch.distributed as dist
 from torch import nn
 
 from models.batches import make_batch
-from models.data import load_split
+from models.data import (
+    DATA_KEYS,
+    SPLIT_DESTS,
+    TABLE_DESTS,
+    TABLE_PREFIXES,
+    TableOptions,
+    check_data_options,
+    default_config,
+    load_split,
+)
 from models.evaluation import evaluate
 from models.io import (
     DamagedFile,
@@ -243,13 +252,10 @@ class TrainConfig:
                 flag = FIELD_FLAGS.get(name)
                 raise ConfigError(f"{name} ({flag}) {rest}" if flag and flag not in rest else message)
         if c.data:
-            table_keys = [k for k in c.data if k in TABLE_KEYS]
-            table = table_options_of(c)
-            if table_keys and table is None:
-                flag = "--" + table_keys[0].replace("_", "-")
-                raise ConfigError(f"{flag} applies to csv:PATH and parquet:PATH tables only, not {c.dataset}")
             try:
+                check_data_options(c.dataset, c.data)
                 split_config_of(c).validate()
+                table = table_options_of(c)
                 if table is not None:
                     table.validate()
             except ValueError as exc:
@@ -359,33 +365,22 @@ def beta_at(config: TrainConfig, updates: int, updates_per_epoch: int) -> float:
     return min(config.beta_cap, updates / steps)
 
 
-SPLIT_KEYS = ("min_rating", "min_uc", "min_sc")
-TABLE_KEYS = ("user_col", "item_col", "rating_col", "sep", "encoding")
-DATA_KEYS = (*SPLIT_KEYS, *TABLE_KEYS)
-"""Keys of :attr:`TrainConfig.data`: :class:`models.split.SplitConfig` fields and
-:class:`models.data.TableOptions` fields."""
-
-
 def split_config_of(config: TrainConfig) -> SplitConfig | None:
     """The split configuration of a run: the dataset's preset with the held-out size and the data options of
     the run (:attr:`TrainConfig.data`) put in; None when the run changed none of them."""
-    data = {k: v for k, v in (config.data or {}).items() if k in SPLIT_KEYS}
+    data = {k: v for k, v in (config.data or {}).items() if k in SPLIT_DESTS}
     if config.heldout is None and not data:
         return None
-    from models.data import default_config
-
     if config.heldout is not None:
         data["n_heldout"] = config.heldout if config.heldout < 1 else int(config.heldout)
     return replace(default_config(config.dataset), **data)
 
 
-def table_options_of(config: TrainConfig):
+def table_options_of(config: TrainConfig) -> TableOptions | None:
     """The column options of a ``csv:``/``parquet:`` run (:class:`models.data.TableOptions`), None otherwise."""
-    from models.data import TABLE_PREFIXES, TableOptions
-
     if not config.dataset.startswith(TABLE_PREFIXES):
         return None
-    return TableOptions(**{k: v for k, v in (config.data or {}).items() if k in TABLE_KEYS})
+    return TableOptions(**{k: v for k, v in (config.data or {}).items() if k in TABLE_DESTS})
 
 
 def load_run_split(config: TrainConfig, progress: bool = False) -> Split:

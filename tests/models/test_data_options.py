@@ -122,3 +122,12 @@ def test_an_analysis_job_trains_and_measures_on_the_tsv(tmp_path, monkeypatch, c
     assert config["data"]["sep"] == "\t" and config["data"]["min_rating"] == 3.5
     summary = json.loads((tmp_path / "kl" / "summary.json").read_text())
     assert summary["dataset"]["train_users"] == config["derived"]["train_users"]
+
+
+def test_every_command_refuses_a_table_option_for_a_named_dataset(capsys, cache_root):
+    """The one check (models.data.check_data_options) in models.data info, not only in training: before any file
+    is read."""
+    assert data_main(["info", "synthetic", "--sep", ";"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sep applies to csv:PATH and parquet:PATH tables only, not synthetic" in err[0]
+    assert not (cache_root / "splits").exists()
