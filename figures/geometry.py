@@ -361,23 +361,14 @@ def kl_tradeoff_figure(table) -> Figure:
 
 
 def _split_error_bars(ax, x: float, mi: float, agg: float, r) -> None:
-    """The intervals of I(X_h; Z) (left, at the top of its bar) and KL(q_h || p) (right, at the top of the stack)."""
-    ax.errorbar(
-        x - 0.12,
-        mi,
-        yerr=[[mi - min(mi, r["mutual_information_low"])], [r["mutual_information_high"] - mi]],
-        color="0.15",
-        capsize=2,
-        lw=1,
-    )
-    ax.errorbar(
-        x + 0.12,
-        mi + agg,
-        yerr=[[max(agg - r["kl_aggregate_low"], 0)], [r["kl_aggregate_high"] - agg]],
-        color="0.15",
-        capsize=2,
-        lw=1,
-    )
+    """The intervals of I(X_h; Z) (left, at the top of its bar) and KL(q_h || p) (right, at the top of the stack).
+
+    An interval end on the wrong side of its estimate (the clustered interval is not centred on the all-sample
+    estimate, so this happens near the edges) is drawn at the estimate: an error bar has no negative length.
+    """
+    for dx, base, estimate, name in ((-0.12, 0.0, mi, "mutual_information"), (0.12, mi, agg, "kl_aggregate")):
+        low, high = max(estimate - r[f"{name}_low"], 0.0), max(r[f"{name}_high"] - estimate, 0.0)
+        ax.errorbar(x + dx, base + estimate, yerr=[[low], [high]], color="0.15", capsize=2, lw=1)
 
 
 def kl_decomposition_figure(table) -> Figure:
