@@ -91,19 +91,43 @@ class Source:
 
 @dataclass(frozen=True)
 class TableOptions:
-    """Column options of the generic ``csv:PATH`` / ``parquet:PATH`` sources."""
+    """Options of the generic ``csv:PATH``, ``parquet:PATH`` and ``lists:PATH`` sources.
+
+    ``sep`` None is the format's own: ``,`` for a csv, runs of whitespace for item lists. ``no_header``: a csv
+    without a header line, its fields named by ``columns`` (comma-separated; default ``user,item,rating``).
+    ``list_layout``: ``user`` (``user item item ...``) or ``count`` (``COUNT item item ...``), see
+    :func:`models.readers.read_item_lists`.
+    """
 
     user_col: str = "user"
     item_col: str = "item"
     rating_col: str | None = "rating"
-    sep: str = ","
+    sep: str | None = None
     encoding: str = "utf-8"
+    no_header: bool = False
+    columns: str | None = None
+    list_layout: str = "user"
 
     def validate(self) -> None:
         """Raise a ValueError naming the option for an empty, clashing or unknown value."""
-        for option, value in (("--user-col", self.user_col), ("--item-col", self.item_col), ("--sep", self.sep)):
+        for option, value in (("--user-col", self.user_col), ("--item-col", self.item_col)):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{option} must not be empty, got {value!r}.")
+        if self.sep is not None and (not isinstance(self.sep, str) or not self.sep):
+            raise ValueError(f"--sep must not be empty, got {self.sep!r}.")
+        if self.list_layout not in readers.LIST_LAYOUTS:
+            raise ValueError(
+                f"--list-layout must be one of {', '.join(readers.LIST_LAYOUTS)}, got {self.list_layout!r}."
+            )
+        if self.columns is not None:
+            if not self.no_header:
+                raise ValueError(
+                    "--columns names the fields of a csv without a header line: add --no-header (a file with a "
+                    "header names its own columns; pick them with --user-col/--item-col)."
+                )
+            names = self.field_names()
+            if "" in names or len(set(names)) != len(names):
+                raise ValueError(f"--columns: give distinct non-empty names separated by commas, got {self.columns!r}.")
         if self.rating_col is not None and (not isinstance(self.rating_col, str) or not self.rating_col):
             raise ValueError(f"--rating-col must not be empty, got {self.rating_col!r}.")
         if self.user_col == self.item_col:
@@ -119,6 +143,21 @@ class TableOptions:
             raise ValueError(
                 f"--encoding: unknown encoding {self.encoding!r}; pass a Python codec name such as utf-8 or latin-1."
             ) from None
+
+    def field_names(self) -> list[str] | None:
+        """``columns`` as a list of names (stripped), None when not given."""
+        return None if self.columns is None else [c.strip() for c in self.columns.split(",")]
+
+    def key(self, layout: str) -> dict:
+        """What identifies a split built from a ``layout`` (``csv``, ``parquet``, ``lists``) file with these
+        options: the separator resolved to the format's own, and the options added later (header, column names,
+        list layout) only when they differ from their default, so that the keys of earlier cached splits hold."""
+        out = asdict(self)
+        out["sep"] = self.sep or (None if layout == "lists" else ",")  # "," was the default of csv and parquet
+        for k, default in (("no_header", False), ("columns", None), ("list_layout", "user")):
+            if out[k] == default:
+                del out[k]
+        return out
 
 
 # --------------------------------------------------------------------------------------------- acquisition
@@ -337,7 +376,8 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 GENERATED = {"synthetic": "make_synthetic", "synthetic-null": "make_null_synthetic"}
 """Generated datasets and the :mod:`models.synthetic` function that makes each (no files, always available)."""
-TABLE_PREFIXES = ("csv:", "parquet:")
+TABLE_PREFIXES = ("csv:", "parquet:", "lists:")
+TABLE_LAYOUTS = tuple(prefix[:-1] for prefix in TABLE_PREFIXES)
 TABLE_CONFIG = SplitConfig(min_rating=None, n_heldout=0.1)
 
 
@@ -534,17 +574,21 @@ def read_source(name: str, source: Source, table: TableOptions | None = None) ->
         data = getattr(synthetic, GENERATED[source.layout])()
         sources = ("models.synthetic" + ("" if source.layout == "synthetic" else f".{GENERATED[source.layout]}"),)
         return RawInteractions(user=data.users, item=data.items, rating=None, sources=sources)
+    t = table or TableOptions()
     if source.layout in ("csv", "parquet"):
-        t = table or TableOptions()
         return readers.read_table(
             files[0],
             fmt=source.layout,
             user_col=t.user_col,
             item_col=t.item_col,
             rating_col=t.rating_col,
-            sep=t.sep,
+            sep=t.sep or ",",
             encoding=t.encoding,
+            header=not t.no_header,
+            columns=t.field_names(),
         )
+    if source.layout == "lists":
+        return readers.read_item_lists(files[0], layout=t.list_layout, sep=t.sep, encoding=t.encoding)
     layouts: dict[str, Callable[[], RawInteractions]] = {
         "u.data": lambda: readers.read_movielens_100k(files[0]),
         "ratings.dat": lambda: readers.read_movielens_1m(files[0]),
@@ -588,7 +632,7 @@ def _split_key(
         "layout": source.layout,
         "files": files,
         "config": config.as_dict(),
-        "table": asdict(table) if table and source.layout in ("csv", "parquet") else None,
+        "table": table.key(source.layout) if table and source.layout in TABLE_LAYOUTS else None,
         "generated": generated,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
@@ -961,8 +1005,29 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, refresh: bool = Tr
             default=None,
             help="csv/parquet: rating column (default: 'rating', if present); binarised only with --min-rating",
         ),
-        g.add_argument("--sep", type=_separator, default=",", help="csv: field separator (default ','; '\\t': tab)"),
-        g.add_argument("--encoding", type=_nonempty, default="utf-8", help="csv: text encoding (default utf-8)"),
+        g.add_argument(
+            "--sep",
+            type=_separator,
+            default=None,
+            help="csv, lists: field separator (default ',' for csv, whitespace for lists; '\\t': tab)",
+        ),
+        g.add_argument("--encoding", type=_nonempty, default="utf-8", help="csv, lists: text encoding (default utf-8)"),
+        g.add_argument(
+            "--no-header", action="store_true", help="csv: the first line is data (fields named by --columns)"
+        ),
+        g.add_argument(
+            "--columns",
+            type=_nonempty,
+            default=None,
+            help="csv with --no-header: the fields' names in order, comma-separated (default user,item,rating)",
+        ),
+        g.add_argument(
+            "--list-layout",
+            choices=readers.LIST_LAYOUTS,
+            default="user",
+            help="lists: each line is 'user item item ...' (user, the default) or 'COUNT item item ...' (count: "
+            "the 0-based line number is the user)",
+        ),
     ]
     if refresh:
         actions.append(g.add_argument("--refresh", action="store_true", help="rebuild the cached split"))
@@ -970,25 +1035,36 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, refresh: bool = Tr
 
 
 DATA_DEFAULTS = {"min_uc": None, "min_sc": None, "user_col": "user", "item_col": "item", "rating_col": None,
-                 "sep": ",", "encoding": "utf-8"}  # fmt: skip
+                 "sep": None, "encoding": "utf-8", "no_header": False, "columns": None,
+                 "list_layout": "user"}  # fmt: skip
 """The defaults of the data options :func:`add_dataset_arguments` adds beside ``--path``, ``--heldout`` and
 ``--min-rating`` (whose default is to be absent)."""
 SPLIT_DESTS = ("min_rating", "min_uc", "min_sc")
-TABLE_DESTS = ("user_col", "item_col", "rating_col", "sep", "encoding")
+TABLE_DESTS = ("user_col", "item_col", "rating_col", "sep", "encoding", "no_header", "columns", "list_layout")
+TABLE_OPTIONS = {
+    "csv:": ("user_col", "item_col", "rating_col", "sep", "encoding", "no_header", "columns"),
+    "parquet:": ("user_col", "item_col", "rating_col"),
+    "lists:": ("sep", "encoding", "list_layout"),
+}
 DATA_KEYS = (*SPLIT_DESTS, *TABLE_DESTS)
 DATA_DESTS = ("path", "heldout", *DATA_KEYS)
 """The options of :func:`add_dataset_arguments` by destination: those that change the split's preprocessing
 (:class:`~models.split.SplitConfig` fields), those of ``csv:``/``parquet:`` tables only (:class:`TableOptions`
-fields); together the keys of :attr:`models.trainer.TrainConfig.data`; with ``--path`` and ``--heldout``, all."""
+fields, and by source in ``TABLE_OPTIONS``); together the keys of :attr:`models.trainer.TrainConfig.data`; with
+``--path`` and ``--heldout``, all."""
 
 
 def check_data_options(name: str, keys: Iterable[str]) -> None:
     """Raise a ValueError naming the first option among ``keys`` (destinations) that cannot apply to dataset
-    ``name``: a table option for a dataset that is not a table."""
-    misplaced = [k for k in keys if k in TABLE_DESTS]
-    if misplaced and not name.startswith(TABLE_PREFIXES):
+    ``name``: a table option for a dataset that is not a table, or for a table of another kind (``--sep`` for a
+    parquet file, ``--rating-col`` for item lists)."""
+    prefix = next((p for p in TABLE_PREFIXES if name.startswith(p)), None)
+    allowed = TABLE_OPTIONS.get(prefix, ())
+    misplaced = [k for k in keys if k in TABLE_DESTS and k not in allowed]
+    if misplaced:
         flag = "--" + misplaced[0].replace("_", "-")
-        raise ValueError(f"{flag} applies to csv:PATH and parquet:PATH tables only, not {name}")
+        sources = [f"{p}PATH" for p, dests in TABLE_OPTIONS.items() if misplaced[0] in dests]
+        raise ValueError(f"{flag} applies to {' and '.join(sources)} sources only, not {name}")
 
 
 def data_options(args: argparse.Namespace) -> dict:
@@ -1008,7 +1084,8 @@ def data_argv(args: argparse.Namespace) -> list[str]:
         if getattr(args, dest, None) is not None:
             argv += [f"--{dest}", str(getattr(args, dest))]
     for dest, value in data_options(args).items():
-        argv += [f"--{dest.replace('_', '-')}", "none" if value is None else str(value)]
+        flag = f"--{dest.replace('_', '-')}"
+        argv += [flag] if value is True else [flag, "none" if value is None else str(value)]
     return argv
 
 
@@ -1043,9 +1120,8 @@ def split_from_args(name: str, args: argparse.Namespace, *, progress: bool = Tru
     if given_threshold:
         config = replace(config, min_rating=args.min_rating)
     rating_col = getattr(args, "rating_col", None)
-    table = TableOptions(
-        args.user_col, args.item_col, rating_col or "rating", args.sep, getattr(args, "encoding", "utf-8")
-    )
+    table = TableOptions(**{k: getattr(args, k, DATA_DEFAULTS[k]) for k in TABLE_DESTS if k != "rating_col"},
+                         rating_col=rating_col or "rating")  # fmt: skip
     if name.startswith(TABLE_PREFIXES):
         table.validate()
         config.validate()

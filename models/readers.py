@@ -476,6 +476,89 @@ def read_gowalla(folder: Path, files: Sequence[str] = ("train.txt", "test.txt"))
     return RawInteractions(user=user[order], item=item[order], rating=None, sources=tuple(sources))
 
 
+LIST_LAYOUTS = ("user", "count")
+"""Layouts of one-line-per-user item lists (:func:`read_item_lists`)."""
+
+
+def _codes_of(tokens: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Integer ids as int64 codes (labels None) when every token is an int64 integer, else sorted string codes and
+    their labels (as :func:`read_table` keeps ids that are not int64)."""
+    values = pd.Series(tokens, dtype=object)
+    if values.str.fullmatch(r"[+-]?\d+").all():
+        try:
+            return np.array(tokens, dtype=np.int64), None
+        except OverflowError:
+            pass  # beyond int64: kept as written
+    codes, uniques = pd.factorize(values, sort=True)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
+def read_item_lists(
+    path: Path, *, layout: str = "user", sep: str | None = None, encoding: str = "utf-8"
+) -> RawInteractions:
+    """One line per user: ``user item item ...`` (``layout="user"``, as LightGCN's Gowalla, Yelp2018 and
+    Amazon-book files) or ``COUNT item item ...`` (``layout="count"``, as CiteULike's ``users.dat``: the line's
+    0-based number is the user, and COUNT must equal the number of items on the line).
+
+    Fields are separated by runs of whitespace, or by ``sep`` when given. Ids are kept as in :func:`read_table`:
+    int64 integers as they are, anything else as sorted string labels. A blank line is skipped in the ``user``
+    layout and is a user with no items in the ``count`` layout (it keeps the numbering); one separator may close a
+    line. A user on several lines gets every line's items, in file order.
+    """
+    if layout not in LIST_LAYOUTS:
+        raise DataFormatError(f"unknown list layout {layout!r}; use one of {', '.join(LIST_LAYOUTS)} (--list-layout).")
+    path = _require_file(Path(path), "Check the path after 'lists:'.")
+    compression = compression_of(path)
+    blob = _read_bytes(path, compression)
+    try:
+        text = blob.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise _not_text(path, compression, exc, encoding=encoding, option="--encoding", data=blob) from None
+    except LookupError as exc:
+        raise DataFormatError(f"{exc}; pass a Python codec name such as utf-8 or latin-1 (--encoding).") from exc
+    users: list[str] = []
+    items: list[str] = []
+    shape = "'user item item ...'" if layout == "user" else "'COUNT item item ...'"
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if sep and stripped.endswith(sep):  # a separator closing the line ends it, it opens no empty field
+            stripped = stripped[: -len(sep)].rstrip()
+        tokens = ([t.strip() for t in stripped.split(sep)] if sep else stripped.split()) if stripped else []
+        if "" in tokens:
+            raise DataFormatError(
+                f"{path}: line {lineno}: an empty field; each line must be {shape} separated by {sep!r}."
+            )
+        if layout == "user":
+            if not tokens:
+                continue
+            users += [tokens[0]] * (len(tokens) - 1)
+            items += tokens[1:]
+            continue
+        count = tokens[0] if tokens else "0"
+        if not count.isdigit() or int(count) != len(tokens) - (1 if tokens else 0):
+            raise DataFormatError(
+                f"{path}: line {lineno}: the count {count!r} is not the number of items after it "
+                f"({max(len(tokens) - 1, 0)}); each line must be {shape}, or use --list-layout user."
+            )
+        users += [str(lineno - 1)] * int(count)
+        items += tokens[1:]
+    if layout == "count":
+        user, user_labels = np.array([int(u) for u in users], dtype=np.int64), None
+    else:
+        user, user_labels = _codes_of(users)
+    item, item_labels = _codes_of(items)
+    # Group each user's rows (in file order within the user), like a user-sorted interaction list.
+    order = np.argsort(user, kind="stable")
+    return RawInteractions(
+        user=user[order],
+        item=item[order],
+        rating=None,
+        sources=(str(path),),
+        user_labels=user_labels,
+        item_labels=item_labels,
+    )
+
+
 _NETFLIX_HEADER = re.compile(rb"^(\d+):\s*$")
 
 
@@ -676,6 +759,37 @@ def _exact_int64(values: pd.Series) -> bool:
     return values.dtype != np.uint64 or values.size == 0 or int(values.max()) <= INT64_MAX
 
 
+DEFAULT_FIELDS = ("user", "item", "rating")
+"""The field names of a header-less csv read without column names."""
+
+
+def _field_names(path: Path, columns: Sequence[str] | None, n_fields: int) -> list[str]:
+    """The names of a header-less csv's ``n_fields`` fields: ``columns`` (default :data:`DEFAULT_FIELDS`, as
+    many as there are fields), then ``column<position>``."""
+    if columns is None:
+        columns = DEFAULT_FIELDS[:n_fields]
+    if len(columns) > n_fields:
+        raise DataFormatError(
+            f"{path}: {len(columns)} column names given ({','.join(columns)}) but the lines have {n_fields} "
+            f"field(s); name at most {n_fields} (--columns), or pass the right --sep."
+        )
+    return [*columns, *(f"column{k + 1}" for k in range(len(columns), n_fields))]
+
+
+def _refuse_header_line(frame: pd.DataFrame, path: Path, used: Sequence[str]) -> None:
+    """Refuse a header-less read whose first line looks like a header: in a column whose later values are all
+    numbers, a first value that is not (it would become an id or fail as a rating)."""
+    if len(frame) < 2:
+        return
+    for col in used:
+        numeric = pd.to_numeric(frame[col], errors="coerce").notna().to_numpy()
+        if not numeric[0] and numeric[1:].all():
+            raise DataFormatError(
+                f"{path}: line 1 looks like a header ({frame[col].iloc[0]!r} in column {col!r}, whose other values "
+                "are numbers); drop --no-header, or remove the line."
+            )
+
+
 def read_table(
     path: Path,
     *,
@@ -685,8 +799,15 @@ def read_table(
     rating_col: str | None = "rating",
     sep: str = ",",
     encoding: str = "utf-8",
+    header: bool = True,
+    columns: Sequence[str] | None = None,
 ) -> RawInteractions:
     """Generic CSV or parquet table with a header naming the user, item and (optional) rating columns.
+
+    ``header=False``: a csv without a header line (the first line is data), whose fields are named ``columns`` in
+    order (default ``user, item, rating``); fields beyond the names are named by their 1-based position
+    (``column4``, ...). A first line that looks like a header (a non-numeric value in a column whose other values
+    are all numbers) is then refused.
 
     Ids may be integers or strings (strings become codes in sorted order). An id column that is not plain
     int64 (floats such as ``1.5`` or ``1e3``, integers beyond int64, a mix) keeps its values exactly as written,
@@ -705,7 +826,16 @@ def read_table(
             f"{path}: the rating column {rating_col!r} is also the user or item column; the columns must differ "
             "(--rating-col)."
         )
+    if columns is not None and header:
+        raise DataFormatError(
+            f"{path}: column names are for a csv without a header line (--columns needs --no-header)."
+        )
+    if not header and fmt != "csv":
+        raise DataFormatError(f"{path}: a {fmt} file names its columns; --no-header and --columns are for csv files.")
+    if columns is not None and len(set(columns)) != len(columns):
+        raise DataFormatError(f"{path}: the column names {','.join(columns)} repeat a name; name each field once.")
     compression = None
+    names: list[str] | None = None  # a header-less csv's field names, known after its first read
 
     def read_csv(**kwargs) -> pd.DataFrame:
         return pd.read_csv(
@@ -714,6 +844,7 @@ def read_table(
             engine="c" if len(sep) == 1 else "python",
             compression=compression,
             encoding=encoding,
+            **({} if header else {"header": None, "names": names}),
             **kwargs,
         )
 
@@ -739,20 +870,28 @@ def read_table(
     elif fmt == "csv":
         compression = compression_of(path)
         frame = csv_errors(read_csv)
+        if not header:
+            names = _field_names(path, columns, frame.shape[1])
+            frame.columns = names
     else:
         raise DataFormatError(f"unknown table format {fmt!r}; use 'csv' or 'parquet'.")
-    columns = [str(c) for c in frame.columns]
-    missing = [c for c in (user_col, item_col) if c not in columns]
+    found = [str(c) for c in frame.columns]
+    missing = [c for c in (user_col, item_col) if c not in found]
     if missing:
-        hint = (
-            f" With separator {sep!r} the header splits into one column: pass the right --sep."
-            if fmt == "csv" and len(columns) == 1
-            else " Pass --user-col/--item-col (and --rating-col) naming your columns."
-        )
-        raise DataFormatError(f"{path}: missing column(s) {missing}; the file has columns {columns}.{hint}")
-    first = 2 if fmt == "csv" else 1
+        if fmt == "csv" and len(found) == 1:
+            hint = f" With separator {sep!r} the header splits into one column: pass the right --sep."
+        elif not header:
+            hint = " Name the fields in order with --columns, or pass --user-col/--item-col naming two of them."
+        else:
+            hint = " Pass --user-col/--item-col (and --rating-col) naming your columns."
+            if fmt == "csv":
+                hint += " If the first line is data, not a header, pass --no-header (and --columns)."
+        raise DataFormatError(f"{path}: missing column(s) {missing}; the file has columns {found}.{hint}")
+    first = 2 if fmt == "csv" and header else 1
     where = "line" if fmt == "csv" else "row"
-    use_rating = rating_col if rating_col is not None and rating_col in columns else None
+    use_rating = rating_col if rating_col is not None and rating_col in found else None
+    if not header:
+        _refuse_header_line(frame, path, [c for c in (user_col, item_col, use_rating) if c is not None])
     if use_rating is not None:
         _check_numeric(frame, path, [use_rating], first, "ratings")
     labels: dict[str, np.ndarray | None] = {}

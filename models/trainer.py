@@ -254,10 +254,9 @@ class TrainConfig:
         if c.data:
             try:
                 check_data_options(c.dataset, c.data)
-                split_config_of(c).validate()
-                table = table_options_of(c)
-                if table is not None:
-                    table.validate()
+                for options in (split_config_of(c), table_options_of(c)):  # None: nothing of that kind given
+                    if options is not None:
+                        options.validate()
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         try:

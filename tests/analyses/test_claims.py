@@ -416,4 +416,4 @@ def test_data_options_reach_every_job_of_a_table(tmp_path, monkeypatch, run_cli)
     data = json.loads((tmp_path / "l" / "ledger.json").read_text())["options"]["data"]
     assert data[data.index("--user-col") + 1] == "viewer"
     code, _, stderr = run_cli(claims.main, ["--datasets", "ml-1m", "--user-col", "v", "--out", str(tmp_path / "m")])
-    assert code == 2 and "--user-col applies to csv:PATH and parquet:PATH tables only, not ml-1m" in stderr
+    assert code == 2 and "--user-col applies to csv:PATH and parquet:PATH sources only, not ml-1m" in stderr

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models import data
+from models import data, readers
 from models.data import (
     DatasetUnavailable,
     TableOptions,
@@ -465,6 +465,18 @@ def test_gowalla_from_the_shared_folder(cache_root):
     assert split.validation.n_users == split.test.n_users == 3_000
     assert split.train.shape[0] == 29_858 - 6_000
     assert r["acquisition"]["how"] == "shared" and r["cache"].startswith(str(cache_root))
+
+
+@pytest.mark.realdata
+def test_gowalla_train_file_read_as_item_lists_is_the_gowalla_reader(cache_root):
+    """The generic ``lists:`` source on the real LightGCN file: the same 810k rows as the named reader."""
+    source = shared_gowalla_or_skip()
+    train = source.files[0].parent / "train.txt"
+    lists = data.read_source(f"lists:{train}", locate(f"lists:{train}"), TableOptions())
+    named = readers.read_gowalla(train.parent, files=("train.txt",))
+    assert lists.n_rows == named.n_rows > 800_000 and lists.user_labels is None and lists.item_labels is None
+    np.testing.assert_array_equal(lists.user, named.user)
+    np.testing.assert_array_equal(lists.item, named.item)
 
 
 def test_without_the_shared_folder_the_gowalla_check_skips(tmp_path, monkeypatch, cache_root):

@@ -77,7 +77,7 @@ def test_configurations_without_data_options_keep_their_json_and_run_key():
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--dataset", "ml-1m", "--user-col", "viewer"], "--user-col applies to csv:PATH and parquet:PATH tables"),
+        (["--dataset", "ml-1m", "--user-col", "viewer"], "--user-col applies to csv:PATH and parquet:PATH sources"),
         (["--dataset", "ml-1m", "--min-uc", "0"], "argument --min-uc: must be an integer >= 1"),
     ],
 )
@@ -129,5 +129,78 @@ def test_every_command_refuses_a_table_option_for_a_named_dataset(capsys, cache_
     is read."""
     assert data_main(["info", "synthetic", "--sep", ";"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--sep applies to csv:PATH and parquet:PATH tables only, not synthetic" in err[0]
+    assert len(err) == 1 and "--sep applies to csv:PATH and lists:PATH sources only, not synthetic" in err[0]
     assert not (cache_root / "splits").exists()
+
+
+def test_a_header_less_file_and_item_lists_train_and_reload_their_split(tmp_path, capsys, cache_root):
+    """The header-less options (--no-header, --columns) and the item-list source are data options like the
+    others: recorded in the run, reloaded by evaluate, one cache entry with models.data info."""
+    rng = np.random.default_rng(2)
+    lines = [(u, i, int(rng.integers(1, 6))) for u in range(300) for i in rng.choice(60, 20, replace=False)]
+    tsv = tmp_path / "plain.tsv"
+    tsv.write_text("".join(f"u{u}\ti{i}\t{r}\n" for u, i, r in lines))
+    flags = ["--hidden", "16", "--latent", "4", "--epochs", "1", "--batch-size", "50", "--no-progress"]
+    header_less = ["--sep", "\t", "--no-header", "--columns", "who,what,stars", "--user-col", "who"]
+    header_less += ["--item-col", "what", "--rating-col", "stars", "--min-rating", "2.5"]
+    run = tmp_path / "run"
+    assert train_main(["--dataset", f"csv:{tsv}", *header_less, "--heldout", "30", *flags, "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["no_header"] is True and config["data"]["columns"] == "who,what,stars"
+    assert config["derived"]["train_users"] == 240
+    assert eval_main([str(run)]) == 0
+    assert data_main(["info", f"csv:{tsv}", *header_less, "--heldout", "30"]) == 0
+    kept = sum(r > 2.5 for _, _, r in lines)
+    reloaded = load_run_split(TrainConfig.from_json({k: v for k, v in config.items() if k != "derived"}))
+    assert reloaded.report["binarise"]["rows_kept"] == kept
+
+    counts = tmp_path / "users.dat"
+    baskets = [rng.choice(50, int(rng.integers(6, 15)), replace=False) for _ in range(200)]
+    counts.write_text("".join(f"{len(b)} " + " ".join(map(str, b)) + "\n" for b in baskets))
+    run2 = tmp_path / "run2"
+    listed = ["--dataset", f"lists:{counts}", "--list-layout", "count", "--heldout", "20"]
+    assert train_main([*listed, *flags, "--out", str(run2)]) == 0
+    assert json.loads((run2 / "config.json").read_text())["data"] == {"list_layout": "count"}
+    assert eval_main([str(run2)]) == 0
+    capsys.readouterr()
+    assert data_main(["info", *listed[1:], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["users_read"] == 200
+    entries = [f for f in (cache_root / "splits").iterdir() if f.is_dir() and not f.name.startswith(".")]
+    assert len(entries) == 2, entries
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--dataset", "parquet:x.parquet", "--sep", ";"], "--sep applies to csv:PATH and lists:PATH sources only"),
+        (["--dataset", "lists:x.txt", "--rating-col", "r"], "--rating-col applies to csv:PATH and parquet:PATH"),
+        (["--dataset", "lists:x.txt", "--no-header"], "--no-header applies to csv:PATH sources only"),
+        (["--dataset", "csv:x.csv", "--list-layout", "count"], "--list-layout applies to lists:PATH sources only"),
+        (["--dataset", "csv:x.csv", "--columns", "a,b"], "--columns names the fields of a csv without a header"),
+    ],
+)
+def test_table_options_of_another_kind_of_source_give_one_line(tmp_path, capsys, cache_root, argv, needle):
+    for name in ("x.parquet", "x.txt", "x.csv"):
+        (tmp_path / name).write_text("1,2\n")
+    argv = [a if ":" not in a else a.split(":")[0] + ":" + str(tmp_path / a.split(":")[1]) for a in argv]
+    assert train_main([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_given_data_options_pass_on_as_arguments_that_parse_back_to_them():
+    """data_argv is how the ledger hands its options to every job: flags (--no-header) included."""
+    import argparse
+
+    from models.data import add_dataset_arguments, data_argv, data_options
+
+    parser = argparse.ArgumentParser()
+    add_dataset_arguments(parser)
+    given = ["--sep", ";", "--no-header", "--columns", "a,b,c", "--user-col", "a", "--item-col", "b",
+             "--min-rating", "none", "--min-uc", "3", "--list-layout", "user", "--heldout", "0.2"]  # fmt: skip
+    args = parser.parse_args(given)
+    again = parser.parse_args(data_argv(args))
+    assert data_options(again) == data_options(args) and again.heldout == args.heldout
+    assert data_options(args)["no_header"] is True and "list_layout" not in data_options(args)  # the default

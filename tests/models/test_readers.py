@@ -428,3 +428,104 @@ def test_a_rating_beyond_float32_is_rejected_not_turned_into_inf(tmp_path):
     assert_names(error_of(lambda: readers.read_msd(msd)), msd, "line 2", "'1e39'", "finite")
     dat = write(tmp_path / "u.data", "1\t2\t3\t4\n1\t3\t1e39\t5\n")
     assert_names(error_of(lambda: readers.read_movielens_100k(dat)), dat, "line 2", "finite")
+
+
+# ------------------------------------------------------------------------------- item lists, header-less csv
+
+
+def test_item_lists_user_layout_are_the_gowalla_reader_on_one_file(tmp_path):
+    """LightGCN's layout read as generic lists gives exactly the Gowalla reader's rows (one file, so no merge)."""
+    path = write(tmp_path / "g" / "train.txt", "0 5 6 7\n2 1\n\n1 3 4\n0 8\n")
+    lists = readers.read_item_lists(path)
+    gowalla = readers.read_gowalla(tmp_path / "g", files=("train.txt",))
+    check_raw(lists, gowalla.user, gowalla.item, None, [path])
+    check_raw(lists, [0, 0, 0, 0, 1, 1, 2], [5, 6, 7, 8, 3, 4, 1], None, [path])
+
+
+def test_item_lists_string_ids_and_a_separator(tmp_path):
+    path = write(tmp_path / "l.csv", "bob,x,y\nann,y\nbob,z,\n")  # a trailing separator ends the line
+    raw = readers.read_item_lists(path, sep=",")
+    assert list(raw.user_labels) == ["ann", "bob"] and list(raw.item_labels) == ["x", "y", "z"]
+    check_raw(raw, [0, 1, 1, 1], [1, 0, 1, 2], None, [path])
+    bad = write(tmp_path / "b.csv", "bob,x,,y\n")
+    assert_names(error_of(lambda: readers.read_item_lists(bad, sep=",")), bad, "line 1", "empty field")
+
+
+def test_item_lists_count_layout_numbers_users_by_line(tmp_path):
+    """CiteULike's users.dat: 'COUNT item ...'; a blank line and '0' are users without items (the numbering
+    holds), and a count that is not the number of items names its line."""
+    path = write(tmp_path / "users.dat", "2 4 5\n\n0\n3 1 2 4\n")
+    check_raw(readers.read_item_lists(path, layout="count"), [0, 0, 3, 3, 3], [4, 5, 1, 2, 4], None, [path])
+    bad = write(tmp_path / "bad.dat", "2 4 5\n3 1 2\n")
+    assert_names(
+        error_of(lambda: readers.read_item_lists(bad, layout="count")), bad, "line 2", "'3'", "(2)", "--list-layout"
+    )
+    # read in the user layout, the count would silently be a user id: the count layout is never the default
+    assert readers.read_item_lists(path).user.tolist() == [2, 2, 3, 3, 3]
+
+
+def test_item_list_ids_beyond_int64_are_kept_as_written(tmp_path):
+    path = write(tmp_path / "l.txt", "1 99999999999999999999 7\n")
+    raw = readers.read_item_lists(path)
+    assert (
+        raw.user.tolist() == [1, 1]
+        and raw.user_labels is None
+        and list(raw.item_labels) == ["7", "99999999999999999999"]
+    )
+
+
+def test_csv_without_header_default_and_given_names(tmp_path):
+    path = write(tmp_path / "r.csv", "".join(f"{u},{i},{r},{100 + k}\n" for k, (u, i, r) in enumerate(ROWS)))
+    check_raw(readers.read_table(path, fmt="csv", header=False), USERS, ITEMS, RATINGS, [path])
+    named = readers.read_table(
+        path, fmt="csv", header=False, columns=["who", "what"], user_col="who", item_col="what", rating_col="column3"
+    )
+    check_raw(named, USERS, ITEMS, RATINGS, [path])
+    # the line numbers of messages count the first line as data
+    bad = write(tmp_path / "bad.csv", "1,2,4\n3,4,x\n")
+    assert_names(error_of(lambda: readers.read_table(bad, fmt="csv", header=False)), bad, "line 2")
+
+
+def test_csv_without_header_refuses_a_header_line_and_too_many_names(tmp_path):
+    text = "user,item,rating\n" + "".join(f"{u},{i},{r}\n" for u, i, r in ROWS)
+    path = write(tmp_path / "h.csv", text)
+    assert_names(
+        error_of(lambda: readers.read_table(path, fmt="csv", header=False, rating_col=None)),
+        path,
+        "line 1 looks like a header",
+        "'user'",
+        "drop --no-header",
+    )
+    plain = write(tmp_path / "p.csv", "1,2\n3,4\n")
+    assert_names(
+        error_of(lambda: readers.read_table(plain, fmt="csv", header=False, columns=["a", "b", "c"])),
+        plain,
+        "3 column names",
+        "2 field(s)",
+    )
+    # with a header expected, a header-less file's missing columns suggest --no-header
+    assert "pass --no-header" in error_of(lambda: readers.read_table(plain, fmt="csv"))
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        (TableOptions(columns="a,b"), "add --no-header"),
+        (TableOptions(no_header=True, columns="a,,b"), "distinct non-empty names"),
+        (TableOptions(no_header=True, columns="a,b,a"), "distinct non-empty names"),
+        (TableOptions(list_layout="rows"), "--list-layout must be one of user, count"),
+        (TableOptions(sep=""), "--sep must not be empty"),
+    ],
+)
+def test_table_options_name_the_option_at_fault(options, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        options.validate()
+
+
+def test_lists_and_header_less_csv_through_the_registry(tmp_path):
+    lists = write(tmp_path / "u.txt", "7 1 2\n8 2\n")
+    raw = read_source("lists:" + str(lists), locate("lists:" + str(lists)), TableOptions(sep=None))
+    check_raw(raw, [7, 7, 8], [1, 2, 2], None, [lists])
+    table = write(tmp_path / "t.csv", "7;1\n8;2\n")
+    raw = read_source("csv:" + str(table), locate("csv:" + str(table)), TableOptions(sep=";", no_header=True))
+    check_raw(raw, [7, 8], [1, 2], None, [table])
