@@ -46,6 +46,7 @@ from models.trainer import (
     clear_run,
     load_run_split,
     load_trained,
+    read_history,
     run_lock,
     split_fingerprint,
     train,
@@ -221,7 +222,7 @@ def get_trained(
 
 def run_record(trained: TrainedModel) -> dict:
     """Run folder, configuration and the best epoch of a cached run (from its ``metrics.jsonl``)."""
-    history = [json.loads(line) for line in (trained.run / "metrics.jsonl").read_text().splitlines() if line]
+    history = read_history(trained.run)
     best = max(history, key=lambda h: h["val_ndcg@100"])
     return {
         "run": str(trained.run),

@@ -209,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
     if not distributed or int(os.environ["RANK"]) == 0:
         print(
-            f"best validation NDCG@100 {state.best_value:.4f} at epoch {state.best_epoch + 1} "
+            f"best validation NDCG@100 {state.best_value:.4f} at epoch {state.best_epoch} "
             f"({state.epoch} epochs done); run folder {args.out}"
         )
         print(f"evaluate on test users with: python -m models.evaluate {args.out}")

@@ -4,7 +4,7 @@ A run is a folder::
 
     config.json      resolved configuration (every default filled in) and derived quantities
     split.json       which split was used (dataset, cache folder, report counts)
-    metrics.jsonl    one line per epoch: losses, beta, lambda_A, validation metrics, seconds
+    metrics.jsonl    one line per epoch (numbered from 1): losses, beta, lambda_A, validation metrics, seconds
     checkpoint.pt    full training state after the last finished epoch (written atomically)
     best.pt          model weights of the epoch with the best validation NDCG@100
 
@@ -348,11 +348,36 @@ def _world() -> tuple[int, int]:
 
 @dataclass
 class RunState:
+    """Where a run stands. Epochs are numbered from 1 here as in every file and message (:data:`EPOCH_BASE`):
+    ``best_epoch`` 0 means none yet."""
+
     epoch: int = 0  # epochs finished
     updates: int = 0
     best_value: float = -math.inf
-    best_epoch: int = -1
+    best_epoch: int = 0
     history: list[dict] = field(default_factory=list)
+
+
+EPOCH_BASE = 1
+"""Epochs are numbered from 1 in ``metrics.jsonl``, ``best.pt``, messages and every job's output: epoch ``n`` is
+the ``n``-th epoch, the run's state after ``n`` epochs. Runs written before this convention numbered
+``metrics.jsonl`` and ``best.pt`` from 0; :func:`one_based` reads both."""
+
+
+def one_based(history: list[dict]) -> tuple[list[dict], bool]:
+    """A run's epoch records numbered from 1, and whether they were numbered from 0 (written before
+    :data:`EPOCH_BASE`; the first record of such a run says ``epoch`` 0)."""
+    if not history or history[0].get("epoch") != 0:
+        return history, False
+    return [{**h, "epoch": int(h["epoch"]) + 1} for h in history], True
+
+
+def read_history(run: Path) -> list[dict]:
+    """The epoch records of a run folder's ``metrics.jsonl``, numbered from 1 (:func:`one_based`); ``[]`` when
+    the file is missing."""
+    log = Path(run) / "metrics.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return one_based([json.loads(line) for line in lines if line.strip()])[0]
 
 
 def beta_at(config: TrainConfig, updates: int, updates_per_epoch: int) -> float:
@@ -602,7 +627,9 @@ def _train(
             for p, s in zip(phases, ckpt["optimizers"], strict=True):
                 p.optimizer.load_state_dict(s)
             generator.set_state(ckpt["generator"])
-            state = RunState(ckpt["epoch"], ckpt["updates"], ckpt["best_value"], ckpt["best_epoch"], ckpt["history"])
+            history, zero_based = one_based(ckpt["history"])
+            best_epoch = ckpt["best_epoch"] + (1 if zero_based else 0)
+            state = RunState(ckpt["epoch"], ckpt["updates"], ckpt["best_value"], best_epoch, history)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             reason = " ".join(str(exc).split())[:120]
             raise DamagedFile(f"{ckpt_path}: does not fit this model ({reason}); {fix}") from None
@@ -714,7 +741,7 @@ def _train(
                         n_seen += hi - lo
             if phase.after is not None:
                 phase.after()
-        record = {"epoch": epoch, "updates": state.updates, "beta": beta, "lambda_a": lam, "seconds": 0.0}
+        record = {"epoch": epoch + EPOCH_BASE, "updates": state.updates, "beta": beta, "lambda_a": lam, "seconds": 0.0}
         if world > 1:
             keys = ["nll", "kl", "kl_weighted", "pia"]
             totals = torch.tensor([sums[k] for k in keys] + [float(n_seen)], dtype=torch.float64)
@@ -739,13 +766,13 @@ def _train(
         record["seconds"] = round(time.perf_counter() - start, 3)
         state.history.append(record)
         if value > state.best_value:
-            state.best_value, state.best_epoch = value, epoch
+            state.best_value, state.best_epoch = value, record["epoch"]
             if rank == 0:
                 save_verified(
                     out / "best.pt",
                     {
                         "model": model.state_dict(),
-                        "epoch": epoch,
+                        "epoch": record["epoch"],
                         "config": c.to_json(),
                         "val_ndcg@100": value,
                         # the PIA anchors of the best epoch (tied ones too), for Proposition 3.1 checks; unused
@@ -781,17 +808,16 @@ def _train(
 
 def run_progress(run: Path) -> dict:
     """How far a run folder got: ``epochs_done`` (lines of ``metrics.jsonl``), ``epochs_planned`` (its config),
-    ``finished`` and ``best_epoch`` (1-based, from ``best.pt``'s epoch as recorded in the history)."""
+    ``finished`` and ``best_epoch`` (the epoch of ``best.pt``, the best validation NDCG@100 of the history)."""
     config, _ = read_run_config(run)
-    log = Path(run) / "metrics.jsonl"
-    history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    history = read_history(run)
     done, planned = len(history), config.resolved().epochs
     best = max(history, key=lambda h: h.get("val_ndcg@100", -math.inf)) if history else None
     return {
         "epochs_done": done,
         "epochs_planned": planned,
         "finished": done >= planned,
-        "best_epoch": int(best["epoch"]) + 1 if best else None,
+        "best_epoch": int(best["epoch"]) if best else None,
     }
 
 

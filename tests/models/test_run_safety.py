@@ -168,7 +168,7 @@ def test_concurrent_cli_runs_into_one_folder(tmp_path):
         assert other.returncode == 2 and len(lines) == 1, other.stderr
         assert f"is in use by pid {first.pid} on " in lines[0] and ": train.py --dataset synthetic" in lines[0]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
 
 
 _CACHE_SCRIPT = """
@@ -380,7 +380,7 @@ def test_evaluate_unfinished_run_warns_and_records(run2, capsys):
     cfg = json.loads((run2 / "config.json").read_text())
     cfg["epochs"] = 5  # as if stopped after 2 of 5 epochs
     (run2 / "config.json").write_text(json.dumps(cfg))
-    best_epoch = load_verified(run2 / "best.pt")["epoch"] + 1
+    best_epoch = load_verified(run2 / "best.pt")["epoch"]
     assert eval_main([str(run2)]) == 0
     err = capsys.readouterr().err
     assert f"has finished 2 of its 5 epochs; evaluating its best epoch so far ({best_epoch})" in err
@@ -422,7 +422,7 @@ def test_cache_retrains_a_run_recorded_on_another_split_or_damaged(tmp_path, mon
     third = trained.get_trained(TINY, progress=False)
     err = capsys.readouterr().err
     assert "note: training the cached model again" in err and "best.pt: truncated" in err
-    assert load_verified(third.run / "best.pt")["epoch"] >= 0
+    assert load_verified(third.run / "best.pt")["epoch"] >= 1
     with pytest.raises(FolderBusy), run_lock(third.run).acquire():
         run_lock(third.run).acquire()
 
@@ -454,7 +454,7 @@ def test_evaluate_writes_per_user_values_that_rescore_by_hand(run2, capsys):
     assert table["n_interactions"].tolist() == lengths.tolist()
     expected_group = ["".join(lab for lab, lo, hi in USER_GROUPS if lo <= n <= hi) for n in lengths]
     assert table["group"].tolist() == expected_group
-    assert set(table["epoch"]) == {load_verified(run2 / "best.pt")["epoch"] + 1}
+    assert set(table["epoch"]) == {load_verified(run2 / "best.pt")["epoch"]}
     rows = np.flatnonzero(has)
     scores = np.asarray(model.score(test.fold_in[rows]), dtype=np.float64)
     for i in range(0, rows.size, max(1, rows.size // 7)):  # a spread of users, each scored by hand

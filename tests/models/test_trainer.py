@@ -39,7 +39,29 @@ def test_resume_after_stop_matches_uninterrupted(tmp_path, tiny_split):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_a_run_written_with_epochs_from_zero_reads_and_resumes_numbered_from_one(tmp_path, tiny_split):
+    """Runs written before the one-based convention (metrics.jsonl, checkpoint history and best epoch from 0):
+    their progress reads numbered from 1, and a resumed one continues as an uninterrupted run numbers it."""
+    from models.trainer import read_history, run_progress
+
+    config = TrainConfig(model="multvae", epochs=3, seed=4, **TINY)
+    full = train(config, tmp_path / "full", split=tiny_split, progress=False)
+    old = tmp_path / "old"
+    train(config, old, split=tiny_split, progress=False, stop_after_epochs=2)
+    ckpt = load_verified(old / "checkpoint.pt")
+    ckpt["history"] = [{**h, "epoch": h["epoch"] - 1} for h in ckpt["history"]]
+    ckpt["best_epoch"] -= 1
+    save_verified(old / "checkpoint.pt", ckpt)
+    (old / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in ckpt["history"]))
+    assert [h["epoch"] for h in read_history(old)] == [1, 2]
+    assert run_progress(old)["best_epoch"] == int(np.argmax([h["val_ndcg@100"] for h in ckpt["history"]])) + 1
+    resumed = train(config, old, split=tiny_split, progress=False, resume=True)
+    timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in run.history] for run in (resumed, full)]
+    assert timeless[0] == timeless[1] and resumed.best_epoch == full.best_epoch >= 1
+    assert [json.loads(line)["epoch"] for line in (old / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
 def test_resume_after_kill_of_cli_run(tmp_path, tiny_split):

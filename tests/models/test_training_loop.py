@@ -138,14 +138,14 @@ def _scripted_validation(monkeypatch, values: list[float]) -> None:
 
 
 def test_best_pt_holds_the_best_validation_epoch_not_the_last(tmp_path, tiny_split, monkeypatch):
-    values = [0.20, 0.60, 0.40, 0.50]  # the best epoch (0-based) is 1
+    values = [0.20, 0.60, 0.40, 0.50]  # the best epoch is the second
     config = TrainConfig(model="multvae", epochs=len(values), **TINY)
     _scripted_validation(monkeypatch, values)
     train(config, tmp_path / "long", split=tiny_split, progress=False)
     history = [json.loads(line) for line in (tmp_path / "long" / "metrics.jsonl").read_text().splitlines()]
     assert [h["val_ndcg@100"] for h in history] == values
     best = load_verified(tmp_path / "long" / "best.pt")
-    assert best["epoch"] == int(np.argmax(values)) == 1 and best["val_ndcg@100"] == max(values)
+    assert best["epoch"] == int(np.argmax(values)) + 1 == 2 and best["val_ndcg@100"] == max(values)
     # its weights are those after epoch 1: the final weights of the same run stopped after two epochs
     _scripted_validation(monkeypatch, values[:2])
     train(TrainConfig(model="multvae", epochs=2, **TINY), tmp_path / "short", split=tiny_split, progress=False)
