@@ -78,6 +78,7 @@ from analyses.common import (
     default_out_dir,
     format_table,
     job_parser,
+    parsed_arguments,
     planted_labels,
     print_done,
     result_options,
@@ -560,7 +561,7 @@ def run(args: argparse.Namespace) -> Path:
         notes.append(f"cohort {r['cohort']} has only {r['users']} users (asked for {per_cohort})")
     result = {
         "job": JOB,
-        "arguments": vars(args),
+        "arguments": parsed_arguments(args),
         "dataset": {
             "name": dataset,
             "train_users": int(split.train.shape[0]),

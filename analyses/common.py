@@ -77,8 +77,12 @@ EXIT_USAGE = 2
 DATASET_EPILOG = "Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic."
 COMPLETE_MARKER = "COMPLETE"
 """Name of the file that marks a finished output folder (JSON, see the module docstring)."""
-NOT_RESULT_OPTIONS = frozenset({"out", "no_progress", "refresh"})
-"""Options that never change a job's numbers (where they go, progress bars, rebuilding a cached split)."""
+NOT_RESULT_OPTIONS = frozenset({"out", "no_progress", "refresh", "run_fixed"})
+"""Options that never change a job's numbers (where they go, progress bars, rebuilding a cached split; what
+``--run`` checks given options against, :func:`analyses.model_options.add_run_argument`)."""
+ABSENT_UNLESS_GIVEN = frozenset({"run"})
+"""Options added after results were first stored: left out of a job's options when not given, so that the
+options (and their hash, the default output folder) of every earlier result stay the same."""
 HASH_DIGITS = 8
 
 
@@ -172,12 +176,18 @@ def load_job_split(name: str, args: argparse.Namespace, *, progress: bool = True
 # ---------------------------------------------------------------------------------------------- output folder
 
 
+def parsed_arguments(args: argparse.Namespace) -> dict:
+    """Every parsed option, as a job's JSON records them (``arguments``): without what ``--run`` checks given
+    options against, and without the options of :data:`ABSENT_UNLESS_GIVEN` when not given."""
+    return {k: v for k, v in vars(args).items() if k != "run_fixed" and not (k in ABSENT_UNLESS_GIVEN and v is None)}
+
+
 def result_options(args: argparse.Namespace, ignore: Sequence[str] = (), **resolved: object) -> dict:
     """The options that decide a job's results: every parsed option except :data:`NOT_RESULT_OPTIONS` and
     ``ignore``, with ``resolved`` values (e.g. the dataset and the sizes ``--quick`` chose) in place of the parsed
     ones, as JSON values (paths as strings, tuples as lists)."""
     skip = NOT_RESULT_OPTIONS | set(ignore)
-    options = {k: v for k, v in vars(args).items() if k not in skip}
+    options = {k: v for k, v in parsed_arguments(args).items() if k not in skip}
     options.update(resolved)
     return {k: _plain(v) for k, v in sorted(options.items())}
 

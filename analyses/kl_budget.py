@@ -81,6 +81,7 @@ from analyses.common import (
     format_table,
     job_parser,
     option_sizes,
+    parsed_arguments,
     print_done,
     result_options,
     run_main,
@@ -89,8 +90,15 @@ from analyses.common import (
     write_csv,
 )
 from analyses.encoding import encode_posteriors
-from analyses.model_options import add_model_arguments, load_model_split, model_config, validate_model_options
-from analyses.trained import get_trained, run_record
+from analyses.model_options import (
+    add_model_arguments,
+    add_run_argument,
+    job_model,
+    load_model_split,
+    model_config,
+    validate_model_options,
+)
+from analyses.trained import run_record
 from figures.geometry import kl_decomposition_figure, kl_tradeoff_figure
 from figures.style import savefig
 from geometry.bounds import expected_pairwise_bound, transport_bound_check
@@ -193,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         quick="synthetic data, tiny models, few users",
     )
     add_model_arguments(parser, architecture=True)
+    add_run_argument(parser, fixed=("betas", "rhos"))
     return parser
 
 
@@ -368,6 +377,9 @@ def run(args: argparse.Namespace) -> Path:
     sizes = _resolve(args)
     progress = not args.no_progress
     dataset = validate_model_options(args)
+    if args.run is not None:  # the run's one model: its beta cap and keep probability
+        config = model_config(args, rho=1.0)
+        sizes["betas"], sizes["rhos"] = [config.beta_cap], [config.rho]
     configs = {
         (beta, rho): model_config(args, rho=rho, beta_cap=beta) for rho in sizes["rhos"] for beta in sizes["betas"]
     }
@@ -389,7 +401,7 @@ def run(args: argparse.Namespace) -> Path:
         if progress:
             print(f"[{i + 1}/{len(configs)}] beta cap {beta:g}, rho {rho:g}", file=sys.stderr)
         t = time.perf_counter()
-        trained = get_trained(config, split=split, progress=progress)
+        trained = job_model(args, config, split, progress)
         record = run_record(trained)
         timing["train"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -439,7 +451,7 @@ def run(args: argparse.Namespace) -> Path:
     first = next(iter(configs.values()))
     result = {
         "job": JOB,
-        "arguments": vars(args),
+        "arguments": parsed_arguments(args),
         "resolved": {**sizes, "dataset": dataset},
         "dataset": {
             "name": dataset,

@@ -92,6 +92,7 @@ from analyses.common import (
     format_table,
     job_parser,
     option_sizes,
+    parsed_arguments,
     planted_labels,
     print_done,
     result_options,
@@ -101,8 +102,15 @@ from analyses.common import (
     write_csv,
 )
 from analyses.encoding import encode_posteriors
-from analyses.model_options import add_model_arguments, load_model_split, model_config, validate_model_options
-from analyses.trained import get_trained, run_record
+from analyses.model_options import (
+    add_model_arguments,
+    add_run_argument,
+    job_model,
+    load_model_split,
+    model_config,
+    validate_model_options,
+)
+from analyses.trained import run_record
 from figures.geometry import UNIT_CHECK, cohort_figure, far_related_figure, lipschitz_transport_figure
 from figures.style import savefig
 from geometry.bounds import (
@@ -533,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         quick="synthetic data, tiny model, few pairs: seconds",
     )
     add_model_arguments(parser, rho=1.0, beta_cap=True, architecture=True)
+    add_run_argument(parser)
     return parser
 
 
@@ -589,7 +598,7 @@ def run(args: argparse.Namespace) -> Path:
         raise JobError(f"--k must lie in [1, {(n - 1) // 2}] for {n} training users (kNN inside the median half)")
     timing["load"] = time.perf_counter() - start
     t = time.perf_counter()
-    trained = get_trained(config, split=split, progress=progress)
+    trained = job_model(args, config, split, progress)
     model = trained.model
     record = run_record(trained)
     timing["model"] = time.perf_counter() - t
@@ -797,7 +806,7 @@ def run(args: argparse.Namespace) -> Path:
 
     result = {
         "job": JOB,
-        "arguments": vars(args),
+        "arguments": parsed_arguments(args),
         "resolved": {**sizes, "dataset": dataset, "k": args.k, "min_shared": args.min_shared},
         "dataset": {
             "name": dataset,

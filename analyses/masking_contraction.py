@@ -83,6 +83,7 @@ from analyses.common import (
     job_parser,
     load_job_split,
     option_sizes,
+    parsed_arguments,
     planted_labels,
     print_done,
     result_options,
@@ -910,7 +911,7 @@ def run(args: argparse.Namespace) -> Path:
     report = split.report
     result = {
         "job": JOB,
-        "arguments": {k: v for k, v in vars(args).items()},
+        "arguments": parsed_arguments(args),
         "resolved": {"rho": rhos, **sizes, "k": args.k, "min_shared": args.min_shared},
         "dataset": {
             "name": dataset,

@@ -22,13 +22,24 @@ tiny models in every job, so quick runs of different jobs reuse each other's mod
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from analyses.common import check_float, check_int, check_seed, job_dataset, load_job_split
-from models.data import add_dataset_arguments, data_options
+from analyses.common import JobError, check_float, check_int, check_seed, job_dataset, load_job_split
+from analyses.trained import TrainedModel, get_trained, stale_reason
+from models.data import DATA_DESTS, add_dataset_arguments, data_options
 from models.split import Split
-from models.trainer import MODEL_DEFAULTS, TrainConfig
+from models.trainer import (
+    MODEL_DEFAULTS,
+    TrainConfig,
+    load_run_split,
+    load_trained,
+    read_run_config,
+    run_progress,
+    split_fingerprint,
+)
 
 GEOMETRY_ANNEAL_EPOCHS = 50
 QUICK_MODELS: Mapping[str, Mapping[str, object]] = {
@@ -102,10 +113,10 @@ def add_model_arguments(
 ) -> None:
     """The options of the job's trained models (the run-cache key) and of the data they train on.
 
-    Every model job: ``--epochs``, ``--anneal-epochs`` (default from ``schedule``), ``--path`` and
-    ``--heldout``. Where the job trains with one keep probability, ``--rho`` (default ``rho``); ``beta_cap=True``
+    Every model job: ``--epochs``, ``--anneal-epochs`` (default from ``schedule``), ``--batch-size``, ``--path``
+    and ``--heldout``. Where the job trains with one keep probability, ``--rho`` (default ``rho``); ``beta_cap=True``
     adds ``--beta-cap`` (0.2), ``pia=True`` ``--lambda-a`` (the jobs that compare masking and PIA).
-    ``architecture=True`` (the jobs of one Multi-VAE) adds ``--hidden``, ``--latent``, ``--batch-size``,
+    ``architecture=True`` (the jobs of one Multi-VAE) adds ``--hidden``, ``--latent``,
     ``--train-seed`` (those jobs seed their samples with ``--seed``) and ``--mask``.
     """
     reference = MODEL_DEFAULTS["multvae"]
@@ -133,6 +144,12 @@ def add_model_arguments(
         help=f"epochs for the KL weight beta to reach its cap (default: {schedule.default}; "
         f"--quick {_quick('anneal_epochs', not architecture)})",
     )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"training batch size of every model ({TrainConfig.batch_size}; on small data, where an epoch has "
+        "fewer than 10 updates, training says which size gives 10)",
+    )
     if architecture:
         tiny = QUICK_MODELS["multvae"]
         g.add_argument(
@@ -147,10 +164,57 @@ def add_model_arguments(
             type=int,
             help=f"latent dimension (default {TrainConfig.latent_dim}; --quick {tiny['latent_dim']})",
         )
-        g.add_argument("--batch-size", type=int, help=f"training batch size ({TrainConfig.batch_size})")
         g.add_argument("--train-seed", type=int, default=0, help="seed of the model's training (0)")
         g.add_argument("--mask", choices=("dropout", "bernoulli"), default="dropout", help="mask mode when rho < 1")
     add_dataset_arguments(parser, refresh=False)
+
+
+RUN_FIXED = ("epochs", "anneal_epochs", "hidden", "latent", "batch_size", "train_seed", "mask", "rho", "beta_cap",
+             "lambda_a", *DATA_DESTS)  # fmt: skip
+"""The model and data options a ``--run`` folder's own configuration sets (:func:`add_run_argument`)."""
+
+
+def add_run_argument(parser: argparse.ArgumentParser, *, fixed: Sequence[str] = ()) -> None:
+    """``--run DIR``: measure the Multi-VAE of a run folder trained with ``models.train`` (its best epoch, on its
+    own split) instead of the job's cached model. Call after every other option is added: the model and data
+    options (:data:`RUN_FIXED`) and the job's options ``fixed`` must then stay at their defaults, since the run's
+    ``config.json`` sets them (:func:`validate_model_options` says which one was given)."""
+    parser.add_argument(
+        "--run",
+        type=Path,
+        metavar="DIR",
+        help="a run folder of models.train (Multi-VAE): measure its model on its split instead of training one; "
+        "its config.json then sets the model and data options",
+    )
+    parser.set_defaults(run_fixed={d: parser.get_default(d) for d in (*RUN_FIXED, *fixed)})
+
+
+def _use_run(args: argparse.Namespace) -> None:
+    """Check ``--run`` (a Multi-VAE run with an epoch done, no option it sets given); the job's ``--rho``,
+    ``--beta-cap``, ``--lambda-a`` and ``--dataset`` become the run's."""
+    # an option the job lacks is absent from args, and so is an absent --min-rating (its default is SUPPRESS)
+    given = [d for d, default in args.run_fixed.items() if d in vars(args) and getattr(args, d) != default]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise JobError(f"{flag}: --run {args.run} uses its own configuration (config.json); drop {flag}")
+    config, _ = read_run_config(args.run)
+    if config.model != "multvae":
+        raise JobError(f"--run {args.run}: this job measures a Multi-VAE, the run trained {config.model}")
+    if args.dataset is not None and args.dataset != config.dataset:
+        raise JobError(f"--dataset {args.dataset}: --run {args.run} was trained on {config.dataset}; drop --dataset")
+    progress = run_progress(args.run)
+    if progress["epochs_done"] == 0:
+        raise JobError(f"--run {args.run}: no epoch finished yet; train it first (python -m models.train)")
+    if not progress["finished"]:
+        print(
+            f"warning: {args.run} has finished {progress['epochs_done']} of its {progress['epochs_planned']} epochs; "
+            f"measuring its best epoch so far ({progress['best_epoch']})",
+            file=sys.stderr,
+        )
+    args.dataset = config.dataset
+    for dest, value in (("rho", config.rho), ("beta_cap", config.beta_cap), ("lambda_a", config.pia)):
+        if dest in vars(args):
+            setattr(args, dest, value)
 
 
 def validate_model_options(args: argparse.Namespace) -> str:
@@ -175,6 +239,8 @@ def validate_model_options(args: argparse.Namespace) -> str:
         check_float("--beta-cap", args.beta_cap, low=0)
     for flag in ("epochs", "anneal_epochs", "latent", "batch_size"):
         check_int(f"--{flag.replace('_', '-')}", given.get(flag), 1)
+    if given.get("run") is not None:
+        _use_run(args)
     return job_dataset(args)
 
 
@@ -215,6 +281,8 @@ def model_config(
         For an impossible configuration (:class:`models.trainer.ConfigError`), naming the field.
     """
     given = vars(args)
+    if given.get("run") is not None:  # the run's own configuration
+        return read_run_config(args.run)[0].resolved()
     fields: dict = dict(QUICK_MODELS[model]) if args.quick else {"anneal_epochs": schedule.anneal_epochs}
     explicit = {
         "epochs": args.epochs,
@@ -246,5 +314,20 @@ def model_config(
 def load_model_split(args: argparse.Namespace) -> Split:
     """The split the job's models train on: ``--dataset`` with the job's data options, the same ones
     :func:`model_config` records in the runs (:attr:`models.trainer.TrainConfig.data`), so that the cached runs
-    always match it. Unavailable data becomes a one-line :class:`analyses.common.JobError`."""
+    always match it; with ``--run``, the run's split (:func:`models.trainer.load_run_split`). Unavailable data
+    becomes a one-line :class:`analyses.common.JobError`."""
+    if vars(args).get("run") is not None:
+        return load_run_split(read_run_config(args.run)[0], progress=not args.no_progress)
     return load_job_split(job_dataset(args), args, progress=not args.no_progress)
+
+
+def job_model(args: argparse.Namespace, config: TrainConfig, split: Split, progress: bool) -> TrainedModel:
+    """The job's model of ``config``: with ``--run``, the run's (its split's fingerprint checked against the one
+    it recorded), else the run cache's (:func:`analyses.trained.get_trained`, trained when missing)."""
+    if vars(args).get("run") is None:
+        return get_trained(config, split=split, progress=progress)
+    reason = stale_reason(args.run, split_fingerprint(split))
+    if reason is not None:
+        raise JobError(f"--run {args.run}: {reason}; train the run again (python -m models.train)")
+    model, _ = load_trained(args.run)
+    return TrainedModel(model, config, Path(args.run))

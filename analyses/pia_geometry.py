@@ -64,6 +64,7 @@ from analyses.common import (
     format_table,
     job_parser,
     option_sizes,
+    parsed_arguments,
     planted_labels,
     print_done,
     result_options,
@@ -481,7 +482,7 @@ def run(args: argparse.Namespace) -> Path:
         notes.append("quick mode: tiny models and few epochs; the numbers test the pipeline, they are not results")
     result = {
         "job": JOB,
-        "arguments": vars(args),
+        "arguments": parsed_arguments(args),
         "resolved": {"dataset": dataset, **sizes, "k": args.k, "min_shared": args.min_shared},
         "dataset": {
             "name": dataset,

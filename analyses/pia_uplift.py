@@ -97,6 +97,7 @@ from analyses.common import (
     default_out_dir,
     format_table,
     job_parser,
+    parsed_arguments,
     print_done,
     result_options,
     run_main,
@@ -835,7 +836,7 @@ def _run(args: argparse.Namespace) -> Path:
         )
     result = {
         "job": JOB,
-        "arguments": {k: v for k, v in vars(args).items()},
+        "arguments": parsed_arguments(args),
         "resolved": {"dataset": dataset, **sizes, "schedule": f"geometry: {GEOMETRY.default}"},
         "dataset": {
             "name": dataset,

@@ -54,6 +54,7 @@ from analyses.common import (
     default_out_dir,
     format_table,
     job_parser,
+    parsed_arguments,
     print_done,
     result_options,
     run_main,
@@ -268,7 +269,7 @@ def run(args: argparse.Namespace) -> Path:
             notes.append(f"EASE: the best lambda {r['lambda']:g} is at the edge of the grid; widen --ease-lambdas")
     result = {
         "job": JOB,
-        "arguments": vars(args),
+        "arguments": parsed_arguments(args),
         "dataset": {
             "name": dataset,
             "train_users": int(split.train.shape[0]),

@@ -79,6 +79,7 @@ from analyses.common import (
     format_table,
     job_parser,
     option_sizes,
+    parsed_arguments,
     print_done,
     result_options,
     run_main,
@@ -87,8 +88,15 @@ from analyses.common import (
     write_csv,
 )
 from analyses.encoding import encode_posteriors
-from analyses.model_options import add_model_arguments, load_model_split, model_config, validate_model_options
-from analyses.trained import get_trained, run_record
+from analyses.model_options import (
+    add_model_arguments,
+    add_run_argument,
+    job_model,
+    load_model_split,
+    model_config,
+    validate_model_options,
+)
+from analyses.trained import run_record
 from figures.geometry import sharing_radius_figure
 from figures.style import savefig
 from geometry.masking import wilson_interval
@@ -257,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         quick="synthetic data, tiny model, few pairs: seconds",
     )
     add_model_arguments(parser, rho=1.0, beta_cap=True, architecture=True)
+    add_run_argument(parser)
     return parser
 
 
@@ -293,7 +302,7 @@ def run(args: argparse.Namespace) -> Path:
         raise JobError(f"--k must be at most {n - 1} (the other training users), got {args.k}")
     timing["load"] = time.perf_counter() - start
     t = time.perf_counter()
-    trained = get_trained(config, split=split, progress=progress)
+    trained = job_model(args, config, split, progress)
     record = run_record(trained)
     model = trained.model.double()  # measured changes are differences of two losses: float64
     timing["model"] = time.perf_counter() - t
@@ -407,7 +416,7 @@ def run(args: argparse.Namespace) -> Path:
     n_params = sum(p.numel() for p in params)
     result = {
         "job": JOB,
-        "arguments": vars(args),
+        "arguments": parsed_arguments(args),
         "resolved": {
             **sizes,
             "dataset": dataset,

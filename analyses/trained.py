@@ -112,7 +112,7 @@ def _finished(run: Path, config: TrainConfig) -> bool:
     )
 
 
-def _stale_reason(run: Path, split_id: str) -> str | None:
+def stale_reason(run: Path, split_id: str) -> str | None:
     """Why a finished cached run must not be used (another split recorded, damaged files), or None."""
     try:
         recorded = json.loads((run / "split.json").read_text()).get("fingerprint")
@@ -146,7 +146,7 @@ def shorter_run(config: TrainConfig, split_id: str) -> Path | None:
             continue
         if not (run / "checkpoint.pt").is_file() or not _finished(run, replace(c, epochs=epochs)):
             continue
-        if _stale_reason(run, split_id) is None and (found is None or epochs > found[0]):
+        if stale_reason(run, split_id) is None and (found is None or epochs > found[0]):
             found = (epochs, run)
     return None if found is None else found[1]
 
@@ -193,7 +193,7 @@ def get_trained(
 
     with run_lock(run).acquire(wait=True, on_wait=waiting) as lock:
         if _finished(run, c):
-            reason = _stale_reason(run, split_id)
+            reason = stale_reason(run, split_id)
             if reason is None:
                 try:
                     model, _ = load_trained(run)

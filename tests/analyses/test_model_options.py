@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from analyses import cohorts, kl_budget, local_vs_global, pia_geometry, reproduce, sharing_radius
+from analyses import cohorts, kl_budget, local_vs_global, pia_geometry, pia_uplift, reproduce, sharing_radius
 from analyses.model_options import (
     GEOMETRY_ANNEAL_EPOCHS,
     QUICK_MODELS,
@@ -113,3 +113,17 @@ def test_bad_heldout_is_one_parser_line(value, capsys):
 def test_impossible_configurations_name_the_field():
     with pytest.raises(ValueError, match="latent_dim"):
         model_config(_args(local_vs_global, "--latent", "0"), rho=1.0)
+
+
+@pytest.mark.parametrize("job", [*GEOMETRY_JOBS, reproduce, pia_uplift])
+def test_every_job_that_trains_takes_a_batch_size(job):
+    """Small data needs a smaller batch (fewer than 10 updates an epoch otherwise): every training job's models."""
+    def config_of(*argv):
+        args = _args(job, *argv)
+        if job is pia_uplift:  # one model job per seed (--seeds): the uplift job's own view of its options
+            args = pia_uplift._seed_args(args, 0, "multvae")
+        return model_config(args, rho=0.5)
+
+    config = config_of("--batch-size", "64")
+    assert config.batch_size == 64 and config_key(config) != config_key(config_of())
+    assert "--batch-size" in _help(job)
