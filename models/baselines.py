@@ -27,7 +27,7 @@ import scipy.sparse as sp
 import torch
 
 from models.cli import OneLineParser, end_process, guarded
-from models.data import add_dataset_arguments, dataset_names, default_config, split_from_args
+from models.data import add_dataset_arguments, data_options, dataset_names, default_config, split_from_args
 from models.evaluation import evaluate
 from models.io import atomic_write_json, check_output_file, resolve_device
 from models.split import Split
@@ -126,6 +126,55 @@ class EASE:
 
 
 @dataclass
+class GramEigen:
+    """Eigendecomposition ``G = V diag(w) V^T`` of the Gram matrix, shared by the EASE of every lambda.
+
+    With it ``P = (G + lambda I)^{-1} = V diag(1 / (w + lambda)) V^T`` for any lambda at the cost of products, no
+    new inverse (:class:`EigenEASE`).
+    """
+
+    values: torch.Tensor  # (n_items,) w, ascending
+    vectors: torch.Tensor  # (n_items, n_items) V, orthonormal columns
+
+    @classmethod
+    def of(cls, g: torch.Tensor) -> GramEigen:
+        """Decompose ``g`` (symmetric; ``torch.linalg.eigh``, same dtype and device)."""
+        values, vectors = torch.linalg.eigh(g)
+        return cls(values, vectors)
+
+
+class EigenEASE:
+    """EASE at one lambda from :class:`GramEigen`, scoring without forming ``B``.
+
+    ``B = I - P diag(1 / diag P)`` (Steck 2019, eq. 8: ``B_ij = -P_ij / P_jj`` off the diagonal, ``B_jj = 0``), so
+    ``x B = x - (x P) / diag P`` with ``x P = ((x V) / (w + lambda)) V^T`` and ``diag P = (V * V) (1 / (w + lambda))``:
+    per lambda ``O(I^2)`` for ``diag P`` and ``2 n I^2`` flops for ``n`` scored users, against ``O(I^3)`` for the
+    inverse of :func:`ease_weights`. The same scores as :class:`EASE` up to rounding (tested).
+    """
+
+    def __init__(self, eig: GramEigen, lam: float) -> None:
+        if not lam > 0:
+            raise ValueError(f"EASE lambda must be > 0, got {lam}")
+        self.eig, self.lam = eig, float(lam)
+        self.inverse_values = 1.0 / (eig.values + self.lam)
+        self.diag_p = (eig.vectors * eig.vectors) @ self.inverse_values
+
+    def score(self, fold_in: sp.csr_matrix) -> torch.Tensor:
+        v = self.eig.vectors
+        x = csr_to_torch(fold_in, v.device, v.dtype)
+        xp = ((x @ v) * self.inverse_values) @ v.T
+        return (x.to_dense() - xp / self.diag_p).float()
+
+    def to_ease(self) -> EASE:
+        """The weights ``B`` of this lambda as an :class:`EASE` (one ``I x I`` product)."""
+        v = self.eig.vectors
+        p = (v * self.inverse_values) @ v.T
+        b = p / (-self.diag_p).unsqueeze(0)
+        b.diagonal().zero_()
+        return EASE(b, self.lam)
+
+
+@dataclass
 class LambdaSearch:
     """Validation results of the EASE lambda grid."""
 
@@ -133,32 +182,92 @@ class LambdaSearch:
     scores: dict[float, dict]  # lambda -> validation summary
 
 
+EASE_SOLVERS = ("auto", "inverse", "eigen")
+EIGEN_OVERHEAD = 4.3
+"""One eigendecomposition plus the chosen lambda's weights cost about 4.3 inverses of the same matrix
+(``benchmarks/RESULTS_ease.md``: 458.5 + 85.4 s against 128.3 s per inverse at 17,000 items; 16.3 + 2.0 against 4.5
+s at 5,000)."""
+SCORING_PER_INVERSE = 0.6
+"""Scoring ``n`` validation users from the decomposition (``2 n I^2`` flops) costs about ``0.6 n / I`` of an
+inverse (``2 I^3`` flops, run at a lower share of the GEMM rate): 24.6 against 128.3 s for 3,000 users at 17,000
+items."""
+
+
+def faster_solver(n_lambdas: int, n_items: int, n_users: int) -> str:
+    """The EASE solver the benchmark's costs say is faster for a grid of ``n_lambdas`` on ``n_items`` items with
+    ``n_users`` validation users: ``eigen`` when ``n_lambdas (1 - 0.6 n_users / n_items) > 4.3``
+    (:data:`SCORING_PER_INVERSE`, :data:`EIGEN_OVERHEAD`), else ``inverse``. E.g. the default grid of 7 at
+    17,000 items and 3,000 users: eigen (716 s against 898 s measured); at 5,000 items, nearly a tie (31.28
+    against 31.32 s), eigen."""
+    saved_per_lambda = 1.0 - SCORING_PER_INVERSE * n_users / max(n_items, 1)
+    return "eigen" if n_lambdas * saved_per_lambda > EIGEN_OVERHEAD else "inverse"
+
+
 def select_ease_lambda(
     split: Split,
     lambdas: Sequence[float] = EASE_LAMBDAS,
     *,
+    solver: str = "auto",
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     batch_size: int = 1000,
     progress: bool = False,
 ) -> tuple[EASE, LambdaSearch]:
-    """Fit EASE for every lambda (one shared Gram matrix) and keep the best validation NDCG@100."""
+    """Fit EASE for every lambda (one shared Gram matrix) and keep the best validation NDCG@100.
+
+    ``solver``: ``inverse`` inverts ``G + lambda I`` for each lambda (:func:`ease_weights`); ``eigen`` decomposes
+    ``G`` once and scores every lambda from it (:class:`EigenEASE`), then forms the chosen lambda's weights; ``auto``
+    (default) takes the faster for the grid, the items and the validation users (:func:`faster_solver`, from
+    ``benchmarks/bench_ease.py``). Both give the same scores up to rounding. ``progress``: a bar over the grid
+    (its time estimate) and one line per lambda.
+    """
+    from tqdm.auto import tqdm
+
     if not lambdas:
         raise ValueError("the lambda grid is empty; pass at least one value")
+    if solver not in EASE_SOLVERS:
+        raise ValueError(f"unknown EASE solver {solver!r}; use one of {', '.join(EASE_SOLVERS)}")
     device = device or torch.device("cpu")
+    if solver == "auto":
+        solver = faster_solver(len(lambdas), split.n_items, split.validation.n_users)
+        if progress:
+            print(f"  solver: {solver} (faster for {len(lambdas)} lambdas at {split.n_items:,} items)", file=sys.stderr)
     g = gram(split.train, device, dtype)
-    best_model, best_value, scores = None, -np.inf, {}
-    for lam in lambdas:
-        model = EASE(ease_weights(g, float(lam)), float(lam))
+    eig = None
+    if solver == "eigen":
+        start = time.perf_counter()
+        eig = GramEigen.of(g)
+        del g  # the decomposition replaces the Gram matrix: one I x I matrix less at the peak
+        if progress:
+            print(f"  eigendecomposition of the Gram matrix: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    best, best_value, scores = None, -np.inf, {}
+    bar = tqdm(lambdas, desc="EASE lambda", unit="lambda", disable=not progress, leave=False)
+    for lam in bar:
+        start = time.perf_counter()
+        model = EigenEASE(eig, float(lam)) if eig is not None else EASE(ease_weights(g, float(lam)), float(lam))
         ev = evaluate(model.score, split.validation, batch_size=batch_size)
         scores[float(lam)] = ev.summary()
         value = scores[float(lam)][SELECTION_METRIC]["mean"]
         if progress:
-            print(f"  lambda {lam:>8g}: validation {SELECTION_METRIC} {value:.4f}", file=sys.stderr)
+            seconds = time.perf_counter() - start
+            line = f"  lambda {lam:>8g}: validation {SELECTION_METRIC} {value:.4f} ({seconds:.1f} s)"
+            bar.write(line, file=sys.stderr)
         if value > best_value:
-            best_model, best_value = model, value
-    assert best_model is not None
-    return best_model, LambdaSearch(best_model.lam, scores)
+            best, best_value = model, value
+    bar.close()
+    assert best is not None
+    chosen = best.to_ease() if isinstance(best, EigenEASE) else best
+    return chosen, LambdaSearch(chosen.lam, scores)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far, in MB: the resident set's high-water mark (``getrusage``, Linux KB),
+    or on CUDA the most the device allocator held."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _lambda_grid(text: str) -> list[float]:
@@ -178,8 +287,9 @@ def default_result_path(args: argparse.Namespace) -> Path:
     options = {
         "lambdas": args.lambdas if args.model == "ease" and args.lambdas != list(EASE_LAMBDAS) else None,
         "dtype": args.dtype if args.model == "ease" and args.dtype != "float32" else None,
-        **{k: str(getattr(args, k)) for k in ("path", "heldout", "min_uc", "min_sc") if getattr(args, k) is not None},
-        "min_rating": str(args.min_rating) if "min_rating" in vars(args) else None,
+        "solver": args.solver if args.model == "ease" and args.solver != "auto" else None,
+        **{k: str(getattr(args, k)) for k in ("path", "heldout") if getattr(args, k) is not None},
+        **{k: str(v) for k, v in data_options(args).items()},  # every data option given, table options included
     }
     options = {k: v for k, v in options.items() if v is not None}
     if options:
@@ -201,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         help="EASE: comma-separated lambda grid searched on validation NDCG@100 (default %(default)s)",
     )
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="EASE precision")
+    parser.add_argument(
+        "--solver",
+        choices=EASE_SOLVERS,
+        default="auto",
+        help="EASE lambda search: one inverse per lambda, one eigendecomposition for the whole grid (same scores), "
+        "or auto: the faster of the two for the grid and the data, from benchmarks/RESULTS_ease.md (default)",
+    )
     parser.add_argument("--batch-size", type=int, default=1000, help="users scored per batch")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     parser.add_argument(
@@ -227,13 +344,19 @@ def _run(args: argparse.Namespace) -> int:
         dtype = torch.float32 if args.dtype == "float32" else torch.float64
         print(f"EASE on {args.dataset}: {split.n_items:,} items, searching lambda on validation", file=sys.stderr)
         model, search = select_ease_lambda(
-            split, args.lambdas, device=device, dtype=dtype, batch_size=args.batch_size, progress=True
+            split,
+            args.lambdas,
+            solver=args.solver,
+            device=device,
+            dtype=dtype,
+            batch_size=args.batch_size,
+            progress=True,
         )
         if search.best in (min(args.lambdas), max(args.lambdas)) and len(args.lambdas) > 1:
             print(f"warning: best lambda {search.best:g} is at the edge of the grid; widen --lambdas", file=sys.stderr)
         score_fn = model.score
         validation = {str(k): v for k, v in search.scores.items()}
-        extra = {"lambda": search.best, "dtype": args.dtype, "validation": validation}
+        extra = {"lambda": search.best, "dtype": args.dtype, "solver": args.solver, "validation": validation}
     else:
         score_fn = Popularity.fit(split.train, device).score
     test = evaluate(score_fn, split.test, batch_size=args.batch_size)
@@ -250,6 +373,7 @@ def _run(args: argparse.Namespace) -> int:
         },
         "options": {"lambdas": args.lambdas, "dtype": args.dtype} if args.model == "ease" else {},
         "seconds": round(seconds, 2),
+        "peak_memory_mb": peak_memory_mb(device),
         **extra,
     }
     atomic_write_json(out, result)
@@ -258,7 +382,7 @@ def _run(args: argparse.Namespace) -> int:
         title += f", lambda = {extra['lambda']:g}"
     print(title)
     print(test.format_table())
-    print(f"wrote {out}")
+    print(f"{seconds:.1f} s, peak memory {result['peak_memory_mb']:,.0f} MB; wrote {out}")
     return 0
 
 

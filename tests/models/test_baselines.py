@@ -9,7 +9,17 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from models.baselines import EASE, Popularity, ease_weights, gram, main, select_ease_lambda
+from models.baselines import (
+    EASE,
+    EigenEASE,
+    GramEigen,
+    Popularity,
+    default_result_path,
+    ease_weights,
+    gram,
+    main,
+    select_ease_lambda,
+)
 from models.evaluation import evaluate
 from models.split import HeldOut, Split
 
@@ -136,3 +146,82 @@ def test_cli_rejects_bad_options(tmp_path, capsys):
             main(["ease", "--dataset", "synthetic", "--lambdas", grid])
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("error: argument --lambdas")
+
+
+def _random_split(seed: int, users: int = 150, items: int = 40) -> Split:
+    rng = np.random.default_rng(seed)
+    train = _blocks(users, 4, items // 4, rng, keep=0.5)
+    fold_in = _blocks(30, 4, items // 4, rng, keep=0.3)
+    targets = _blocks(30, 4, items // 4, rng, keep=0.2)
+    return _split_from(train, fold_in, targets - targets.multiply(fold_in))
+
+
+@pytest.mark.parametrize("lam", [0.5, 20.0, 3000.0])
+def test_eigen_ease_scores_and_weights_are_those_of_the_inverse(lam):
+    """x B from one eigendecomposition, for lambdas from below the smallest eigenvalue gap to far above the largest
+    eigenvalue: the closed form of the inverse to float64 rounding, the diagonal of B zero."""
+    split = _random_split(0)
+    g = gram(split.train, torch.device("cpu"), torch.float64)
+    direct = EASE(ease_weights(g, lam), lam)
+    eigen = EigenEASE(GramEigen.of(g), lam)
+    x = split.validation.fold_in
+    np.testing.assert_allclose(eigen.score(x).double().numpy(), direct.score(x).double().numpy(), rtol=1e-5, atol=1e-6)
+    weights = eigen.to_ease().weights
+    np.testing.assert_allclose(weights.numpy(), direct.weights.numpy(), rtol=1e-9, atol=1e-11)
+    assert torch.all(weights.diagonal() == 0)
+    with pytest.raises(ValueError, match="lambda must be > 0"):
+        EigenEASE(GramEigen.of(g), 0.0)
+
+
+def test_the_two_solvers_choose_the_same_lambda_with_the_same_validation_scores(capsys):
+    split = _random_split(1)
+    grid = (1.0, 10.0, 100.0, 1000.0)
+    runs = {
+        solver: select_ease_lambda(split, grid, solver=solver, dtype=torch.float64, progress=True)
+        for solver in ("inverse", "eigen")
+    }
+    (m_inv, s_inv), (m_eig, s_eig) = runs["inverse"], runs["eigen"]
+    assert s_inv.best == s_eig.best == m_eig.lam
+    for lam in grid:
+        assert s_eig.scores[lam]["ndcg@100"]["mean"] == pytest.approx(s_inv.scores[lam]["ndcg@100"]["mean"], abs=1e-12)
+    np.testing.assert_allclose(m_eig.weights.numpy(), m_inv.weights.numpy(), rtol=1e-9, atol=1e-11)
+    err = capsys.readouterr().err
+    assert "eigendecomposition of the Gram matrix" in err and err.count("validation ndcg@100") == 2 * len(grid)
+    with pytest.raises(ValueError, match="unknown EASE solver 'qr'"):
+        select_ease_lambda(split, grid, solver="qr")
+
+
+def test_results_of_other_data_options_or_solver_go_to_other_files():
+    import argparse
+
+    from models.data import add_dataset_arguments
+
+    def path_of(*argv):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("model")
+        parser.add_argument("--dataset")
+        parser.add_argument("--lambdas", type=lambda t: [float(v) for v in t.split(",")], default=[50.0, 100.0, 200.0,
+                            500.0, 1000.0, 2000.0, 5000.0])  # fmt: skip
+        parser.add_argument("--dtype", default="float32")
+        parser.add_argument("--solver", default="auto")
+        add_dataset_arguments(parser)
+        return default_result_path(parser.parse_args(["ease", "--dataset", "csv:x.tsv", *argv]))
+
+    plain = path_of()
+    assert plain.name == "ease-csv_x.tsv.json"
+    names = {path_of(*a).name for a in ([], ["--sep", ";"], ["--user-col", "who"], ["--solver", "eigen"],
+                                         ["--min-uc", "3"], ["--no-header"])}  # fmt: skip
+    assert len(names) == 6
+
+
+def test_auto_takes_the_solver_the_benchmark_measured_faster():
+    """benchmarks/RESULTS_ease.md: at 17,000 items and 3,000 validation users the default grid of 7 lambdas is
+    faster by eigendecomposition (716 against 898 s), at 5,000 items by a hair (31.28 against 31.32 s); one lambda, or
+    a short grid with many validation users for the items, by inverse."""
+    from models.baselines import EASE_LAMBDAS, faster_solver
+
+    assert faster_solver(len(EASE_LAMBDAS), 17_000, 3_000) == "eigen"
+    assert faster_solver(len(EASE_LAMBDAS), 5_000, 3_000) == "eigen"
+    assert faster_solver(4, 17_000, 3_000) == "inverse" and faster_solver(len(EASE_LAMBDAS), 5_000, 4_000) == "inverse"
+    assert faster_solver(1, 40_000, 100) == "inverse"
+    assert faster_solver(len(EASE_LAMBDAS), 3_500, 600) == "eigen"
