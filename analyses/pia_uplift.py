@@ -130,7 +130,7 @@ QUICK: dict = {"lambdas": [0.1, 1.0, 10.0], "seeds": [0, 1], "extend_grid": 0}
 LEVEL = 0.95
 """Confidence level of the across-seed Student-t interval the rule reads."""
 CAP_FRACTION = 0.8
-"""A run is capped when its best epoch (counted from 0) is at least this fraction of the epochs it ran."""
+"""A run is capped when the epochs it ran before its best one are at least this fraction of all it ran."""
 NEGLIGIBLE_GAIN = 0.002
 """The smallest PIA gain of test NDCG@100 the paper publishes (RecVAE on Netflix, 0.394 -> 0.396)."""
 DECISION_METRIC = "ndcg@100"
@@ -142,7 +142,7 @@ RULE = (
     f"'not supported' if it lies below +{NEGLIGIBLE_GAIN:g} (PIA lowers the metric, or its gain is below the smallest "
     "the paper publishes); 'inconclusive' otherwise. Always 'inconclusive' when fewer than 2 seeds were run (no "
     f"training noise measured), when the chosen lambda_A is the smallest or largest of the grid ({EDGE_REASON}), "
-    f"or when a compared model's best epoch (from 0) is >= {CAP_FRACTION:g} x its epochs run (capped: still "
+    f"or when a compared model ran >= {CAP_FRACTION:g} x its epochs before its best epoch (capped: still "
     "improving, which can fake a gain). The per-user standard errors are reported, not used by the rule."
 )
 """The decision rule in words (recorded in the JSON); :func:`uplift_verdict` is its code."""
@@ -154,8 +154,9 @@ ABLATION = {"clean": "clean input", "baseline": "masking", "pia": "masking + PIA
 
 
 def is_capped(record: Mapping[str, object], fraction: float = CAP_FRACTION) -> bool:
-    """True when the run's best epoch (from 0) is at least ``fraction`` of its epochs run (``run_record``)."""
-    return int(record["best_epoch"]) >= fraction * int(record["epochs_done"])
+    """True when the epochs a run ran before its best one (``best_epoch - 1``, epochs numbered from 1) are at least
+    ``fraction`` of its epochs run (``run_record``)."""
+    return int(record["best_epoch"]) - 1 >= fraction * int(record["epochs_done"])
 
 
 def choose_lambda(curve: Mapping[float, float]) -> tuple[float, bool]:

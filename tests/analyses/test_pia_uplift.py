@@ -108,8 +108,9 @@ def test_choose_lambda_and_the_cap():
     assert choose_lambda({1.0: 0.3}) == (1.0, False)
     with pytest.raises(ValueError):
         choose_lambda({1.0: float("nan")})
-    assert is_capped({"best_epoch": 12, "epochs_done": 15})  # 0-based: one of the last 20% of the epochs
-    assert not is_capped({"best_epoch": 11, "epochs_done": 15})
+    assert is_capped({"best_epoch": 13, "epochs_done": 15})  # 12 epochs before it: one of the last 20%
+    assert not is_capped({"best_epoch": 12, "epochs_done": 15})
+    assert is_capped({"best_epoch": 7, "epochs_done": 7}) and not is_capped({"best_epoch": 6, "epochs_done": 7})
 
 
 # ------------------------------------------------------------------------------- shared configurations
@@ -244,7 +245,9 @@ def test_lambda_is_chosen_on_validation_and_the_verdict_obeys_the_rule(quick_run
         search = part["lambda_search"]
         curve = {c["lambda_a"]: c["val_ndcg@100"] for c in search["curve"]}
         assert sorted(curve) == LAMBDAS and search["seed"] == SEEDS[0]
-        assert search["capped"] == [c["lambda_a"] for c in search["curve"] if c["best_epoch"] >= 0.8 * c["epochs_done"]]
+        assert search["capped"] == [
+            c["lambda_a"] for c in search["curve"] if c["best_epoch"] - 1 >= 0.8 * c["epochs_done"]
+        ]
         assert (part["chosen_lambda"], part["interior"]) == choose_lambda(curve)
         assert part["interior"] == (part["chosen_lambda"] not in (min(LAMBDAS), max(LAMBDAS)))
         gains = [p["paired"]["ndcg@100"]["mean"] for p in part["per_seed"]]

@@ -83,6 +83,7 @@ def test_kl_budget_of_a_run_is_that_of_the_same_model_from_the_cache(run_cli, jo
 )
 def test_options_the_run_sets_are_refused_in_one_line(job, extra, needle, run_cli, jobs_env, run_dir):
     code, stdout, stderr = run_cli(job.main, ["--quick", "--run", str(run_dir), *extra, "--out", str(jobs_env / "o")])
+    assert stdout == ""
     lines = stderr.strip().splitlines()
     assert code == 2 and len(lines) == 1 and needle.format(run=run_dir) in lines[0], stderr
     assert not (jobs_env / "o").exists() and not (jobs_env / "runs").exists()

@@ -58,8 +58,19 @@ def test_a_tsv_with_other_columns_and_ratings_trains_and_evaluates_on_its_own_sp
     assert eval_main([str(run)]) == 0
     per_user = pd.read_csv(run / "test_per_user.csv", dtype={"user": str})
     assert set(per_user["user"]) <= set(direct.test.users.astype(str)) and len(per_user) > 0
-    # one split, one cache entry: models.data info with the same options reads the trainer's
+    # a second seed on the same file compares with the first on the same users, paired
+    from models.compare import main as compare_main
+
+    run_b = tmp_path / "run_b"
+    argv = ["--dataset", f"csv:{ratings_tsv}", *OPTIONS, "--heldout", "30", *flags, "--seed", "1", "--out", str(run_b)]
+    assert train_main(argv) == 0 and eval_main([str(run_b)]) == 0
     capsys.readouterr()
+    assert compare_main([str(run), str(run_b), "--out", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out
+    assert "ndcg@100" in table and "Holm" in table
+    compared = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert compared["users"] == len(per_user)
+    # one split, one cache entry: models.data info with the same options reads the trainer's
     assert data_main(["info", f"csv:{ratings_tsv}", *OPTIONS, "--heldout", "30"]) == 0
     entries = [f for f in (cache_root / "splits").iterdir() if f.is_dir() and not f.name.startswith(".")]
     assert len(entries) == 1, entries
@@ -204,3 +215,25 @@ def test_given_data_options_pass_on_as_arguments_that_parse_back_to_them():
     again = parser.parse_args(data_argv(args))
     assert data_options(again) == data_options(args) and again.heldout == args.heldout
     assert data_options(args)["no_header"] is True and "list_layout" not in data_options(args)  # the default
+
+
+@pytest.mark.slow
+def test_the_ledger_runs_every_job_on_the_tsv(tmp_path, monkeypatch, cache_root, ratings_tsv):
+    """The done-when of the data options: the claims ledger (every job, --quick, one seed) on the tab-separated
+    file with other column names and explicit ratings, nothing rewritten (about 2-4 minutes on 2 cores)."""
+    import analyses.trained as trained
+    from analyses.claims import main as claims_main
+
+    rng = np.random.default_rng(1)
+    pairs = [(u, i) for u in range(600) for i in rng.choice(80, int(rng.integers(15, 40)), replace=False)]
+    path = tmp_path / "big.tsv"
+    rows = [(f"v{u}", f"f{i}", int(rng.integers(1, 6))) for u, i in pairs]
+    pd.DataFrame(rows, columns=["viewer", "film", "stars"]).to_csv(path, sep="\t", index=False)
+    monkeypatch.setenv(trained.RUNS_ENV, str(tmp_path / "runs"))
+    options = [o if o != "\t" else "\\t" for o in OPTIONS]
+    argv = ["--quick", "--datasets", f"csv:{path}", "--seeds", "0", *options, "--no-progress"]
+    assert claims_main([*argv, "--out", str(tmp_path / "ledger")]) == 0
+    ledger = json.loads((tmp_path / "ledger" / "ledger.json").read_text())
+    assert [j["status"] for j in ledger["jobs"]] == ["ok"] * 7, ledger["jobs"]
+    for run in (tmp_path / "runs").iterdir():
+        assert json.loads((run / "config.json").read_text())["data"]["user_col"] == "viewer"
