@@ -14,7 +14,6 @@ from models.baselines import (
     EigenEASE,
     GramEigen,
     Popularity,
-    default_result_path,
     ease_weights,
     gram,
     main,
@@ -189,29 +188,6 @@ def test_the_two_solvers_choose_the_same_lambda_with_the_same_validation_scores(
     assert "eigendecomposition of the Gram matrix" in err and err.count("validation ndcg@100") == 2 * len(grid)
     with pytest.raises(ValueError, match="unknown EASE solver 'qr'"):
         select_ease_lambda(split, grid, solver="qr")
-
-
-def test_results_of_other_data_options_or_solver_go_to_other_files():
-    import argparse
-
-    from models.data import add_dataset_arguments
-
-    def path_of(*argv):
-        parser = argparse.ArgumentParser()
-        parser.add_argument("model")
-        parser.add_argument("--dataset")
-        parser.add_argument("--lambdas", type=lambda t: [float(v) for v in t.split(",")], default=[50.0, 100.0, 200.0,
-                            500.0, 1000.0, 2000.0, 5000.0])  # fmt: skip
-        parser.add_argument("--dtype", default="float32")
-        parser.add_argument("--solver", default="auto")
-        add_dataset_arguments(parser)
-        return default_result_path(parser.parse_args(["ease", "--dataset", "csv:x.tsv", *argv]))
-
-    plain = path_of()
-    assert plain.name == "ease-csv_x.tsv.json"
-    names = {path_of(*a).name for a in ([], ["--sep", ";"], ["--user-col", "who"], ["--solver", "eigen"],
-                                         ["--min-uc", "3"], ["--no-header"])}  # fmt: skip
-    assert len(names) == 6
 
 
 def test_auto_takes_the_solver_the_benchmark_measured_faster():

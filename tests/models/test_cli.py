@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -131,14 +133,23 @@ def test_parser_errors_are_one_line(capsys):
 def test_baseline_results_of_other_settings_get_other_files():
     def args(**kw) -> argparse.Namespace:
         base = {"model": "ease", "dataset": "ml-1m", "lambdas": list(EASE_LAMBDAS)}
-        base |= {"dtype": "float32", "path": None, "heldout": None, "min_uc": None, "min_sc": None}
+        base |= {"dtype": "float32", "solver": "auto", "path": None, "heldout": None, "min_uc": None, "min_sc": None}
         return argparse.Namespace(**{**base, **kw})
 
     default = default_result_path(args())
     assert str(default) == "out/baselines/ease-ml-1m.json"  # the documented name for the documented settings
     others = [args(lambdas=[10.0]), args(dtype="float64"), args(heldout=100), args(min_rating=4.0)]
+    others += [args(solver="eigen"), args(dataset="csv:x", sep=";"), args(dataset="csv:x", user_col="who")]
+    others += [args(dataset="csv:x", no_header=True), args(min_uc=3)]
     paths = {default, *(default_result_path(a) for a in others)}
-    assert len(paths) == 5
+    assert len(paths) == 10
+    # a hash of the options given, as before any of the later ones existed: earlier results keep their names
+    assert (
+        default_result_path(args(min_rating=4.0)).name
+        == "ease-ml-1m-"
+        + hashlib.sha256(json.dumps({"min_rating": "4.0"}, sort_keys=True).encode()).hexdigest()[:8]
+        + ".json"
+    )
     assert default_result_path(args(model="popularity", lambdas=[10.0])) == default_result_path(
         args(model="popularity")
     )
