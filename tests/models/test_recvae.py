@@ -127,6 +127,8 @@ def test_initialisation_is_pytorch_default_linear() -> None:
     w = model.encoder.input.weight.detach()
     assert float(w.abs().max()) <= bound and float(model.encoder.input.bias.detach().abs().max()) <= bound
     assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.02)  # uniform, not Xavier/N(0,1)
+    # the bias too (300 draws of U(-bound, bound): its spread within 15% of bound / sqrt 3), not left at zero
+    assert float(model.encoder.input.bias.detach().std()) == pytest.approx(bound / math.sqrt(3), rel=0.15)
     layer = model.encoder.layers[0]
     assert float(layer.weight.detach().abs().max()) <= 1 / math.sqrt(300)
     assert float(model.decoder_output.weight.detach().abs().max()) <= 1 / math.sqrt(8)
@@ -136,6 +138,9 @@ def test_initialisation_is_pytorch_default_linear() -> None:
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="mixture_weights"):
         RecVAE(10, mixture_weights=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="mixture_weights"):  # the sum may miss 1 by rounding only (1e-6)
+        RecVAE(10, mixture_weights=(0.5, 0.5, 1.5e-6))
+    RecVAE(10, mixture_weights=(0.5, 0.5, 5e-7))
     with pytest.raises(ValueError, match="mixture_weights"):
         RecVAE(10, mixture_weights=(1.2, -0.2, 0.0))
     with pytest.raises(ValueError, match="gamma"):
@@ -165,6 +170,14 @@ def test_sparse_first_layer_and_encoder_match_dense_computation() -> None:
     ref_mu, ref_logvar = _dense_reference_encode(model, X)
     torch.testing.assert_close(mu, ref_mu, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logvar, ref_logvar, rtol=1e-5, atol=1e-5)
+
+
+def test_clean_input_weighs_a_one_item_user_by_one_and_leaves_an_empty_user_empty() -> None:
+    """1 / sqrt(n_u) with n_u = 1 is 1; a user without positives gets no entries (zero input)."""
+    X = sp.csr_matrix(np.array([[0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 0, 1]], dtype=np.float32))
+    batch = clean_input(make_batch(X))
+    assert batch.weights.tolist() == pytest.approx([1.0, *[1 / math.sqrt(3)] * 3])
+    assert batch.offsets.tolist() == [0, 1, 1] and batch.indices.tolist() == [1, 0, 1, 3]
 
 
 def test_clean_input_rebuilds_the_unmasked_normalised_history() -> None:
@@ -229,6 +242,31 @@ def test_composite_prior_matches_scipy(seed: int, d: int, w: tuple, uniform_logv
     np.testing.assert_allclose(got_joint, joint, rtol=1e-10, atol=1e-10)
     if d == 1:  # one dimension: the two forms coincide
         np.testing.assert_allclose(got_per_dim, got_joint, rtol=1e-12)
+
+
+def test_composite_prior_defaults_are_the_reference_mixture() -> None:
+    """Called with no mixture options: weights 3/20, 3/4, 1/10 and the broad component's log-variance 10 (the
+    reference code), the per-dimension form (mutation survivors of models/recvae.py lines 70-71)."""
+    rng = np.random.default_rng(4)
+    z, mu = rng.normal(size=(2, 3, 2)) * 3
+    logvar = rng.normal(size=(3, 2))
+    comp = np.stack(
+        [stats.norm.logpdf(z), stats.norm.logpdf(z, mu, np.exp(logvar / 2)), stats.norm.logpdf(z, 0, math.exp(5.0))],
+        -1,
+    )
+    expected = special.logsumexp(comp + np.log([0.15, 0.75, 0.1]), axis=-1).sum(axis=1)
+    got = composite_log_prior(*(torch.from_numpy(a) for a in (z, mu, logvar))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "shapes", [((3, 2), (3, 3), (3, 2)), ((3, 2), (3, 2), (3, 1)), ((6,), (6,), (6,)), ((1, 3, 2),) * 3]
+)
+def test_composite_prior_refuses_shapes_that_are_not_one_batch(shapes) -> None:
+    """z, the posterior mean and its log-variance: one (B, d) shape for all three, each mismatch refused."""
+    z, mu, logvar = (torch.zeros(s, dtype=torch.float64) for s in shapes)
+    with pytest.raises(ValueError, match=r"must all have shape \(B, d\)"):
+        composite_log_prior(z, mu, logvar)
 
 
 def _repeat(X: sp.csr_matrix, n: int) -> sp.csr_matrix:
