@@ -105,6 +105,8 @@ def test_default_sizes_follow_the_reference() -> None:
     assert model.encoder.fc_mu.weight.shape == model.encoder.fc_logvar.weight.shape == (200, 600)
     assert model.encoder.input.weight.shape == (50, 600)
     assert model.mixture_weights == pytest.approx((0.15, 0.75, 0.1)) and model.gamma == 0.005
+    assert model.uniform_logvar == 10.0 and model.prior_form == "per_dimension"
+    assert len(RecVAE(50, n_layers=1).encoder.norms) == 1 and RecVAE(1, hidden=1, latent_dim=1).encoder.fc_mu
 
 
 def test_parameter_split_is_disjoint_and_complete() -> None:
@@ -149,8 +151,14 @@ def test_bad_arguments_raise() -> None:
         RecVAE(10, prior_form="mixture")
     with pytest.raises(ValueError, match="n_layers"):
         RecVAE(10, n_layers=0)
-    with pytest.raises(ValueError, match="beta"):
-        _model(gamma=0.0).kl_weights(make_batch(_random_csr(2, N_ITEMS, 0.2, 0)), float("nan"))
+    batch = make_batch(_random_csr(2, N_ITEMS, 0.2, 0))
+    for beta in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match="beta"):
+            _model(gamma=0.0).kl_weights(batch, beta)
+    assert _model(gamma=0.0).kl_weights(batch, 0.0).tolist() == [0.0, 0.0]  # beta 0 is allowed
+    for kwargs in ({"hidden": 2.5}, {"latent_dim": 0}, {"n_items": 0}, {"ln_eps": 0.0}, {"ln_eps": float("inf")}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            RecVAE(**{"n_items": 10, **kwargs})
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -242,6 +250,21 @@ def test_composite_prior_matches_scipy(seed: int, d: int, w: tuple, uniform_logv
     np.testing.assert_allclose(got_joint, joint, rtol=1e-10, atol=1e-10)
     if d == 1:  # one dimension: the two forms coincide
         np.testing.assert_allclose(got_per_dim, got_joint, rtol=1e-12)
+
+
+def test_the_training_pass_samples_z_as_mu_plus_eps_sigma() -> None:
+    """forward_train's z = mu + eps * exp(logvar / 2) for the caller's eps: its NLL is the decoder's at that z."""
+    from models.vae import multinomial_nll
+
+    model = _model(2)
+    _shift_heads(model)
+    batch = make_batch(_random_csr(5, N_ITEMS, 0.3, 7))
+    eps = torch.randn(5, LATENT, generator=torch.Generator().manual_seed(1))
+    out = model.forward_train(batch, eps)
+    mu, logvar = model.encode(batch)
+    expected = multinomial_nll(model.decode(mu + eps * torch.exp(0.5 * logvar)), batch)
+    torch.testing.assert_close(out.nll, expected)
+    assert not torch.allclose(out.nll, multinomial_nll(model.decode(mu - eps * torch.exp(0.5 * logvar)), batch))
 
 
 def test_composite_prior_defaults_are_the_reference_mixture() -> None:
