@@ -96,6 +96,7 @@ from analyses.model_options import (
     job_model,
     load_model_split,
     model_config,
+    run_config,
     validate_model_options,
 )
 from analyses.trained import run_record
@@ -377,9 +378,8 @@ def run(args: argparse.Namespace) -> Path:
     sizes = _resolve(args)
     progress = not args.no_progress
     dataset = validate_model_options(args)
-    if args.run is not None:  # the run's one model: its beta cap and keep probability
-        config = model_config(args, rho=1.0)
-        sizes["betas"], sizes["rhos"] = [config.beta_cap], [config.rho]
+    if (own := run_config(args)) is not None:  # the run's one model: its beta cap and keep probability
+        sizes["betas"], sizes["rhos"] = [own.beta_cap], [own.rho]
     configs = {
         (beta, rho): model_config(args, rho=rho, beta_cap=beta) for rho in sizes["rhos"] for beta in sizes["betas"]
     }

@@ -217,6 +217,11 @@ def _use_run(args: argparse.Namespace) -> None:
             setattr(args, dest, value)
 
 
+def run_config(args: argparse.Namespace) -> TrainConfig | None:
+    """The resolved configuration of ``--run`` (its ``config.json``), None without ``--run``."""
+    return None if vars(args).get("run") is None else read_run_config(args.run)[0].resolved()
+
+
 def validate_model_options(args: argparse.Namespace) -> str:
     """Check the options of :func:`add_model_arguments` (and ``--seed``, ``--rho``, ``--beta-cap`` where the job
     has them) and return the dataset name.
@@ -281,8 +286,8 @@ def model_config(
         For an impossible configuration (:class:`models.trainer.ConfigError`), naming the field.
     """
     given = vars(args)
-    if given.get("run") is not None:  # the run's own configuration
-        return read_run_config(args.run)[0].resolved()
+    if (own := run_config(args)) is not None:
+        return own
     fields: dict = dict(QUICK_MODELS[model]) if args.quick else {"anneal_epochs": schedule.anneal_epochs}
     explicit = {
         "epochs": args.epochs,
@@ -316,8 +321,8 @@ def load_model_split(args: argparse.Namespace) -> Split:
     :func:`model_config` records in the runs (:attr:`models.trainer.TrainConfig.data`), so that the cached runs
     always match it; with ``--run``, the run's split (:func:`models.trainer.load_run_split`). Unavailable data
     becomes a one-line :class:`analyses.common.JobError`."""
-    if vars(args).get("run") is not None:
-        return load_run_split(read_run_config(args.run)[0], progress=not args.no_progress)
+    if (own := run_config(args)) is not None:
+        return load_run_split(own, progress=not args.no_progress)
     return load_job_split(job_dataset(args), args, progress=not args.no_progress)
 
 
