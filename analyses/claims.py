@@ -62,8 +62,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from scipy import stats
 
 from analyses.common import (
     JobError,
@@ -89,9 +87,14 @@ from models.data import (
     check_data_options,
     data_argv,
     data_options,
-    dataset_names,
+    known_dataset,
+    unknown_dataset,
 )
 from models.io import atomic_write_bytes
+from models.lazy import lazy_import
+
+pd = lazy_import("pandas")
+stats = lazy_import("scipy.stats")
 
 JOB = "claims"
 VERDICTS = ("supported", "not supported", "inconclusive")
@@ -801,10 +804,9 @@ def uplift_rows(doc: dict | None, dataset: str, seeds: Sequence[int], command: s
 
 def parse_datasets(values: Sequence[str]) -> list[str]:
     names = list(dict.fromkeys(values))
-    known = set(dataset_names()) - {"csv:PATH", "parquet:PATH"}
-    bad = [n for n in names if n not in known and not n.startswith(("csv:", "parquet:"))]
-    if bad:
-        raise JobError(f"--datasets: unknown dataset(s) {', '.join(bad)}; choose from {', '.join(dataset_names())}")
+    for name in names:
+        if not known_dataset(name):
+            raise JobError(f"--datasets: {unknown_dataset(name)}")
     return names
 
 

@@ -66,10 +66,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-from scipy.linalg import orthogonal_procrustes
-from sklearn.metrics import silhouette_score
 
 from analyses.common import (
     add_job_arguments,
@@ -102,7 +98,13 @@ from figures.style import savefig
 from geometry.neighbourhoods import encode_masked, knn
 from geometry.probes import paired_accuracy_difference, probe_accuracy
 from models.cli import end_process
+from models.lazy import lazy_import
 from models.split import Split
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
+scipy_linalg = lazy_import("scipy.linalg")
+skmetrics = lazy_import("sklearn.metrics")
 
 JOB = "cohorts"
 TARGETS = (5, 50, 350)
@@ -200,7 +202,7 @@ def procrustes_align(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     d = max(A.shape[1], B.shape[1])
     A = np.pad(A, ((0, 0), (0, d - A.shape[1])))
     B = np.pad(B, ((0, 0), (0, d - B.shape[1])))
-    R, _ = orthogonal_procrustes(B, A)
+    R, _ = scipy_linalg.orthogonal_procrustes(B, A)
     return B @ R
 
 
@@ -298,7 +300,7 @@ def centroid_distances(Z: np.ndarray, labels: np.ndarray, order: Sequence[str]) 
 
 def _silhouette(Z: np.ndarray, labels: np.ndarray) -> float:
     k = np.unique(labels).size
-    return float(silhouette_score(Z, labels)) if 2 <= k <= len(labels) - 1 else float("nan")
+    return float(skmetrics.silhouette_score(Z, labels)) if 2 <= k <= len(labels) - 1 else float("nan")
 
 
 # -------------------------------------------------------------------------------------------------- the job

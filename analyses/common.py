@@ -64,13 +64,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from models.cli import FolderBusy, OneLineParser, error_line, fail, guarded, one_line, os_error_parts
 from models.data import DatasetUnavailable, dataset_names, split_from_args
 from models.io import FolderLock, atomic_write_bytes, atomic_write_json
+from models.lazy import lazy_import
 from models.split import Split
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
 
 OUT_ROOT = Path("out")
 EXIT_USAGE = 2

@@ -15,14 +15,19 @@ seed see the same masks and their per-user differences are paired.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-import torch
 
 from geometry.masking import validate_rho
 from models.batches import SparseBatch, make_batch
-from models.vae import AutoencoderBase
+from models.lazy import lazy_import
+
+sp = lazy_import("scipy.sparse")
+torch = lazy_import("torch")
+
+if TYPE_CHECKING:  # nn.Module subclasses: torch loads where the work starts
+    from models.vae import AutoencoderBase
 
 
 def encode_posteriors(

@@ -68,8 +68,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 
 from analyses.common import (
     JobError,
@@ -107,6 +105,10 @@ from geometry.kl import KLBudget, kl_budget
 from geometry.masking import validate_rho
 from geometry.wasserstein import pairwise_w1_bounds
 from models.cli import end_process
+from models.lazy import lazy_import
+
+pd = lazy_import("pandas")
+torch = lazy_import("torch")
 
 JOB = "kl_budget"
 DEFAULTS = {

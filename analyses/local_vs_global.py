@@ -76,13 +76,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-import torch
-from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_samples
 
 from analyses.common import (
     JobError,
@@ -128,7 +124,16 @@ from geometry.kl import kl_to_standard_normal
 from geometry.masking import pair_overlaps
 from geometry.sharing import pair_w1_bounds
 from models.cli import end_process
-from models.vae import MultiVAE
+from models.lazy import lazy_import
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
+torch = lazy_import("torch")
+decomposition = lazy_import("sklearn.decomposition")
+skmetrics = lazy_import("sklearn.metrics")
+
+if TYPE_CHECKING:  # nn.Module subclasses: torch loads where the work starts
+    from models.vae import MultiVAE
 
 JOB = "local_vs_global"
 STRATA = ("near", "random", "far-related", "planted")
@@ -192,6 +197,8 @@ def encoder_layers(model: MultiVAE) -> tuple[list, Linear, Linear]:
     stored (I, H)); then ``tanh -> Linear`` for every further encoder layer; the last layer emits
     ``[mu, logvar]`` and is split with :func:`geometry.bounds.split_head`.
     """
+    from models.vae import MultiVAE
+
     if not isinstance(model, MultiVAE):
         raise JobError(f"the encoder certificate is written for Multi-VAE, got {type(model).__name__}")
     trunk: list = [Linear(model.input.weight.detach().T, model.input.bias.detach())]
@@ -503,7 +510,7 @@ def balanced_sample(labels: np.ndarray, per_label: int, rng: np.random.Generator
 
 def silhouettes(points_or_distances: np.ndarray, labels: np.ndarray, metric: str) -> tuple[float, np.ndarray]:
     """Overall silhouette and the per-sample values (``sklearn.metrics.silhouette_samples``)."""
-    values = silhouette_samples(points_or_distances, labels, metric=metric)
+    values = skmetrics.silhouette_samples(points_or_distances, labels, metric=metric)
     return float(values.mean()), values
 
 
@@ -722,7 +729,7 @@ def run(args: argparse.Namespace) -> Path:
     if planted is not None:
         taste_sample = balanced_sample(planted["taste_group"], sizes["cohort_users"], rng)
         taste = silhouettes(mu[taste_sample], planted["taste_group"][taste_sample], "euclidean")[0]
-    coords = PCA(n_components=2, random_state=args.seed).fit_transform(mu[sample])
+    coords = decomposition.PCA(n_components=2, random_state=args.seed).fit_transform(mu[sample])
     timing["cohorts"] = time.perf_counter() - t
 
     # ---- figures

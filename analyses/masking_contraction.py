@@ -67,9 +67,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-from tqdm import tqdm
 
 from analyses.common import (
     JobError,
@@ -114,6 +111,10 @@ from geometry.masking import (
 from geometry.neighbourhoods import KNNResult, input_knn_drift, knn
 from models.cli import end_process
 from models.data import add_dataset_arguments
+from models.lazy import lazy_import
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
 
 JOB = "masking_contraction"
 STRATA = ("near", "far", "far-related", "planted")
@@ -761,6 +762,8 @@ def _ci_text(s: dict) -> str:
 
 def run(args: argparse.Namespace) -> Path:
     """Run the job from parsed arguments; returns the output folder. Raises JobError / ValueError."""
+    from tqdm import tqdm
+
     start = time.perf_counter()
     timing: dict[str, float] = {}
     rhos, rule, sizes = _resolve(args)

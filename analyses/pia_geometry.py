@@ -52,11 +52,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-from sklearn.metrics import silhouette_samples
 
 from analyses.common import (
     add_job_arguments,
@@ -96,9 +94,16 @@ from geometry.neighbourhoods import (
 )
 from models.cli import end_process
 from models.evaluation import USER_GROUPS, evaluate
+from models.lazy import lazy_import
 from models.split import Split
 from models.trainer import load_anchors
-from models.vae import AutoencoderBase
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
+skmetrics = lazy_import("sklearn.metrics")
+
+if TYPE_CHECKING:  # nn.Module subclasses: torch loads where the work starts
+    from models.vae import AutoencoderBase
 
 JOB = "pia_geometry"
 DEFAULTS = {"users": 2000, "var_draws": 32, "drift_draws": 8}
@@ -160,7 +165,9 @@ def cohort_mixing(mu: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarra
     """
     labels = np.asarray(labels)
     n_labels = np.unique(labels).size
-    silhouette = silhouette_samples(mu, labels) if 2 <= n_labels <= len(labels) - 1 else np.full(len(labels), np.nan)
+    silhouette = (
+        skmetrics.silhouette_samples(mu, labels) if 2 <= n_labels <= len(labels) - 1 else np.full(len(labels), np.nan)
+    )
     neighbours = knn(mu, k, "euclidean").indices
     purity = (labels[neighbours] == labels[:, None]).mean(axis=1)
     return silhouette, purity

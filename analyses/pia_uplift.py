@@ -86,8 +86,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 
 from analyses.common import (
     JobError,
@@ -121,7 +119,11 @@ from figures.style import savefig
 from figures.uplift import UpliftArm, uplift_figure
 from models.cli import end_process
 from models.evaluation import Evaluation, evaluate, paired_difference
+from models.lazy import lazy_import
 from models.trainer import TrainConfig
+
+pd = lazy_import("pandas")
+torch = lazy_import("torch")
 
 JOB = "pia_uplift"
 ARCHITECTURES = ("multvae", "recvae")

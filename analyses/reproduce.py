@@ -47,7 +47,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from analyses.common import (
     add_job_arguments,
@@ -89,7 +88,10 @@ from figures.style import savefig
 from models.baselines import EASE_LAMBDAS, select_ease_lambda
 from models.cli import end_process
 from models.evaluation import USER_GROUPS, Evaluation, evaluate
+from models.lazy import lazy_import
 from models.trainer import TrainConfig
+
+pd = lazy_import("pandas")
 
 JOB = "reproduce"
 

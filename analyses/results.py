@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from geometry.intervals import mean_t_interval
 from models.evaluation import DEFAULT_METRICS, USER_GROUPS, Evaluation, paired_difference
+from models.lazy import lazy_import
+
+pd = lazy_import("pandas")
 
 METRICS: tuple[str, ...] = DEFAULT_METRICS  # recall@20, recall@50, ndcg@100
 

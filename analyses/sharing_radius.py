@@ -65,11 +65,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-import torch
 
 from analyses.common import (
     JobError,
@@ -115,7 +113,14 @@ from geometry.sharing import (
 )
 from models.batches import make_batch
 from models.cli import end_process
-from models.vae import MultiVAE, multinomial_nll
+from models.lazy import lazy_import
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
+torch = lazy_import("torch")
+
+if TYPE_CHECKING:  # nn.Module subclasses: torch loads where the work starts
+    from models.vae import MultiVAE
 
 JOB = "sharing_radius"
 DEFAULTS = {"anchors": 300, "bins": 8, "boot": 1000}
@@ -139,6 +144,7 @@ def reconstruction_loss(model: MultiVAE, X: sp.csr_matrix, mu: torch.Tensor):
     Deterministic in the decoder's parameters, and a user's loss does not depend on the other users of the
     call (what :func:`geometry.sharing.sharing_effects` needs).
     """
+    from models.vae import multinomial_nll
 
     def loss_fn(users) -> torch.Tensor:
         rows = np.asarray(users, dtype=np.int64)

@@ -7,9 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from figures.style import new_figure, palette, savefig, styled
+from models.lazy import lazy_import
+
+ticker = lazy_import("matplotlib.ticker")
 
 VERDICT_ORDER = ("supported", "not supported", "inconclusive")
 
@@ -67,7 +69,7 @@ def plot_ledger(rows: Sequence[Mapping], stem: Path, ncols: int = 4) -> list[Pat
             ax.set_ylim(len(datasets) - 0.5, -0.5)
             ax.set_title(claim + (" (unit check)" if kind == "unit check" else ""), fontsize=8)
             ax.tick_params(labelsize=7)
-            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(4))
         for ax in axes[len(claims) :]:
             ax.set_visible(False)
         handles = [axes[0].plot([], [], "o-", color=colours[v], label=v)[0] for v in VERDICT_ORDER]

@@ -24,16 +24,21 @@ Every function takes plain arrays and returns a :class:`matplotlib.figure.Figure
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter, NullLocator
-from matplotlib.transforms import ScaledTranslation
 
 from figures.style import STRATUM_LABELS, cohort_colors, new_figure, ordered_strata, palette, stratum_colors, styled
+from models.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+mcollections = lazy_import("matplotlib.collections")
+mlines = lazy_import("matplotlib.lines")
+mpatches = lazy_import("matplotlib.patches")
+ticker = lazy_import("matplotlib.ticker")
+mtransforms = lazy_import("matplotlib.transforms")
 
 # How a count that holds by construction is labelled (the same words as analyses.local_vs_global.UNIT_CHECK).
 UNIT_CHECK = "unit check: holds by construction (a violation is a bug)"
@@ -106,7 +111,7 @@ def lipschitz_transport_figure(
         for s in names:
             sel = keep & (strata == s)
             segs = np.stack([np.stack([l1[sel], lo[sel]], 1), np.stack([l1[sel], up[sel]], 1)], axis=1)
-            ax.add_collection(LineCollection(segs, colors=colours[s], alpha=0.25, linewidths=0.8))
+            ax.add_collection(mcollections.LineCollection(segs, colors=colours[s], alpha=0.25, linewidths=0.8))
             ax.scatter(l1[sel], up[sel], s=_size(sel.sum()), color=colours[s], alpha=_alpha(sel.sum()), linewidths=0)
         x = np.geomspace(max(l1[keep].min() / 1.5, 0.5), l1[keep].max() * 1.5, 50)
         ax.set_xscale("log")
@@ -126,7 +131,7 @@ def lipschitz_transport_figure(
             if not above:
                 ax.plot(x, slope * x, color="0.15", lw=1.3, ls=style)
             text = f"{label}: L = {slope:.3g}" + (" (above the panel)" if above else "")
-            handles.append(Line2D([], [], color="0.15", lw=1.3, ls=style, label=text))
+            handles.append(mlines.Line2D([], [], color="0.15", lw=1.3, ls=style, label=text))
         ax.set_ylim(ymin, ytop)
         ax.set_xlim(x[0], x[-1])
         ax.set_xlabel("input distance |S_u Δ S_v| (log)")
@@ -135,10 +140,10 @@ def lipschitz_transport_figure(
         if n_lipschitz_violations is not None:
             s_ = "s" if n_lipschitz_violations != 1 else ""
             text = f"{n_lipschitz_violations} pair{s_} above a certificate ({UNIT_CHECK})"
-            handles.append(Line2D([], [], linestyle="", label=text))
+            handles.append(mlines.Line2D([], [], linestyle="", label=text))
         # under the panel, outside the axes, below the axis label (a fixed offset in points, as the label's own
         # position is): no line and no pair is covered, and constrained layout makes room for it
-        below = ax.transAxes + ScaledTranslation(0, -_LEGEND_DROP_PT / 72, fig.dpi_scale_trans)
+        below = ax.transAxes + mtransforms.ScaledTranslation(0, -_LEGEND_DROP_PT / 72, fig.dpi_scale_trans)
         ax.legend(
             handles=handles,
             loc="upper center",
@@ -172,7 +177,9 @@ def lipschitz_transport_figure(
                 color="0.3",
                 va="top",
             )
-        legend = [Line2D([], [], marker="o", ls="", color=colours[s], label=STRATUM_LABELS.get(s, s)) for s in names]
+        legend = [
+            mlines.Line2D([], [], marker="o", ls="", color=colours[s], label=STRATUM_LABELS.get(s, s)) for s in names
+        ]
         fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
         fig.suptitle("Clean input: latent distances are bounded by input distance and by the KL to the prior")
     return fig
@@ -222,7 +229,7 @@ def cohort_figure(
         ax.set_ylabel("PC 2 of μ")
         ax.set_title("Latent means of the cohorts (PCA)")
         ax.legend(
-            handles=[Line2D([], [], marker="o", ls="", color=colours[i], label=n) for i, n in enumerate(names)],
+            handles=[mlines.Line2D([], [], marker="o", ls="", color=colours[i], label=n) for i, n in enumerate(names)],
             title="interactions",
             loc="best",
         )
@@ -246,8 +253,10 @@ def cohort_figure(
         bx.set_title(f"Silhouette: latent {overall_latent:.2f}, input {overall_input:.2f}")
         bx.legend(
             handles=[
-                Patch(facecolor="0.5", edgecolor="0.2", label="latent (Euclidean on μ)"),
-                Patch(facecolor="0.5", alpha=0.35, edgecolor="0.2", hatch="//", label="input (L1 on histories)"),
+                mpatches.Patch(facecolor="0.5", edgecolor="0.2", label="latent (Euclidean on μ)"),
+                mpatches.Patch(
+                    facecolor="0.5", alpha=0.35, edgecolor="0.2", hatch="//", label="input (L1 on histories)"
+                ),
             ],
             loc="upper right",
         )
@@ -281,11 +290,11 @@ def far_related_figure(latent_pct: Mapping[str, np.ndarray], input_pct: Mapping[
         ax.set_xlabel("rank percentile of v among u's distances to all users (0 = u's nearest)")
         ax.set_ylabel("share of pairs at or below")
         ax.set_title("Where partners sit: input space (dashed) and latent space (solid)")
-        handles = [Line2D([], [], color=colours[s], lw=2.0, label=STRATUM_LABELS.get(s, s)) for s in names]
+        handles = [mlines.Line2D([], [], color=colours[s], lw=2.0, label=STRATUM_LABELS.get(s, s)) for s in names]
         handles += [
-            Line2D([], [], color="0.3", lw=2.0, label="latent ||μ_u - μ_w||"),
-            Line2D([], [], color="0.3", lw=1.4, ls="--", label="input |S_u Δ S_w|"),
-            Line2D([], [], color="0.5", lw=0.8, ls=":", label="u's nearest 10%"),
+            mlines.Line2D([], [], color="0.3", lw=2.0, label="latent ||μ_u - μ_w||"),
+            mlines.Line2D([], [], color="0.3", lw=1.4, ls="--", label="input |S_u Δ S_w|"),
+            mlines.Line2D([], [], color="0.5", lw=0.8, ls=":", label="u's nearest 10%"),
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False, fontsize=8.5)
     return fig
@@ -336,9 +345,9 @@ def kl_tradeoff_figure(table) -> Figure:
                 bx.scatter(r["expected_bound"], r["mean_w1_upper"], color=c, marker=m, s=45, zorder=3)
         if (table["mean_kl_low"] > 0).all():
             ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.set_xlabel("mean KL(q(z | x ⊙ b) || p)  (log)")
         else:
             ax.set_xlabel("mean KL(q(z | x ⊙ b) || p)")
@@ -353,8 +362,10 @@ def kl_tradeoff_figure(table) -> Figure:
         bx.set_xlabel("bound 2 √(2 E KL)")
         bx.set_ylabel("mean pairwise W1: bar from E||Δμ|| to E W2")
         bx.set_title("Mean pairwise W1 under its KL bound")
-        handles = [Line2D([], [], color=colours[r], lw=2.5, label=_rho_label(r)) for r in colours]
-        handles += [Line2D([], [], color="0.3", marker=markers[b], ls="", ms=7, label=f"β cap {b:g}") for b in betas]
+        handles = [mlines.Line2D([], [], color=colours[r], lw=2.5, label=_rho_label(r)) for r in colours]
+        handles += [
+            mlines.Line2D([], [], color="0.3", marker=markers[b], ls="", ms=7, label=f"β cap {b:g}") for b in betas
+        ]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
         fig.suptitle("β versus masking: KL budget, latent spread and ranking quality")
     return fig
@@ -439,11 +450,11 @@ def kl_decomposition_figure(table) -> Figure:
         ax.set_ylabel("nats (log)" if log_axis else "nats")
         ax.set_title("Mean KL = I(X_h; Z) + KL(q_h || p)" + (", log scale" if log_axis else ""))
         handles = [
-            Patch(facecolor="0.5", edgecolor="0.2", label="I(X_h; Z)"),
-            Patch(facecolor="0.5", alpha=0.35, hatch="//", edgecolor="0.2", label="KL(q_h || p)"),
-            Line2D([], [], color="black", marker="D", ls="", label="mean KL (analytic)"),
-            Line2D([], [], color="0.3", ls=(0, (2, 1.5)), label="log K (ceiling of I)"),
-            Line2D(
+            mpatches.Patch(facecolor="0.5", edgecolor="0.2", label="I(X_h; Z)"),
+            mpatches.Patch(facecolor="0.5", alpha=0.35, hatch="//", edgecolor="0.2", label="KL(q_h || p)"),
+            mlines.Line2D([], [], color="black", marker="D", ls="", label="mean KL (analytic)"),
+            mlines.Line2D([], [], color="0.3", ls=(0, (2, 1.5)), label="log K (ceiling of I)"),
+            mlines.Line2D(
                 [],
                 [],
                 color="0.15",
@@ -451,7 +462,7 @@ def kl_decomposition_figure(table) -> Figure:
                 ls="",
                 label="95% intervals (user-clustered):\nleft I, right KL(q_h || p)",
             ),
-            *[Patch(facecolor=colours[r], label=_rho_label(r)) for r in colours],
+            *[mpatches.Patch(facecolor=colours[r], label=_rho_label(r)) for r in colours],
         ]
         fig.legend(handles=handles, loc="outside right center", frameon=False)
     return fig
@@ -471,7 +482,7 @@ def _symlog_axis(ax, axis, thresh: float, lim: float) -> None:
     ticks = [-(10.0**k) for k in decades[::-1]] + [0.0] + [10.0**k for k in decades]
     labels = [f"-1e{k}" for k in decades[::-1]] + ["0"] + [f"1e{k}" for k in decades]
     axis.set_ticks(ticks, labels=labels)
-    axis.set_minor_locator(NullLocator())
+    axis.set_minor_locator(ticker.NullLocator())
 
 
 def sharing_radius_figure(
@@ -593,7 +604,9 @@ def sharing_radius_figure(
         cx.set_xlabel("first-order change -η <g_u, g_v> (symlog)")
         cx.set_ylabel("measured change ΔL_u (symlog)")
         cx.set_title(f"Measured vs first order: {100 * agree:.1f}% same sign")
-        handles = [Line2D([], [], marker="o", ls="", color=colours[s], label=STRATUM_LABELS.get(s, s)) for s in names]
+        handles = [
+            mlines.Line2D([], [], marker="o", ls="", color=colours[s], label=STRATUM_LABELS.get(s, s)) for s in names
+        ]
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
         fig.suptitle("Latent sharing radius: one SGD step on v and the change of u's loss")
     return fig

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from figures.style import cohort_colors, model_colors, new_figure, palette, styled
+from models.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+mlines = lazy_import("matplotlib.lines")
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -305,7 +310,8 @@ def cohort_embedding_figure(
             ax.set_ylabel(f"{method} 2" if j == 0 else "")
             ax.set_title(titles[j] if subtitles is None else f"{titles[j]}\n{subtitles[j]}")
         handles = [
-            Line2D([], [], marker="o", linestyle="", color=colours[c], markersize=7, label=c) for c in cohort_order
+            mlines.Line2D([], [], marker="o", linestyle="", color=colours[c], markersize=7, label=c)
+            for c in cohort_order
         ]
         fig.legend(handles=handles, loc="outside right center", title="cohort\n(interactions)")
         if title:

@@ -16,17 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from figures.style import STRATUM_LABELS, new_figure, ordered_strata, stratum_colors, styled
+from models.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+mlines = lazy_import("matplotlib.lines")
 
 
-def _row_major(rows: Sequence[Sequence[Line2D]], ncols: int) -> list[Line2D]:
+def _row_major(rows: Sequence[Sequence[mlines.Line2D]], ncols: int) -> list[mlines.Line2D]:
     """Legend handles laid out one given row per legend row (matplotlib fills legends column by column)."""
-    blank = Line2D([], [], linestyle="", label=" ")
+    blank = mlines.Line2D([], [], linestyle="", label=" ")
     grid = [list(r) + [blank] * (ncols - len(r)) for r in rows]
     return [grid[i][j] for j in range(ncols) for i in range(len(grid))]
 
@@ -111,11 +116,11 @@ def masked_distance_pmf_figure(pairs: Sequence[TypicalPair], delta_label: str = 
             ax.set_ylabel("Pr[D' = j]")
             ax.set_ylim(0, None)
         handles = [
-            Line2D([], [], color="black", lw=1.6, label="clean distance d"),
-            Line2D([], [], color="0.35", lw=1.2, ls=(0, (1, 1.5)), label="E[D'] = ρd + 2ρ(1-ρ)c"),
-            Line2D([], [], color="black", lw=1.3, ls="--", label=delta_label),
-            Line2D([], [], color="0.45", lw=1.3, ls="-.", label="masked-neighbourhood δ"),
-            Line2D([], [], color="0.3", lw=6, alpha=0.9, label="mass with D' ≤ δ (contraction)"),
+            mlines.Line2D([], [], color="black", lw=1.6, label="clean distance d"),
+            mlines.Line2D([], [], color="0.35", lw=1.2, ls=(0, (1, 1.5)), label="E[D'] = ρd + 2ρ(1-ρ)c"),
+            mlines.Line2D([], [], color="black", lw=1.3, ls="--", label=delta_label),
+            mlines.Line2D([], [], color="0.45", lw=1.3, ls="-.", label="masked-neighbourhood δ"),
+            mlines.Line2D([], [], color="0.3", lw=6, alpha=0.9, label="mass with D' ≤ δ (contraction)"),
         ]
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
         title = "Exact law of the masked distance D' of typical pairs (independent masks)"
@@ -177,10 +182,10 @@ def probability_curves_figure(
             ax.set_xlim(0.0, 1.0)
             ax.set_ylim(-0.02, 1.02)
         fig.axes[0].set_ylabel("mean probability over pairs")
-        first = [Line2D([], [], color=colours[s], lw=2.0, label=STRATUM_LABELS.get(s, s)) for s in strata]
+        first = [mlines.Line2D([], [], color=colours[s], lw=2.0, label=STRATUM_LABELS.get(s, s)) for s in strata]
         second = [
-            Line2D([], [], color="0.3", lw=2.0, label=f"solid: {delta_label}"),
-            Line2D([], [], color="0.3", lw=1.6, ls="--", label="dashed: masked-neighbourhood δ"),
+            mlines.Line2D([], [], color="0.3", lw=2.0, label=f"solid: {delta_label}"),
+            mlines.Line2D([], [], color="0.3", lw=1.6, ls="--", label="dashed: masked-neighbourhood δ"),
         ]
         ncols = max(len(first), len(second))
         fig.legend(handles=_row_major([first, second], ncols), loc="outside lower center", ncols=ncols, frameon=False)
@@ -228,10 +233,10 @@ def contraction_binned_figure(bins, delta_label: str = "δ", radius_label: str =
             ax.set_title(f"ρ = {r:g}")
         fig.axes[0].set_ylabel(f"mean Pr[D' ≤ δ] per bin\n{delta_label}")
         handles = [
-            Line2D([], [], marker="o", ls="-", color=colours[s], markersize=5, label=STRATUM_LABELS.get(s, s))
+            mlines.Line2D([], [], marker="o", ls="-", color=colours[s], markersize=5, label=STRATUM_LABELS.get(s, s))
             for s in names
         ]
-        handles.append(Line2D([], [], color="0.3", lw=1.0, ls=":", label="d = r_k(u)"))
+        handles.append(mlines.Line2D([], [], color="0.3", lw=1.0, ls=":", label="d = r_k(u)"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
         fig.suptitle(
             "Contraction probability against the distance relative to u's radius\n"

@@ -30,11 +30,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib as mpl
-import seaborn as sns
-from matplotlib.figure import Figure
-
 from models.io import atomic_write_bytes
+from models.lazy import lazy_import
+
+mpl = lazy_import("matplotlib")
+sns = lazy_import("seaborn")
+mfigure = lazy_import("matplotlib.figure")
 
 PALETTE_NAME = "okabe-ito"
 OKABE_ITO: tuple[str, ...] = (
@@ -189,7 +190,9 @@ def styled() -> Iterator[None]:
         yield
 
 
-def new_figure(nrows: int = 1, ncols: int = 1, *, panel_size: tuple[float, float] = (4.6, 3.4), **kwargs) -> Figure:
+def new_figure(
+    nrows: int = 1, ncols: int = 1, *, panel_size: tuple[float, float] = (4.6, 3.4), **kwargs
+) -> mfigure.Figure:
     """A constrained-layout figure with ``nrows x ncols`` axes of about ``panel_size`` inches each.
 
     Returns the figure; its axes are ``fig.axes`` (row-major). Extra keyword arguments go to
@@ -197,12 +200,12 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, panel_size: tuple[float, float
     """
     if nrows < 1 or ncols < 1:
         raise ValueError(f"a figure needs at least one row and one column of panels, got {nrows} x {ncols}")
-    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    fig = mfigure.Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
     fig.subplots(nrows, ncols, squeeze=False, **kwargs)
     return fig
 
 
-def savefig(fig: Figure, out_dir: str | Path, name: str, formats: Sequence[str] = FIGURE_FORMATS) -> list[Path]:
+def savefig(fig: mfigure.Figure, out_dir: str | Path, name: str, formats: Sequence[str] = FIGURE_FORMATS) -> list[Path]:
     """Write ``fig`` as ``out_dir/name.png`` and ``out_dir/name.pdf`` (atomically), at :data:`DPI`.
 
     Parameters

@@ -18,9 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from geometry.intervals import mean_t_interval
+from models.lazy import lazy_import
+
+sp = lazy_import("scipy.sparse")
 
 
 @dataclass(frozen=True)

@@ -70,12 +70,14 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.optimize import brentq
-from scipy.special import expit
 
 from geometry.kl import kl_to_standard_normal
 from geometry.wasserstein import _coerce, _triangle_blocks, w2_diag_gaussian
+from models.lazy import lazy_import
+
+torch = lazy_import("torch")
+optimize = lazy_import("scipy.optimize")
+special = lazy_import("scipy.special")
 
 ArrayLike = Any
 
@@ -313,12 +315,15 @@ def swish_lipschitz() -> float:
     :math:`x\tanh(x/2) = 2` (Brent's method), the minimum :math:`\approx -0.0998` at its negative, smaller in
     absolute value.
     """
-    x0 = brentq(lambda x: 2.0 - x * math.tanh(x / 2.0), 1.0, 4.0, xtol=1e-15)
-    s = float(expit(x0))
+    x0 = optimize.brentq(lambda x: 2.0 - x * math.tanh(x / 2.0), 1.0, 4.0, xtol=1e-15)
+    s = float(special.expit(x0))
     return s * (1.0 + x0 * (1.0 - s))
 
 
-_SWISH_ARGMIN = brentq(lambda x: 1.0 + x * float(expit(-x)), -3.0, 0.0, xtol=1e-15)  # swish' = 0
+@lru_cache(maxsize=1)
+def _swish_argmin() -> float:
+    """Where swish' = 0 (swish's minimum), solved once on first use rather than at import."""
+    return optimize.brentq(lambda x: 1.0 + x * float(special.expit(-x)), -3.0, 0.0, xtol=1e-15)
 
 
 def _activation_table() -> dict[str, float]:
@@ -461,13 +466,14 @@ def _interval_activation(name: str, lo: np.ndarray, hi: np.ndarray) -> tuple[np.
     if name == "identity":
         return lo, hi
     if name in ("tanh", "relu", "sigmoid"):
-        f = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "sigmoid": expit}[name]
+        f = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "sigmoid": special.expit}[name]
         return f(lo), f(hi)
     if name == "swish":
-        f = lambda x: x * expit(x)  # noqa: E731
+        f = lambda x: x * special.expit(x)  # noqa: E731
         flo, fhi = f(lo), f(hi)
-        inside = (lo <= _SWISH_ARGMIN) & (_SWISH_ARGMIN <= hi)
-        return np.where(inside, f(_SWISH_ARGMIN), np.minimum(flo, fhi)), np.maximum(flo, fhi)
+        argmin = _swish_argmin()
+        inside = (lo <= argmin) & (argmin <= hi)
+        return np.where(inside, f(argmin), np.minimum(flo, fhi)), np.maximum(flo, fhi)
     raise ValueError(f"no interval rule for activation {name!r}.")
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+
+from models.lazy import lazy_import
+
+stats = lazy_import("scipy.stats")
 
 
 def mean_t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, tuple[float, float]]:

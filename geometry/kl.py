@@ -75,10 +75,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.stats import norm
 
 from geometry.wasserstein import _check_latent_axis, _coerce
+from models.lazy import lazy_import
+
+torch = lazy_import("torch")
+stats = lazy_import("scipy.stats")
 
 ArrayLike = Any
 
@@ -203,7 +205,7 @@ class KLBudget:
             "additivity_gap",
         ):
             raise ValueError(f"no interval for {name!r}; use one of the estimates with a '_se' field.")
-        half = float(norm.ppf(0.5 + self.confidence / 2.0)) * getattr(self, f"{name}_se")
+        half = float(stats.norm.ppf(0.5 + self.confidence / 2.0)) * getattr(self, f"{name}_se")
         est = getattr(self, name)
         return est - half, est + half
 

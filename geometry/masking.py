@@ -55,9 +55,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
-import torch
-from scipy import signal, special, stats
+
+from models.lazy import lazy_import
+
+sp = lazy_import("scipy.sparse")
+torch = lazy_import("torch")
+signal = lazy_import("scipy.signal")
+special = lazy_import("scipy.special")
+stats = lazy_import("scipy.stats")
 
 MaskMode = Literal["dropout", "bernoulli"]
 

@@ -36,12 +36,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
-import torch
-from scipy.spatial.distance import cdist
 
 from geometry.intervals import mean_t_interval
 from geometry.masking import MaskMode, _binary_csr, _row_index, mask_csr, mask_input, pair_overlaps, validate_rho
+from models.lazy import lazy_import
+
+sp = lazy_import("scipy.sparse")
+torch = lazy_import("torch")
+spatial_distance = lazy_import("scipy.spatial.distance")
 
 Metric = Literal["l1", "cosine", "euclidean"]
 
@@ -129,7 +131,7 @@ class _Distances:
 
     def block(self, rows: np.ndarray) -> np.ndarray:
         if self.metric == "l1" and not self.sparse:
-            return cdist(self.X[rows], self.X, metric="cityblock")
+            return spatial_distance.cdist(self.X[rows], self.X, metric="cityblock")
         G = self.gram(rows)
         if self.metric == "cosine":
             return np.clip(1.0 - G * self.inv_norms[rows, None] * self.inv_norms[None, :], 0.0, 2.0)

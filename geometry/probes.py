@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 from geometry.intervals import mean_t_interval
+from models.lazy import lazy_import
+
+stats = lazy_import("scipy.stats")
 
 Probe = Literal["logistic", "knn"]
 

@@ -50,9 +50,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from geometry.wasserstein import w1_bounds
+from models.lazy import lazy_import
+
+torch = lazy_import("torch")
 
 __all__ = [
     "ETA_GRID",
@@ -75,7 +77,7 @@ __all__ = [
     "sign_agreement",
 ]
 
-LossFn = Callable[[Sequence[int]], torch.Tensor]
+LossFn = Callable[[Sequence[int]], "torch.Tensor"]
 
 # per-pair dot products are taken on chunks of this many gradient entries (about 64 MB in float64 per operand)
 _CHUNK_ENTRIES = 1 << 23

@@ -35,8 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ot
-import torch
+
+from models.lazy import lazy_import
+
+ot = lazy_import("ot")
+torch = lazy_import("torch")
 
 ArrayLike = Any  # numpy.ndarray or torch.Tensor
 

@@ -23,21 +23,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
-import torch
 
 from models.cli import OneLineParser, end_process, guarded
 from models.data import add_dataset_arguments, data_options, dataset_names, default_config, split_from_args
 from models.evaluation import evaluate
 from models.io import atomic_write_json, check_output_file, resolve_device
+from models.lazy import lazy_import
 from models.split import Split
+
+sp = lazy_import("scipy.sparse")
+torch = lazy_import("torch")
 
 EASE_LAMBDAS: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 SELECTION_METRIC = "ndcg@100"
 
 
-def csr_to_torch(batch: sp.csr_matrix, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A scipy CSR batch as a torch sparse CSR tensor (no densification)."""
+def csr_to_torch(batch: sp.csr_matrix, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A scipy CSR batch as a torch sparse CSR tensor (no densification); ``dtype`` default float32."""
+    dtype = torch.float32 if dtype is None else dtype
     batch = batch.tocsr()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -66,8 +69,10 @@ class Popularity:
         return self.counts.expand(fold_in.shape[0], -1)
 
 
-def gram(train: sp.csr_matrix, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Dense item-item Gram matrix ``G = X^T X`` (n_items x n_items), from the sparse training matrix."""
+def gram(train: sp.csr_matrix, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Dense item-item Gram matrix ``G = X^T X`` (n_items x n_items), from the sparse training matrix; ``dtype``
+    default float32."""
+    dtype = torch.float32 if dtype is None else dtype
     g = (train.T @ train).toarray()  # sparse product; only the I x I result is dense
     return torch.from_numpy(g).to(device=device, dtype=dtype)
 
@@ -115,7 +120,7 @@ class EASE:
         train: sp.csr_matrix,
         lam: float,
         device: torch.device | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> EASE:
         device = device or torch.device("cpu")
         return cls(ease_weights(gram(train, device, dtype), lam), lam)
@@ -209,7 +214,7 @@ def select_ease_lambda(
     *,
     solver: str = "auto",
     device: torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     batch_size: int = 1000,
     progress: bool = False,
 ) -> tuple[EASE, LambdaSearch]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
-import torch
 
 from geometry.masking import mask_sparse_values
+from models.lazy import lazy_import
+
+sp = lazy_import("scipy.sparse")
+torch = lazy_import("torch")
 
 
 @dataclass

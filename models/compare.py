@@ -31,13 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from scipy import stats
 
 from geometry.intervals import mean_t_interval
 from models.cli import OneLineParser, end_process, guarded
 from models.evaluation import parse_metric
 from models.io import FolderLock, atomic_write_bytes, atomic_write_json
+from models.lazy import lazy_import
+
+pd = lazy_import("pandas")
+stats = lazy_import("scipy.stats")
 
 LEVEL = 0.95
 NOT_METRICS = ("user", "group", "n_interactions", "epoch")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import difflib
 import hashlib
 import json
 import math
@@ -38,14 +39,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from models import readers
 from models.cli import OneLineParser, end_process, guarded
 from models.interchange import FORMATS, LIANG_PREFIX, read_liang, write_liang, write_recbole
 from models.io import FolderLock
+from models.lazy import lazy_import
 from models.readers import DataFormatError, RawInteractions
 from models.split import HeldOut, Split, SplitConfig, build_split
+
+sp = lazy_import("scipy.sparse")
 
 CACHE_ENV = "VAECF_CACHE_DIR"
 GROUPLENS_ENV = "VAECF_GROUPLENS_URL"
@@ -382,7 +385,20 @@ TABLE_CONFIG = SplitConfig(min_rating=None, n_heldout=0.1)
 
 
 def dataset_names() -> list[str]:
-    return [*DATASETS, "csv:PATH", "parquet:PATH", "liang:DIR"]
+    return [*DATASETS, "csv:PATH", "parquet:PATH", "lists:PATH", "liang:DIR"]
+
+
+def unknown_dataset(name: str) -> str:
+    """The one line for a name that is no dataset: the closest known name first (a typo such as ``ml1m`` or
+    ``cvs:ratings.csv``), then every choice."""
+    prefix, colon, rest = name.partition(":")
+    if colon:
+        close = difflib.get_close_matches(prefix.lower() + ":", [*TABLE_PREFIXES, LIANG_PREFIX], n=1, cutoff=0.5)
+        close = [close[0] + rest] if close else []
+    else:
+        close = difflib.get_close_matches(name.lower(), DATASETS, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown dataset {name!r}{hint}; choose one of {', '.join(dataset_names())}."
 
 
 def known_dataset(name: str) -> bool:
@@ -392,7 +408,7 @@ def known_dataset(name: str) -> bool:
 
 def _check_name(name: str) -> None:
     if not known_dataset(name):
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}.")
+        raise ValueError(unknown_dataset(name))
 
 
 def shared_data_folders(name: str) -> list[Path]:

@@ -34,11 +34,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-import torch
 
+from models.lazy import lazy_import
 from models.split import HeldOut
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
+torch = lazy_import("torch")
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -67,7 +69,7 @@ interactions fall into no group (counted by :meth:`Evaluation.n_outside_groups`)
 
 _METRIC_RE = re.compile(r"^(recall|ndcg)@(-?\d+)$")
 
-ScoreFn = Callable[[sp.csr_matrix], "np.ndarray | torch.Tensor"]
+ScoreFn = Callable[["sp.csr_matrix"], "np.ndarray | torch.Tensor"]
 
 
 # --------------------------------------------------------------------------------------------- metric names

@@ -41,10 +41,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
+from models.lazy import lazy_import
 from models.split import HeldOut, Split
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
 
 LIANG_PREFIX = "liang:"
 FORMATS = ("liang", "recbole")

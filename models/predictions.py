@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
+from models.lazy import lazy_import
 from models.split import HeldOut
+
+pd = lazy_import("pandas")
+sp = lazy_import("scipy.sparse")
 
 KINDS = ("rank", "score")
 

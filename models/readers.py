@@ -25,7 +25,10 @@ from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+from models.lazy import lazy_import
+
+pd = lazy_import("pandas")
 
 
 class DataFormatError(ValueError):

@@ -20,9 +20,11 @@ import numbers
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
+from models.lazy import lazy_import
 from models.readers import RawInteractions
+
+sp = lazy_import("scipy.sparse")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
+
+from models.lazy import lazy_import
+
+sp = lazy_import("scipy.sparse")
 
 MIN_ACTIVITY = 5
 FAR_MAX_SHARED = 1

