@@ -34,6 +34,7 @@ import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.data import cache_dir
 from models.io import DamagedFile
@@ -44,6 +45,7 @@ from models.trainer import (
     ConfigError,
     TrainConfig,
     clear_run,
+    config_key,
     load_run_split,
     load_trained,
     read_history,
@@ -51,7 +53,9 @@ from models.trainer import (
     split_fingerprint,
     train,
 )
-from models.vae import AutoencoderBase
+
+if TYPE_CHECKING:  # nn.Module subclasses: torch loads where the work starts
+    from models.vae import AutoencoderBase
 
 RUNS_ENV = "VAECF_RUNS_DIR"
 
@@ -59,12 +63,6 @@ RUNS_ENV = "VAECF_RUNS_DIR"
 def runs_dir() -> Path:
     """Root of the cached runs: ``$VAECF_RUNS_DIR``, else ``<cache>/runs``."""
     return Path(os.environ[RUNS_ENV]).expanduser() if os.environ.get(RUNS_ENV) else cache_dir() / "runs"
-
-
-def config_key(config: TrainConfig) -> str:
-    """Hash of the resolved configuration; the device does not change the trained model's identity."""
-    blob = replace(config.resolved(), device="auto").to_json()
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_key(config: TrainConfig, split_id: str) -> str:

@@ -11,15 +11,16 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Collection
 from dataclasses import fields
 from pathlib import Path
 
-import torch.distributed as dist
-
 from models.cli import OneLineParser, end_process, guarded
-from models.data import add_dataset_arguments, data_options, dataset_names, known_dataset
+from models.data import add_dataset_arguments, data_options, dataset_names, known_dataset, unknown_dataset
 from models.interchange import LIANG_PREFIX
 from models.io import resolve_device
+from models.lazy import lazy_import
+from models.tracking import EpochLog
 from models.trainer import (
     FIELD_FLAGS,
     MASK_MODES,
@@ -31,25 +32,30 @@ from models.trainer import (
     train,
 )
 
+dist = lazy_import("torch.distributed")
+
 # CLI flag (argparse dest) -> TrainConfig field: the inverse of the trainer's table.
 FLAG_FIELDS = {flag.removeprefix("--").replace("-", "_"): name for name, flag in FIELD_FLAGS.items()}
 
 
-def read_config_file(path: Path) -> dict:
-    """A JSON or TOML file of :class:`TrainConfig` fields."""
+def read_config_file(path: Path, known: Collection[str] | None = None, option: str = "--config") -> dict:
+    """A JSON or TOML file of :class:`TrainConfig` fields (or of the top-level keys ``known``), for ``option``."""
+    takes = f"{option} takes a JSON or TOML file"
     if path.is_dir():
-        raise ConfigError(f"{path}: is a folder; --config takes a JSON or TOML file")
+        raise ConfigError(f"{path}: is a folder; {takes}")
     if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: file not found ({option})")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; --config takes a JSON or TOML file") from None
+        raise ConfigError(f"{path}: not UTF-8 text; {takes}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if path.suffix == ".toml":
         try:
             import tomllib
         except ImportError:  # Python 3.10
-            raise ConfigError(f"{path}: TOML configs need Python >= 3.11; use a JSON file") from None
+            raise ConfigError(f"{path}: TOML files need Python >= 3.11; use a JSON file") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -60,8 +66,8 @@ def read_config_file(path: Path) -> dict:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: invalid JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a table of configuration keys")
-    known = {f.name for f in fields(TrainConfig)}
+        raise ConfigError(f"{path}: expected a table of keys")
+    known = {f.name for f in fields(TrainConfig)} if known is None else set(known)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown keys {unknown}; valid keys: {sorted(known)}")
@@ -77,15 +83,12 @@ def _hidden_widths(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = OneLineParser(
-        prog="python -m models.train",
-        description="Train Multi-VAE / Multi-DAE / RecVAE with masking rate rho and optional PIA.",
-        epilog="Defaults follow the references (PROTOCOL.md): multvae lr 1e-3, 200 epochs; multdae weight decay "
-        "0.01; recvae lr 5e-4, 50 outer epochs of 3 encoder + 1 decoder passes.",
-    )
+def add_training_arguments(p: argparse.ArgumentParser, models: tuple[str, ...] = MODELS) -> None:
+    """The options of a training configuration (``--config``, ``--model`` ... ``--device``; each
+    :class:`TrainConfig` field), shared by ``models.train`` and ``models.tune``; a flag not given is absent from
+    the namespace (``argparse.SUPPRESS``), so :func:`given_values` keeps only what was said."""
     p.add_argument("--config", type=Path, help="JSON/TOML file of settings (flags override it)")
-    p.add_argument("--model", default=argparse.SUPPRESS, help=f"{', '.join(MODELS)} (default multvae)")
+    p.add_argument("--model", default=argparse.SUPPRESS, help=f"{', '.join(models)} (default multvae)")
     p.add_argument("--dataset", default=argparse.SUPPRESS, help=f"{', '.join(dataset_names())} (default ml-1m)")
     p.add_argument(
         "--rho", type=float, default=argparse.SUPPRESS, help="keep probability of the input mask (1 = clean)"
@@ -112,6 +115,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--enc-epochs", type=int, default=argparse.SUPPRESS, help="RecVAE encoder passes per epoch")
     p.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     p.add_argument("--device", default=argparse.SUPPRESS, help="auto (CUDA when present), cpu, cuda:0, ...")
+
+
+def add_tensorboard_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="also write each epoch's losses, beta, lambda_A and validation metrics as TensorBoard events in DIR "
+        "(view with: tensorboard --logdir DIR)",
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = OneLineParser(
+        prog="python -m models.train",
+        description="Train Multi-VAE / Multi-DAE / RecVAE with masking rate rho and optional PIA.",
+        epilog="Defaults follow the references (PROTOCOL.md): multvae lr 1e-3, 200 epochs; multdae weight decay "
+        "0.01; recvae lr 5e-4, 50 outer epochs of 3 encoder + 1 decoder passes.",
+    )
+    add_training_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--resume",
@@ -120,6 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + ", ".join("--" + f.replace("_", "-") for f in SAFE_ON_RESUME if f != "eval_batch_size")
         + " may change (e.g. more epochs)",
     )
+    add_tensorboard_argument(p)
     p.add_argument("--no-progress", action="store_true")
     add_dataset_arguments(p, refresh=False)
     return p.parse_args(argv)
@@ -150,7 +174,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = given_values(args)
     dataset = values.get("dataset", "ml-1m")
     if not isinstance(dataset, str) or not known_dataset(dataset):
-        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(dataset_names())}")
+        raise ConfigError(unknown_dataset(str(dataset)))
     if dataset.startswith(LIANG_PREFIX):  # the run reloads its split from anywhere: record the folder absolute
         values["dataset"] = LIANG_PREFIX + str(Path(dataset[len(LIANG_PREFIX) :]).expanduser().resolve())
     if values.get("model", "multvae") not in MODELS:
@@ -199,15 +223,19 @@ def _run(args: argparse.Namespace) -> int:
     config = resume_config(args) if args.resume else config_from_args(args)
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"{args.out} is a file, not a run folder; choose another --out")
+    lead = not distributed or int(os.environ["RANK"]) == 0
+    log = EpochLog(args.tensorboard) if args.tensorboard is not None and lead else None
     try:
         if distributed:
             backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
             dist.init_process_group(backend=backend)
-        state = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+        state = train(config, args.out, resume=args.resume, progress=not args.no_progress, on_epoch=log)
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
-    if not distributed or int(os.environ["RANK"]) == 0:
+        if log is not None:
+            log.close()
+    if lead:
         print(
             f"best validation NDCG@100 {state.best_value:.4f} at epoch {state.best_epoch} "
             f"({state.epoch} epochs done); run folder {args.out}"

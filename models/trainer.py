@@ -30,11 +30,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.distributed as dist
-from torch import nn
 
 from models.batches import make_batch
 from models.data import (
@@ -57,9 +55,16 @@ from models.io import (
     resolve_device,
     save_verified,
 )
-from models.pia import ItemAnchors, LambdaSchedule, alignment_loss
+from models.lazy import lazy_import
 from models.split import Split, SplitConfig
-from models.vae import AutoencoderBase, MultiDAE, MultiVAE
+
+torch = lazy_import("torch")
+dist = lazy_import("torch.distributed")
+nn = lazy_import("torch.nn")
+
+if TYPE_CHECKING:  # the model classes derive from nn.Module: imported where a model is built (torch loads then)
+    from models.pia import ItemAnchors
+    from models.vae import AutoencoderBase
 
 MODELS = ("multvae", "multdae", "recvae")
 MASK_MODES = ("dropout", "bernoulli")
@@ -286,6 +291,8 @@ class TrainConfig:
 def build_model(config: TrainConfig, n_items: int) -> AutoencoderBase:
     """The model a (resolved) configuration describes, initialised from ``torch.manual_seed(seed)``."""
     c = config.resolved()
+    from models.vae import MultiDAE, MultiVAE
+
     torch.manual_seed(c.seed)
     if c.model == "multvae":
         return MultiVAE(n_items, c.hidden, c.latent_dim)
@@ -387,6 +394,12 @@ def beta_at(config: TrainConfig, updates: int, updates_per_epoch: int) -> float:
     if config.anneal_epochs is not None:
         steps = max(1e-12, config.anneal_epochs * updates_per_epoch / max(config.beta_cap, 1e-12))
     return min(config.beta_cap, updates / steps)
+
+
+def config_key(config: TrainConfig) -> str:
+    """Hash (12 hex digits) of the resolved configuration; the device does not change the trained model's identity."""
+    blob = replace(config.resolved(), device="auto").to_json()
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def split_config_of(config: TrainConfig) -> SplitConfig | None:
@@ -504,8 +517,14 @@ def clear_run(out: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+_NOTED: set[str] = set()
+
+
 def _note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr)
+    """Print a note once per process (a tuning study trains many runs of the same data)."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        print(f"note: {message}", file=sys.stderr)
 
 
 def train(
@@ -517,6 +536,7 @@ def train(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     lock: FolderLock | None = None,
+    on_epoch: Callable[[dict], bool] | None = None,
 ) -> RunState:
     """Train a model and write the run folder ``out``, as its only writer.
 
@@ -538,6 +558,11 @@ def train(
     lock : FolderLock, optional
         The run folder's lock (:func:`run_lock`), already held by the caller; otherwise ``train`` takes it and
         raises :class:`models.cli.FolderBusy` naming the process that holds it.
+    on_epoch : callable, optional
+        Called on rank 0 with each epoch's record (the line appended to ``metrics.jsonl``: losses, beta,
+        lambda_A, ``val_ndcg@100``, ...) once the epoch is checkpointed; returning True ends the run there, on
+        every rank (a pruned tuning trial, :mod:`models.tune`), resumable like any interrupted run. TensorBoard
+        logging (``--tensorboard``) is such a callback.
 
     Raises
     ------
@@ -550,16 +575,24 @@ def train(
     rank, _ = _world()
     own = run_lock(out).acquire() if rank == 0 and lock is None else None
     try:
-        return _train(config, Path(out), resume, split, progress, stop_after_epochs)
+        return _train(config, Path(out), resume, split, progress, stop_after_epochs, on_epoch)
     finally:
         if own is not None:
             own.release()
 
 
 def _train(
-    config: TrainConfig, out: Path, resume: bool, split: Split | None, progress: bool, stop_after_epochs: int | None
+    config: TrainConfig,
+    out: Path,
+    resume: bool,
+    split: Split | None,
+    progress: bool,
+    stop_after_epochs: int | None,
+    on_epoch: Callable[[dict], bool] | None,
 ) -> RunState:
     from tqdm.auto import tqdm
+
+    from models.pia import ItemAnchors, LambdaSchedule, alignment_loss
 
     c = config.resolved()
     rank, world = _world()
@@ -800,7 +833,10 @@ def _train(
                 fh.write(json.dumps(record) + "\n")
         bar.set_postfix(loss=f"{record['loss']:.1f}", beta=f"{beta:.3f}", lambda_A=f"{lam:g}", val_ndcg=f"{value:.4f}")
         done_this_call += 1
-        if stop_after_epochs is not None and done_this_call >= stop_after_epochs:
+        stop = [bool(on_epoch(record)) if on_epoch is not None and rank == 0 else False]
+        if world > 1 and on_epoch is not None:
+            dist.broadcast_object_list(stop, src=0)
+        if stop[0] or (stop_after_epochs is not None and done_this_call >= stop_after_epochs):
             break
     bar.close()
     return state

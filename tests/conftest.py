@@ -22,7 +22,11 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(autouse=True)
 def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty cache root per test (``$VAECF_CACHE_DIR``); the path is returned for inspection."""
+    """A fresh, empty cache root per test (``$VAECF_CACHE_DIR``); the path is returned for inspection. The
+    trainer's once-per-process notes are forgotten too, so each test sees them as a fresh process would."""
+    from models import trainer
+
+    trainer._NOTED.clear()
     root = tmp_path / "vaecf-cache"
     monkeypatch.setenv(CACHE_ENV, str(root))
     return root

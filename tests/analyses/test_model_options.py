@@ -14,7 +14,7 @@ from analyses.model_options import (
     model_config,
     validate_model_options,
 )
-from analyses.trained import config_key
+from models.trainer import config_key
 
 GEOMETRY_JOBS = (local_vs_global, kl_budget, sharing_radius, pia_geometry, cohorts)
 
@@ -118,6 +118,7 @@ def test_impossible_configurations_name_the_field():
 @pytest.mark.parametrize("job", [*GEOMETRY_JOBS, reproduce, pia_uplift])
 def test_every_job_that_trains_takes_a_batch_size(job):
     """Small data needs a smaller batch (fewer than 10 updates an epoch otherwise): every training job's models."""
+
     def config_of(*argv):
         args = _args(job, *argv)
         if job is pia_uplift:  # one model job per seed (--seeds): the uplift job's own view of its options

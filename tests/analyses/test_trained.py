@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import analyses.trained as trained
-from analyses.trained import config_key, get_trained, run_folder, train_command
-from models.trainer import TrainConfig, load_run_split, split_fingerprint
+from analyses.trained import get_trained, run_folder, train_command
+from models.trainer import TrainConfig, config_key, load_run_split, split_fingerprint
 
 TINY = TrainConfig(model="multvae", dataset="synthetic", epochs=1, hidden=(16,), latent_dim=4, batch_size=256)
 

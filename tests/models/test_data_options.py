@@ -10,13 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses.trained import config_key
 from models.data import TableOptions, load_split
 from models.data import main as data_main
 from models.evaluate import main as eval_main
 from models.split import SplitConfig
 from models.train import main as train_main
-from models.trainer import ConfigError, TrainConfig, load_run_split, split_fingerprint
+from models.trainer import ConfigError, TrainConfig, config_key, load_run_split, split_fingerprint
 
 OPTIONS = ["--sep", "\t", "--user-col", "viewer", "--item-col", "film", "--rating-col", "stars", "--min-rating", "3.5"]
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import models.pia as pia
 import models.trainer as trainer
 from models.batches import make_batch
 from models.io import load_verified
@@ -224,7 +225,7 @@ def test_training_with_pia_moves_the_separate_anchors(tmp_path, tiny_split, monk
             super().__init__(*args, **kwargs)
             made.append(self.weight.detach().clone())
 
-    monkeypatch.setattr(trainer, "ItemAnchors", Recorded)
+    monkeypatch.setattr(pia, "ItemAnchors", Recorded)  # the trainer imports it from models.pia when it trains
     config = TrainConfig(model="multvae", epochs=1, pia=0.5, **TINY)
     train(config, tmp_path / "run", split=tiny_split, progress=False)
     (start,) = made
