@@ -520,11 +520,13 @@ def clear_run(out: Path) -> None:
 _NOTED: set[str] = set()
 
 
-def _note(message: str) -> None:
-    """Print a note once per process (a tuning study trains many runs of the same data)."""
-    if message not in _NOTED:
-        _NOTED.add(message)
-        print(f"note: {message}", file=sys.stderr)
+def _note(message: str, once: bool = False) -> None:
+    """Print a note; ``once``: only the first time this process says it (the same data's note for each run of a
+    tuning study)."""
+    if once and message in _NOTED:
+        return
+    _NOTED.add(message)
+    print(f"note: {message}", file=sys.stderr)
 
 
 def train(
@@ -699,7 +701,7 @@ def _train(
                     f"; the step schedule of beta ({c.anneal_steps:,} updates) reaches only {final:.3g} of its cap "
                     f"{c.beta_cap:g} by epoch {c.epochs}: --anneal-epochs sets it in epochs"
                 )
-            _note(message)
+            _note(message, once=True)
         atomic_write_json(out / "config.json", {**c.to_json(), "derived": derived})
         r = split.report
         atomic_write_json(

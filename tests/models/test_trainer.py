@@ -203,6 +203,15 @@ def test_lambda_schedule_and_beta():
     assert beta_at(c, 25, 10) == pytest.approx(0.1)
 
 
+def test_tied_anchors_are_the_decoder_weights_themselves_and_not_parameters_of_their_own():
+    decoder = torch.nn.Linear(8, 50)
+    anchors = ItemAnchors(50, 8, tied_to=decoder)
+    assert anchors.tied and anchors.weight is decoder.weight  # the same tensor: a decoder step moves the anchors
+    assert list(anchors.parameters()) == []  # the decoder's weights are stepped (and saved) by the decoder only
+    separate = ItemAnchors(50, 8)
+    assert not separate.tied and separate.weight is separate.weight_param and len(list(separate.parameters())) == 1
+
+
 def test_tied_anchors_need_a_linear_decoder():
     with pytest.raises(ValueError, match="tied"):
         ItemAnchors(50, 8, tied_to=MultiVAE(50, (32,), 8).decoder[-1])
