@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -300,3 +301,54 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a["anchors"]["weight_param"], b["anchors"]["weight_param"], rtol=1e-4, atol=1e-5)
     assert a["history"][-1]["val_ndcg@100"] == pytest.approx(b["history"][-1]["val_ndcg@100"], abs=1e-4)
+
+
+def test_the_defaults_are_the_reference_hyperparameters():
+    """PROTOCOL.md: Multi-VAE and Multi-DAE Adam lr 1e-3, batch 500, 200 epochs, beta = min(0.2, updates / 200,000),
+    [I-600-200-600-I]; Multi-DAE [I-200-I] with weight decay 0.01; RecVAE lr 5e-4, about 50 outer epochs of 3
+    encoder passes, hidden 600, gamma 0.005."""
+    vae = TrainConfig(model="multvae").resolved()
+    assert (vae.lr, vae.epochs, vae.weight_decay, vae.hidden, vae.latent_dim) == (1e-3, 200, 0.0, (600,), 200)
+    assert (vae.batch_size, vae.beta_cap, vae.anneal_steps, vae.anneal_epochs) == (500, 0.2, 200_000, None)
+    assert (vae.rho, vae.mask_mode, vae.pia, vae.pia_warmup, vae.pia_anchors) == (0.5, "dropout", 0.0, 0, "separate")
+    assert (vae.pia_init_std, vae.seed, vae.eval_batch_size, vae.device) == (0.01, 0, 1000, "auto")
+    dae = TrainConfig(model="multdae").resolved()
+    assert (dae.lr, dae.epochs, dae.weight_decay, dae.hidden, dae.latent_dim) == (1e-3, 200, 0.01, (), 200)
+    rec = TrainConfig(model="recvae").resolved()
+    assert (rec.lr, rec.epochs, rec.weight_decay, rec.hidden) == (5e-4, 50, 0.0, (600,))
+    assert (rec.gamma, rec.enc_epochs, rec.latent_dim) == (0.005, 3, 200)
+    # a value given is kept, not replaced by the reference
+    assert TrainConfig(model="recvae", lr=1e-2, hidden=(64,), epochs=3).resolved().lr == 1e-2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 2.5, "epochs (--epochs) must be an integer, got 2.5"),
+        ("epochs", 3.0, "epochs (--epochs) must be an integer, got 3.0"),
+        ("epochs", True, "must be an integer, got True"),
+        ("epochs", "3", "must be an integer, got '3'"),
+        ("rho", "x", "rho (--rho) must be a finite number, got 'x'"),
+        ("rho", float("inf"), "must be a finite number, got inf"),
+        ("rho", float("nan"), "must be a finite number, got nan"),
+        ("rho", True, "must be a finite number, got True"),
+        ("rho", None, "rho must be set, got null"),
+        ("model", 3, "model (--model) must be a string, got 3"),
+        ("data", {"nope": 1}, "data must be a table of data options"),
+        ("data", [["min_uc", 5]], "data must be a table of data options"),
+        ("hidden", "600", "hidden (--hidden) must be a list of integer widths"),
+        ("hidden", [600, True], "must be a list of integer widths"),
+        ("hidden", [600, 2.0], "must be a list of integer widths"),
+    ],
+)
+def test_each_field_refuses_values_of_another_type(field, value, message):
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig(**{field: value}).validate()
+    assert message in str(exc.value)
+
+
+def test_values_of_the_right_type_pass_and_the_config_is_frozen():
+    TrainConfig(epochs=3, rho=1, hidden=[64, 32], data={"min_uc": 5}, lr=None, heldout=100).validate()
+    TrainConfig(hidden=()).validate()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().rho = 0.3  # a config is a value: runs are keyed by it
