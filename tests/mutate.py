@@ -20,7 +20,8 @@ observable, e.g. ``<`` for ``<=`` where the two sides are never equal).
 
 Not part of CI (a module takes tens of minutes): run it in a clone of its own (it rewrites the modules of the
 checkout it lives in, and a job running from that checkout meanwhile would import a mutant), and record the table
-in ``docs/testing.md``. ``--list`` shows the mutants without running anything. The module is restored even when the
+in ``docs/testing.md``. ``--list`` shows the mutants, numbered, without running anything; ``--range FIRST-LAST`` runs only those
+numbers, so that a long module (``models/trainer.py``: 417 mutants) can be measured in slices across sessions. The module is restored even when the
 run is interrupted by Ctrl-C or SIGTERM (a ``finally`` block; a SIGKILL leaves ``<module>.orig`` beside it to copy
 back).
 """
@@ -360,10 +361,29 @@ def _pytest(tests: list[str], timeout: float, record: Path | None = None) -> tup
         report.unlink(missing_ok=True)
 
 
-def run_module(module: str, tests: list[str], select: bool = True) -> dict:
+def parse_range(text: str) -> tuple[int, int]:
+    """``FIRST-LAST`` (1-based, inclusive; ``FIRST-`` runs to the end) -> (first, last or 0)."""
+    first, sep, last = text.partition("-")
+    try:
+        lo, hi = int(first), int(last) if last else 0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST such as 1-100 or 101-, got {text!r}") from None
+    if not sep or lo < 1 or (hi and hi < lo):
+        raise argparse.ArgumentTypeError(f"expected FIRST-LAST with 1 <= FIRST <= LAST, got {text!r}")
+    return lo, hi
+
+
+def run_module(module: str, tests: list[str], select: bool = True, span: tuple[int, int] = (1, 0)) -> dict:
+    """Mutate ``module`` and run ``tests`` against each mutant numbered within ``span`` (1-based, inclusive; 0 as
+    the end: all), so that a long module can be measured in slices across sessions."""
     path = ROOT / module
-    found = mutants(path)
-    print(f"{module}: {len(found)} mutants, tests {' '.join(tests)}", file=sys.stderr)
+    every = mutants(path)
+    first, last = span[0], span[1] or len(every)
+    found = every[first - 1 : last]
+    print(
+        f"{module}: {len(every)} mutants, running {first}-{first + len(found) - 1}, tests {' '.join(tests)}",
+        file=sys.stderr,
+    )
     status, base, coverage = _pytest(tests, timeout=3600, record=path if select else None)
     if status != "survived":
         raise SystemExit(f"error: the tests of {module} do not pass unmutated ({status}); fix them first")
@@ -372,13 +392,13 @@ def run_module(module: str, tests: list[str], select: bool = True) -> dict:
     shutil.copy2(path, backup)
     results: list[tuple[Mutant, str]] = []
     try:
-        for k, m in enumerate(found, 1):
+        for k, m in enumerate(found, first):
             chosen = coverage.tests_for(m.span, tests) if coverage is not None else tests
             path.write_text(m.source)
             outcome, seconds, _ = _pytest(chosen, limit)
             results.append((m, outcome))
             print(
-                f"  [{k}/{len(found)}] line {m.line}: {m.what}: {outcome} ({seconds:.0f} s, "
+                f"  [{k}/{len(every)}] line {m.line}: {m.what}: {outcome} ({seconds:.0f} s, "
                 f"{'all tests' if chosen is tests else f'{len(chosen)} tests'})",
                 file=sys.stderr,
             )
@@ -388,7 +408,8 @@ def run_module(module: str, tests: list[str], select: bool = True) -> dict:
     killed = sum(o in ("killed", "timeout") for _, o in results)
     survivors = [(m.line, m.what) for m, o in results if o == "survived"]
     score = killed / len(results) if results else float("nan")
-    return {"module": module, "mutants": len(results), "killed": killed, "score": score, "survivors": survivors}
+    shown = module if (first, last) == (1, len(every)) else f"{module}, mutants {first}-{last} of {len(every)}"
+    return {"module": shown, "mutants": len(results), "killed": killed, "score": score, "survivors": survivors}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,6 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument(
         "--all-tests", action="store_true", help="run every test of the modules on every mutant (no selection)"
+    )
+    parser.add_argument(
+        "--range",
+        type=parse_range,
+        default=(1, 0),
+        metavar="FIRST-LAST",
+        help="run only the mutants numbered FIRST to LAST (1-based, as --list and the log number them; '101-': to "
+        "the end), to measure a long module in slices",
     )
     args = parser.parse_args(argv)
     rows = []
@@ -409,12 +438,12 @@ def main(argv: list[str] | None = None) -> int:
         if not (ROOT / module).is_file():
             parser.error(f"{module}: no such module under {ROOT}")
         if args.list:
-            for m in mutants(ROOT / module):
-                print(f"{module}:{m.line}: {m.what}")
+            for k, m in enumerate(mutants(ROOT / module), 1):
+                print(f"{k}: {module}:{m.line}: {m.what}")
             continue
         package, name = Path(module).parent.name, Path(module).stem
         tests = args.tests or TESTS_FOR.get(module, [f"tests/{package}/test_{name}.py"])
-        rows.append(run_module(module, tests, select=not args.all_tests))
+        rows.append(run_module(module, tests, select=not args.all_tests, span=args.range))
     if rows:
         print("| module | mutants | killed | score | survivors (line: mutation) |\n|---|---:|---:|---:|---|")
         for r in rows:

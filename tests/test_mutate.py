@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
+
+import pytest
 
 from tests.mutate import mutants
 
@@ -111,3 +114,20 @@ def test_a_mutant_knows_the_statement_that_holds_it(tmp_path):
     assert spans[(2, "2 -> 3")] == (2, 2)
     assert spans[(7, "Div -> Mult")] == (7, 7)
     assert spans[(7, "2 -> 3")] == (7, 7)
+
+
+def test_a_range_runs_only_those_mutants_and_restores_the_module(tmp_path, monkeypatch):
+    from tests import mutate
+
+    assert mutate.parse_range("2-3") == (2, 3) and mutate.parse_range("101-") == (101, 0)
+    for bad in ("3", "0-2", "5-4", "a-b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            mutate.parse_range(bad)
+    (tmp_path / "mutmod.py").write_text(MODULE)
+    (tmp_path / "test_mutmod.py").write_text(TESTS)
+    monkeypatch.setattr(mutate, "ROOT", tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    every = mutants(tmp_path / "mutmod.py")
+    row = mutate.run_module("mutmod.py", [str(tmp_path / "test_mutmod.py")], span=(2, 3))
+    assert row["mutants"] == 2 and row["module"] == f"mutmod.py, mutants 2-3 of {len(every)}"
+    assert (tmp_path / "mutmod.py").read_text() == MODULE and not (tmp_path / "mutmod.py.orig").exists()
