@@ -338,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
+    default_config(args.dataset)  # an unknown dataset is one line before anything is created (or torch loads)
     device = resolve_device(args.device)
-    default_config(args.dataset)  # an unknown dataset is one line before anything is created
     out = args.out or default_result_path(args)
     check_output_file(out)
     split = split_from_args(args.dataset, args)

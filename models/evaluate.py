@@ -123,8 +123,8 @@ def format_beyond(doc: dict) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    progress = run_progress(args.run)  # a folder that is no run is one line before torch loads
     resolve_device(args.device)
-    progress = run_progress(args.run)
     scored = evaluate_run(args.run, split_name=args.on, device=args.device, batch_size=args.batch_size)
     if not progress["finished"]:
         print(

@@ -264,10 +264,11 @@ class TrainConfig:
                         options.validate()
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-        try:
-            resolve_device(c.device)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        if c.device not in ("auto", "cpu"):  # always available; checking them would load torch for nothing
+            try:
+                resolve_device(c.device)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -96,3 +96,28 @@ def test_a_mistyped_dataset_names_the_closest_one_at_once(argv, suggestion):
     assert done.returncode != 0 and suggestion in done.stderr, done.stderr[-500:]
     assert len(done.stderr.strip().splitlines()[-1]) > 0 and "Traceback" not in done.stderr
     assert not names & set(HEAVY), f"{argv} imports {sorted(names & set(HEAVY))}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["models.train", "--rho", "2", "--out", "unused"], "rho (--rho) must lie in (0, 1]"),
+        (
+            ["models.train", "--epochs", "0", "--dataset", "synthetic", "--out", "unused"],
+            "epochs (--epochs) must be > 0",
+        ),
+        (["models.evaluate", "no-such-run"], "is not a run folder"),
+        (["models.baselines", "ease", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["models.compare", "no-such-a", "no-such-b"], "no such run folder"),
+        (["models.tune", "--space", "no-such-space.toml"], "file not found (--space)"),
+        (["analyses.kl_budget", "--rho", "3"], "rho must be in (0, 1]"),
+        (["analyses.pia_uplift", "--seeds", "-1"], "--seeds must be an integer >= 0"),
+        (["analyses.cohorts", "--k", "0"], "--k must be an integer >= 1"),
+        (["analyses.sharing_radius", "--eta", "-1"], "--eta must be 'auto' or a finite step size > 0"),
+        (["analyses.local_vs_global", "--dataset", "nope"], "unknown dataset 'nope'"),
+    ],
+)
+def test_argument_errors_found_after_parsing_answer_without_the_heavy_libraries(argv, needle):
+    done, names = imported_by(*argv)
+    assert done.returncode != 0 and needle in done.stderr.splitlines()[-1], done.stderr[-500:]
+    assert not names & set(HEAVY), f"{argv} imports {sorted(names & set(HEAVY))}"
