@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.batches import SparseBatch
+from models.precision import full_precision
 from models.vae import AutoencoderBase, Forward, SparseInput, multinomial_nll
 
 PRIOR_FORMS = ("per_dimension", "joint")
@@ -284,7 +285,7 @@ class RecVAE(AutoencoderBase):
 
     def log_prior(self, batch: SparseBatch, z: torch.Tensor) -> torch.Tensor:
         """``log p(z | x_u)`` (B,) under the composite prior; differentiable in ``z`` only."""
-        post_mu, post_logvar = self.prior_posterior(batch)
+        post_mu, post_logvar = (full_precision(t) for t in self.prior_posterior(batch))
         return composite_log_prior(z, post_mu, post_logvar, self.mixture_weights, self.uniform_logvar, self.prior_form)
 
     # -- training -------------------------------------------------------------------------------------------
@@ -298,6 +299,7 @@ class RecVAE(AutoencoderBase):
         has no gradient w.r.t. the decoder).
         """
         mu, logvar = self.encode(batch)
+        mu, logvar = full_precision(mu), full_precision(logvar)  # the KL and the prior in float32 under autocast
         if eps.shape != mu.shape:
             raise ValueError(f"eps must have the posterior's shape {tuple(mu.shape)}, got {tuple(eps.shape)}")
         z = mu + eps * torch.exp(0.5 * logvar)

@@ -20,6 +20,7 @@ from models.data import add_dataset_arguments, data_options, dataset_names, know
 from models.interchange import LIANG_PREFIX
 from models.io import resolve_device
 from models.lazy import lazy_import
+from models.precision import PRECISIONS
 from models.tracking import EpochLog
 from models.trainer import (
     FIELD_FLAGS,
@@ -115,6 +116,13 @@ def add_training_arguments(p: argparse.ArgumentParser, models: tuple[str, ...] =
     p.add_argument("--enc-epochs", type=int, default=argparse.SUPPRESS, help="RecVAE encoder passes per epoch")
     p.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     p.add_argument("--device", default=argparse.SUPPRESS, help="auto (CUDA when present), cpu, cuda:0, ...")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=argparse.SUPPRESS,
+        help="fp32 (default, the published protocol), bf16 (autocast of the dense layers; float32 weights, "
+        "likelihood, KL and PIA) or auto (bf16 only where native bf16 units make it faster; recorded in config.json)",
+    )
 
 
 def add_tensorboard_argument(p: argparse.ArgumentParser) -> None:

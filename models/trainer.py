@@ -56,6 +56,7 @@ from models.io import (
     save_verified,
 )
 from models.lazy import lazy_import
+from models.precision import PRECISIONS, autocast, resolve_precision
 from models.split import Split, SplitConfig
 
 torch = lazy_import("torch")
@@ -99,6 +100,7 @@ FIELD_FLAGS = {
     "enc_epochs": "--enc-epochs",
     "seed": "--seed",
     "device": "--device",
+    "precision": "--precision",
 }
 
 
@@ -166,6 +168,10 @@ class TrainConfig:
         ``encoding``), as given on the command line; None when none was given. Recorded so that every later
         reader (``models.evaluate``, the analysis jobs) reloads exactly this split. Left out of
         :meth:`to_json` when None, so configurations from before it keep their run-cache keys.
+    precision : str
+        ``fp32`` (the published protocol), ``bf16`` or ``auto`` (:mod:`models.precision`): the forward pass of
+        training under bf16 autocast; weights, optimizer, likelihood, KL, PIA and evaluation stay float32. Left
+        out of :meth:`to_json` when ``fp32``, for the same reason.
     """
 
     model: str = "multvae"
@@ -193,6 +199,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     device: str = "auto"
     data: dict | None = None
+    precision: str = "fp32"
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` default filled from :data:`MODEL_DEFAULTS`."""
@@ -235,6 +242,7 @@ class TrainConfig:
                 "tied anchors need a linear decoder (latent -> items): only --model recvae has one",
             ),
             (c.pia_init_std > 0, f"pia_init_std must be > 0, got {c.pia_init_std}"),
+            (c.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}"),
             (c.epochs > 0, f"epochs must be > 0, got {c.epochs}"),
             (c.batch_size > 0, f"batch_size must be > 0, got {c.batch_size}"),
             (c.eval_batch_size > 0, f"eval_batch_size must be > 0, got {c.eval_batch_size}"),
@@ -275,6 +283,8 @@ class TrainConfig:
         d["hidden"] = list(d["hidden"]) if d["hidden"] is not None else None
         if d["data"] is None:
             del d["data"]  # the JSON (and the run-cache key) of a run without data options is as before
+        if d["precision"] == "fp32":
+            del d["precision"]  # likewise for the published float32 protocol
         return d
 
     @classmethod
@@ -637,6 +647,7 @@ def _train(
     phases = make_phases(c, model, anchors)
     schedule = LambdaSchedule(c.pia, c.pia_warmup)
     generator = torch.Generator().manual_seed(c.seed + 1)
+    precision, precision_record = _run_precision(c, out, resume, device, world)
     n_train = split.train.shape[0]
     updates_per_epoch = math.ceil(n_train / c.batch_size)
     fingerprint = split_fingerprint(split)
@@ -689,6 +700,8 @@ def _train(
             "torch": torch.__version__,
             "model_code_version": MODEL_CODE_VERSION,
         }
+        if c.precision != "fp32":
+            derived["precision"] = precision_record
         if updates_per_epoch < FEW_UPDATES:
             suggested = max(1, n_train // FEW_UPDATES)
             derived["few_updates"] = {"updates_per_epoch": updates_per_epoch, "suggested_batch_size": suggested}
@@ -746,7 +759,8 @@ def _train(
                     lo, hi = rank * bsz // world, (rank + 1) * bsz // world
                     batch = full.rows(lo, hi).to(device)
                     beta = beta_at(c, state.updates, updates_per_epoch)
-                    fwd = model.forward_train(batch, eps[lo:hi].to(device), compute_kl=phase.use_kl)
+                    with autocast(precision, device):  # bf16: the dense layers only (models.precision)
+                        fwd = model.forward_train(batch, eps[lo:hi].to(device), compute_kl=phase.use_kl)
                     per_user = fwd.nll
                     kl_term = torch.zeros((), device=device)
                     if phase.use_kl:
@@ -843,6 +857,23 @@ def _train(
             break
     bar.close()
     return state
+
+
+def _run_precision(c: TrainConfig, out: Path, resume: bool, device: torch.device, world: int) -> tuple[str, dict]:
+    """The precision this run trains in: a resumed run keeps the one it started with (``derived.precision``), a
+    new ``auto`` run decides once (:func:`models.precision.resolve_precision`) and every rank takes rank 0's
+    choice."""
+    if resume and c.precision == "auto":
+        _, derived = read_run_config(out)
+        record = derived.get("precision") or {}
+        if record.get("chosen") in ("fp32", "bf16"):
+            return record["chosen"], record
+    chosen, record = resolve_precision(c.precision, device)
+    if world > 1:
+        shared = [chosen, record]
+        dist.broadcast_object_list(shared, src=0)
+        chosen, record = shared
+    return chosen, record
 
 
 def run_progress(run: Path) -> dict:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from models.batches import SparseBatch, make_batch
+from models.precision import full_precision
 
 
 @dataclass
@@ -111,8 +112,9 @@ def multinomial_nll(logits: torch.Tensor, batch: SparseBatch) -> torch.Tensor:
     """``-sum_i x_ui log softmax(logits_u)_i = |S_u| logsumexp(logits_u) - sum_{i in S_u} logits_ui`` per user.
 
     The right-hand form never materialises the ``(B, I)`` log-softmax (one pass fewer over the largest
-    tensor of the step, forward and backward).
+    tensor of the step, forward and backward). Computed in float32 when the decoder ran under bf16 autocast.
     """
+    logits = full_precision(logits)
     return batch.counts.to(logits.dtype) * torch.logsumexp(logits, dim=-1) - batch.target_sum(logits)
 
 
@@ -145,8 +147,10 @@ class MultiVAE(AutoencoderBase):
         return _run(self.decoder, z)
 
     def forward_train(self, batch: SparseBatch, eps: torch.Tensor, compute_kl: bool = True) -> Forward:
-        """One training pass; ``eps`` (B, d) standard normal noise drawn by the caller (seeded)."""
+        """One training pass; ``eps`` (B, d) standard normal noise drawn by the caller (seeded). The posterior and
+        the KL are float32 under bf16 autocast too (:mod:`models.precision`)."""
         mu, logvar = self.encode(batch)
+        mu, logvar = full_precision(mu), full_precision(logvar)
         z = mu + eps * torch.exp(0.5 * logvar)
         kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(dim=1) if compute_kl else torch.zeros_like(mu[:, 0])
         return Forward(multinomial_nll(self.decode(z), batch), kl, mu, logvar)
@@ -173,6 +177,7 @@ class MultiDAE(AutoencoderBase):
 
     def forward_train(self, batch: SparseBatch, eps: torch.Tensor | None = None, compute_kl: bool = True) -> Forward:
         code, _ = self.encode(batch)
+        code = full_precision(code)
         return Forward(
             multinomial_nll(self.decode(code), batch), torch.zeros(batch.n_rows, device=code.device), code, None
         )
