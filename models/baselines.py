@@ -1,8 +1,9 @@
-"""Non-neural baselines: item popularity and EASE (Steck 2019), with a CLI.
+"""Non-neural baselines: item popularity, EASE (Steck 2019) and WMF (Hu et al. 2008; :mod:`models.wmf`), with a CLI.
 
 Usage::
 
     python -m models.baselines ease --dataset ml-1m          # lambda chosen on validation NDCG@100
+    python -m models.baselines wmf --dataset ml-1m           # factors, regularization, alpha chosen likewise
     python -m models.baselines popularity --dataset ml-1m
 
 Both print the test metrics with standard errors and the user-group table, and write a results JSON whose
@@ -30,6 +31,7 @@ from models.evaluation import evaluate
 from models.io import atomic_write_json, check_output_file, resolve_device
 from models.lazy import lazy_import
 from models.split import Split
+from models.wmf import WMF_ALPHAS, WMF_FACTORS, WMF_ITERATIONS, WMF_REGULARIZATIONS, select_wmf
 
 sp = lazy_import("scipy.sparse")
 torch = lazy_import("torch")
@@ -275,6 +277,27 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _int_grid(text: str) -> list[int]:
+    try:
+        grid = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 100,200, got {text!r}") from None
+    if not grid or min(grid) < 1:
+        raise argparse.ArgumentTypeError(f"every value must be an integer >= 1, got {text!r}")
+    return grid
+
+
+def _float_grid(text: str, least: float = 0.0, strict: bool = False) -> list[float]:
+    try:
+        grid = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.1,1,10, got {text!r}") from None
+    ok = all(math.isfinite(v) and (v > least if strict else v >= least) for v in grid)
+    if not grid or not ok:
+        raise argparse.ArgumentTypeError(f"every value must be a finite number {'>' if strict else '>='} {least:g}")
+    return grid
+
+
 def _lambda_grid(text: str) -> list[float]:
     try:
         grid = [float(v) for v in text.split(",") if v.strip()]
@@ -293,6 +316,7 @@ def default_result_path(args: argparse.Namespace) -> Path:
         "lambdas": args.lambdas if args.model == "ease" and args.lambdas != list(EASE_LAMBDAS) else None,
         "dtype": args.dtype if args.model == "ease" and args.dtype != "float32" else None,
         "solver": args.solver if args.model == "ease" and args.solver != "auto" else None,
+        **(_wmf_options(args) if args.model == "wmf" else {}),
         **{k: str(getattr(args, k)) for k in ("path", "heldout") if getattr(args, k) is not None},
         **{k: str(v) for k, v in data_options(args).items()},  # every data option given, table options included
     }
@@ -302,12 +326,24 @@ def default_result_path(args: argparse.Namespace) -> Path:
     return Path("out") / "baselines" / f"{name}.json"
 
 
+def _wmf_options(args: argparse.Namespace) -> dict:
+    """The WMF options that differ from the defaults (for the result file's name)."""
+    given = {
+        "factors": (args.factors, list(WMF_FACTORS)),
+        "regularization": (args.regularization, list(WMF_REGULARIZATIONS)),
+        "alpha": (args.alpha, list(WMF_ALPHAS)),
+        "iterations": (args.iterations, WMF_ITERATIONS),
+        "seed": (args.seed, 0),
+    }
+    return {k: v for k, (v, default) in given.items() if v != default}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="python -m models.baselines",
-        description="Popularity and EASE baselines under the strong-generalization protocol.",
+        description="Popularity, EASE and WMF baselines under the strong-generalization protocol.",
     )
-    parser.add_argument("model", choices=["ease", "popularity"])
+    parser.add_argument("model", choices=["ease", "popularity", "wmf"])
     parser.add_argument("--dataset", default="ml-1m", help=f"one of {', '.join(dataset_names())}")
     parser.add_argument(
         "--lambdas",
@@ -323,6 +359,23 @@ def main(argv: list[str] | None = None) -> int:
         help="EASE lambda search: one inverse per lambda, one eigendecomposition for the whole grid (same scores), "
         "or auto: the faster of the two for the grid and the data, from benchmarks/RESULTS_ease.md (default)",
     )
+    parser.add_argument(
+        "--factors", type=_int_grid, default=list(WMF_FACTORS), help="WMF: latent factors to try (default %(default)s)"
+    )
+    parser.add_argument(
+        "--regularization",
+        type=_float_grid,
+        default=list(WMF_REGULARIZATIONS),
+        help="WMF: L2 weights to try (default %(default)s)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=lambda t: _float_grid(t, 0.0, strict=True),
+        default=list(WMF_ALPHAS),
+        help="WMF: confidence weights (c = 1 + alpha x) to try (default %(default)s)",
+    )
+    parser.add_argument("--iterations", type=int, default=WMF_ITERATIONS, help="WMF: ALS sweeps (default 15)")
+    parser.add_argument("--seed", type=int, default=0, help="WMF: seed of the factors' initialisation")
     parser.add_argument("--batch-size", type=int, default=1000, help="users scored per batch")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     parser.add_argument(
@@ -362,6 +415,27 @@ def _run(args: argparse.Namespace) -> int:
         score_fn = model.score
         validation = {str(k): v for k, v in search.scores.items()}
         extra = {"lambda": search.best, "dtype": args.dtype, "solver": args.solver, "validation": validation}
+    elif args.model == "wmf":
+        if args.iterations < 1:
+            raise ValueError(f"--iterations must be an integer >= 1, got {args.iterations}")
+        size = len(args.factors) * len(args.regularization) * len(args.alpha)
+        print(f"WMF on {args.dataset}: {split.n_items:,} items, {size} settings on validation", file=sys.stderr)
+        wmf, search = select_wmf(
+            split,
+            args.factors,
+            args.regularization,
+            args.alpha,
+            iterations=args.iterations,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            progress=True,
+        )
+        grids = {"factors": args.factors, "regularization": args.regularization, "alpha": args.alpha}
+        for name, grid in grids.items():
+            if len(grid) > 1 and search["best"][name] in (min(grid), max(grid)):
+                print(f"warning: best {name} {search['best'][name]:g} is at the edge of its grid", file=sys.stderr)
+        score_fn = wmf.score
+        extra = {**search["best"], "iterations": args.iterations, "seed": args.seed, "validation": search["grid"]}
     else:
         score_fn = Popularity.fit(split.train, device).score
     test = evaluate(score_fn, split.test, batch_size=args.batch_size)
@@ -376,7 +450,13 @@ def _run(args: argparse.Namespace) -> int:
             "train_users": int(split.train.shape[0]),
             "test_users": split.test.n_users,
         },
-        "options": {"lambdas": args.lambdas, "dtype": args.dtype} if args.model == "ease" else {},
+        "options": {"lambdas": args.lambdas, "dtype": args.dtype}
+        if args.model == "ease"
+        else (
+            {"factors": args.factors, "regularization": args.regularization, "alpha": args.alpha}
+            if args.model == "wmf"
+            else {}
+        ),
         "seconds": round(seconds, 2),
         "peak_memory_mb": peak_memory_mb(device),
         **extra,
@@ -385,6 +465,8 @@ def _run(args: argparse.Namespace) -> int:
     title = f"{args.model} on {args.dataset} (test users)"
     if args.model == "ease":
         title += f", lambda = {extra['lambda']:g}"
+    if args.model == "wmf":
+        title += f", {extra['factors']} factors, regularization {extra['regularization']:g}, alpha {extra['alpha']:g}"
     print(title)
     print(test.format_table())
     print(f"{seconds:.1f} s, peak memory {result['peak_memory_mb']:,.0f} MB; wrote {out}")
