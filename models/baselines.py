@@ -1,9 +1,11 @@
-"""Non-neural baselines: item popularity, EASE (Steck 2019) and WMF (Hu et al. 2008; :mod:`models.wmf`), with a CLI.
+"""Non-neural baselines: popularity, EASE (Steck 2019), WMF (Hu et al. 2008; :mod:`models.wmf`) and BPR-MF (Rendle
+et al. 2009; :mod:`models.bpr`), with a CLI.
 
 Usage::
 
     python -m models.baselines ease --dataset ml-1m          # lambda chosen on validation NDCG@100
     python -m models.baselines wmf --dataset ml-1m           # factors, regularization, alpha chosen likewise
+    python -m models.baselines bpr --dataset ml-1m           # factors, regularization chosen likewise
     python -m models.baselines popularity --dataset ml-1m
 
 Both print the test metrics with standard errors and the user-group table, and write a results JSON whose
@@ -25,6 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from models.bpr import (
+    BPR_FACTORS,
+    BPR_ITERATIONS,
+    BPR_LEARNING_RATE,
+    BPR_REGULARIZATIONS,
+    FOLD_IN_LR,
+    FOLD_IN_STEPS,
+    select_bpr,
+)
 from models.cli import OneLineParser, end_process, guarded
 from models.data import add_dataset_arguments, data_options, dataset_names, default_config, split_from_args
 from models.evaluation import evaluate
@@ -316,7 +327,7 @@ def default_result_path(args: argparse.Namespace) -> Path:
         "lambdas": args.lambdas if args.model == "ease" and args.lambdas != list(EASE_LAMBDAS) else None,
         "dtype": args.dtype if args.model == "ease" and args.dtype != "float32" else None,
         "solver": args.solver if args.model == "ease" and args.solver != "auto" else None,
-        **(_wmf_options(args) if args.model == "wmf" else {}),
+        **(_mf_options(args) if args.model in MF_DEFAULTS else {}),
         **{k: str(getattr(args, k)) for k in ("path", "heldout") if getattr(args, k) is not None},
         **{k: str(v) for k, v in data_options(args).items()},  # every data option given, table options included
     }
@@ -326,16 +337,52 @@ def default_result_path(args: argparse.Namespace) -> Path:
     return Path("out") / "baselines" / f"{name}.json"
 
 
-def _wmf_options(args: argparse.Namespace) -> dict:
-    """The WMF options that differ from the defaults (for the result file's name)."""
-    given = {
-        "factors": (args.factors, list(WMF_FACTORS)),
-        "regularization": (args.regularization, list(WMF_REGULARIZATIONS)),
-        "alpha": (args.alpha, list(WMF_ALPHAS)),
-        "iterations": (args.iterations, WMF_ITERATIONS),
-        "seed": (args.seed, 0),
-    }
-    return {k: v for k, (v, default) in given.items() if v != default}
+MF_DEFAULTS = {
+    "wmf": {"factors": list(WMF_FACTORS), "regularization": list(WMF_REGULARIZATIONS), "iterations": WMF_ITERATIONS},
+    "bpr": {"factors": list(BPR_FACTORS), "regularization": list(BPR_REGULARIZATIONS), "iterations": BPR_ITERATIONS},
+}
+"""Per factorisation model, the grids and sweeps an option not given takes (they differ between the two losses)."""
+MF_ONLY = {"wmf": ("alpha",), "bpr": ("learning_rate", "fold_in_steps", "fold_in_lr")}
+MF_FIXED_DEFAULTS = {
+    "alpha": list(WMF_ALPHAS),
+    "learning_rate": BPR_LEARNING_RATE,
+    "fold_in_steps": FOLD_IN_STEPS,
+    "fold_in_lr": FOLD_IN_LR,
+    "seed": 0,
+}
+
+
+def _mf_options(args: argparse.Namespace) -> dict:
+    """The factorisation options of ``args.model`` that differ from their defaults (for the result file's name)."""
+    defaults = {**MF_DEFAULTS[args.model], "seed": 0}
+    defaults.update({k: MF_FIXED_DEFAULTS[k] for k in MF_ONLY[args.model]})
+    return {k: getattr(args, k) for k, default in defaults.items() if getattr(args, k) != default}
+
+
+def _fill_mf_defaults(args: argparse.Namespace) -> None:
+    """Options left unset take ``args.model``'s defaults; another model's options given are refused in one line."""
+    if args.model not in MF_DEFAULTS:
+        given = [k for k in ("factors", "regularization", "iterations") if getattr(args, k) is not None]
+        given += [k for names in MF_ONLY.values() for k in names if getattr(args, k) != MF_FIXED_DEFAULTS[k]]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ValueError(f"{flag} applies to wmf and bpr only, not {args.model}")
+        return
+    for key, default in MF_DEFAULTS[args.model].items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    other = next(m for m in MF_ONLY if m != args.model)
+    wrong = [k for k in MF_ONLY[other] if getattr(args, k) != MF_FIXED_DEFAULTS[k]]
+    if wrong:
+        raise ValueError(f"--{wrong[0].replace('_', '-')} applies to {other} only, not {args.model}")
+    if args.iterations < 1:
+        raise ValueError(f"--iterations must be an integer >= 1, got {args.iterations}")
+
+
+def _warn_grid_edges(best: dict, grids: dict) -> None:
+    for name, grid in grids.items():
+        if len(grid) > 1 and best[name] in (min(grid), max(grid)):
+            print(f"warning: best {name} {best[name]:g} is at the edge of its grid; widen it", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m models.baselines",
         description="Popularity, EASE and WMF baselines under the strong-generalization protocol.",
     )
-    parser.add_argument("model", choices=["ease", "popularity", "wmf"])
+    parser.add_argument("model", choices=["ease", "popularity", "wmf", "bpr"])
     parser.add_argument("--dataset", default="ml-1m", help=f"one of {', '.join(dataset_names())}")
     parser.add_argument(
         "--lambdas",
@@ -360,13 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         "or auto: the faster of the two for the grid and the data, from benchmarks/RESULTS_ease.md (default)",
     )
     parser.add_argument(
-        "--factors", type=_int_grid, default=list(WMF_FACTORS), help="WMF: latent factors to try (default %(default)s)"
+        "--factors", type=_int_grid, help=f"WMF, BPR: latent factors to try (default {list(WMF_FACTORS)})"
     )
     parser.add_argument(
         "--regularization",
         type=_float_grid,
-        default=list(WMF_REGULARIZATIONS),
-        help="WMF: L2 weights to try (default %(default)s)",
+        help=f"WMF, BPR: L2 weights to try (default WMF {list(WMF_REGULARIZATIONS)}, BPR {list(BPR_REGULARIZATIONS)})",
     )
     parser.add_argument(
         "--alpha",
@@ -374,8 +420,22 @@ def main(argv: list[str] | None = None) -> int:
         default=list(WMF_ALPHAS),
         help="WMF: confidence weights (c = 1 + alpha x) to try (default %(default)s)",
     )
-    parser.add_argument("--iterations", type=int, default=WMF_ITERATIONS, help="WMF: ALS sweeps (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="WMF: seed of the factors' initialisation")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        help=f"WMF: ALS sweeps (default {WMF_ITERATIONS}); BPR: epochs of sampled triples (default {BPR_ITERATIONS})",
+    )
+    parser.add_argument("--learning-rate", type=float, default=BPR_LEARNING_RATE, help="BPR: SGD rate (0.01)")
+    parser.add_argument(
+        "--fold-in-steps",
+        type=int,
+        default=FOLD_IN_STEPS,
+        help=f"BPR: SGD steps on a held-out user's vector, items frozen (default {FOLD_IN_STEPS})",
+    )
+    parser.add_argument(
+        "--fold-in-lr", type=float, default=FOLD_IN_LR, help=f"BPR: rate of those steps (default {FOLD_IN_LR})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="WMF, BPR: seed of the factors and the sampling")
     parser.add_argument("--batch-size", type=int, default=1000, help="users scored per batch")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     parser.add_argument(
@@ -392,6 +452,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
     default_config(args.dataset)  # an unknown dataset is one line before anything is created (or torch loads)
+    _fill_mf_defaults(args)
     device = resolve_device(args.device)
     out = args.out or default_result_path(args)
     check_output_file(out)
@@ -416,8 +477,6 @@ def _run(args: argparse.Namespace) -> int:
         validation = {str(k): v for k, v in search.scores.items()}
         extra = {"lambda": search.best, "dtype": args.dtype, "solver": args.solver, "validation": validation}
     elif args.model == "wmf":
-        if args.iterations < 1:
-            raise ValueError(f"--iterations must be an integer >= 1, got {args.iterations}")
         size = len(args.factors) * len(args.regularization) * len(args.alpha)
         print(f"WMF on {args.dataset}: {split.n_items:,} items, {size} settings on validation", file=sys.stderr)
         wmf, search = select_wmf(
@@ -430,12 +489,36 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=True,
         )
-        grids = {"factors": args.factors, "regularization": args.regularization, "alpha": args.alpha}
-        for name, grid in grids.items():
-            if len(grid) > 1 and search["best"][name] in (min(grid), max(grid)):
-                print(f"warning: best {name} {search['best'][name]:g} is at the edge of its grid", file=sys.stderr)
+        _warn_grid_edges(
+            search["best"], {"factors": args.factors, "regularization": args.regularization, "alpha": args.alpha}
+        )
         score_fn = wmf.score
         extra = {**search["best"], "iterations": args.iterations, "seed": args.seed, "validation": search["grid"]}
+    elif args.model == "bpr":
+        size = len(args.factors) * len(args.regularization)
+        print(f"BPR-MF on {args.dataset}: {split.n_items:,} items, {size} settings on validation", file=sys.stderr)
+        bpr, search = select_bpr(
+            split,
+            args.factors,
+            args.regularization,
+            learning_rate=args.learning_rate,
+            iterations=args.iterations,
+            seed=args.seed,
+            fold_in_steps=args.fold_in_steps,
+            fold_in_lr=args.fold_in_lr,
+            batch_size=args.batch_size,
+            progress=True,
+        )
+        _warn_grid_edges(search["best"], {"factors": args.factors, "regularization": args.regularization})
+        score_fn = bpr.score
+        extra = {
+            **search["best"],
+            "iterations": args.iterations,
+            "learning_rate": args.learning_rate,
+            "fold_in": {"steps": args.fold_in_steps, "lr": args.fold_in_lr},
+            "seed": args.seed,
+            "validation": search["grid"],
+        }
     else:
         score_fn = Popularity.fit(split.train, device).score
     test = evaluate(score_fn, split.test, batch_size=args.batch_size)
@@ -452,11 +535,7 @@ def _run(args: argparse.Namespace) -> int:
         },
         "options": {"lambdas": args.lambdas, "dtype": args.dtype}
         if args.model == "ease"
-        else (
-            {"factors": args.factors, "regularization": args.regularization, "alpha": args.alpha}
-            if args.model == "wmf"
-            else {}
-        ),
+        else ({"factors": args.factors, "regularization": args.regularization} if args.model in MF_DEFAULTS else {}),
         "seconds": round(seconds, 2),
         "peak_memory_mb": peak_memory_mb(device),
         **extra,
@@ -465,8 +544,9 @@ def _run(args: argparse.Namespace) -> int:
     title = f"{args.model} on {args.dataset} (test users)"
     if args.model == "ease":
         title += f", lambda = {extra['lambda']:g}"
-    if args.model == "wmf":
-        title += f", {extra['factors']} factors, regularization {extra['regularization']:g}, alpha {extra['alpha']:g}"
+    if args.model in MF_DEFAULTS:
+        title += f", {extra['factors']} factors, regularization {extra['regularization']:g}"
+        title += f", alpha {extra['alpha']:g}" if args.model == "wmf" else ""
     print(title)
     print(test.format_table())
     print(f"{seconds:.1f} s, peak memory {result['peak_memory_mb']:,.0f} MB; wrote {out}")

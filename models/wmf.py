@@ -65,7 +65,7 @@ class WMF:
                 f"WMF needs factors >= 1, regularization >= 0, alpha > 0 and iterations >= 1; got {factors}, "
                 f"{regularization}, {alpha}, {iterations}"
             )
-        with _one_blas_thread():  # implicit checks the BLAS threads when the model is made
+        with one_blas_thread():  # implicit checks the BLAS threads when the model is made
             model = AlternatingLeastSquares(
                 factors=factors,
                 regularization=regularization,
@@ -84,7 +84,7 @@ class WMF:
     def fold_in(self, fold_in: sp.csr_matrix) -> np.ndarray:
         """User factors (n x k) of new users: one closed-form ALS solve each on their fold-in items, ``Y`` fixed."""
         rows = _confidence(fold_in, self.alpha)
-        with _one_blas_thread():
+        with one_blas_thread():
             return np.asarray(self.model.recalculate_user(np.arange(rows.shape[0]), rows))
 
     def score(self, fold_in: sp.csr_matrix) -> np.ndarray:
@@ -99,7 +99,7 @@ def _confidence(x: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
     return out
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """``implicit`` runs its own threads over users; a BLAS thread pool inside each would oversubscribe the cores
     (``implicit`` warns), so BLAS gets one thread while it runs."""
     from threadpoolctl import threadpool_limits
