@@ -20,10 +20,10 @@ observable, e.g. ``<`` for ``<=`` where the two sides are never equal).
 
 Not part of CI (a module takes tens of minutes): run it in a clone of its own (it rewrites the modules of the
 checkout it lives in, and a job running from that checkout meanwhile would import a mutant), and record the table
-in ``docs/testing.md``. ``--list`` shows the mutants, numbered, without running anything; ``--range FIRST-LAST`` runs only those
-numbers, so that a long module (``models/trainer.py``: 417 mutants) can be measured in slices across sessions. The module is restored even when the
-run is interrupted by Ctrl-C or SIGTERM (a ``finally`` block; a SIGKILL leaves ``<module>.orig`` beside it to copy
-back).
+in ``docs/testing.md``. ``--list`` shows the mutants, numbered, without running anything; ``--range FIRST-LAST``
+runs only those numbers, so that a long module (``models/trainer.py``: 417 mutants) can be measured in slices
+across sessions. The module is restored even when the run is interrupted by Ctrl-C or SIGTERM (a ``finally``
+block; a SIGKILL leaves ``<module>.orig`` beside it to copy back).
 """
 
 from __future__ import annotations
