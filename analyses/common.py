@@ -321,6 +321,8 @@ class OutputFolder:
             if not nested:  # the outer job's lock covers what it runs inside its staging folder
                 self.lock = FolderLock(self.real.parent / f".{self.real.name}.lock", f"--out {self.final}").acquire()
             self._clean_up_after_killed_runs()
+            # said before the staging folder appears: whoever sees the folder (a test, a user's Ctrl-C) has the note
+            self._note_replacement()
             self.staging.mkdir()
         except OSError as exc:
             self.release()
@@ -328,7 +330,6 @@ class OutputFolder:
         except BaseException:
             self.release()
             raise
-        self._note_replacement()
         return self.staging
 
     def _clean_up_after_killed_runs(self) -> None:
