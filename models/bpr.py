@@ -21,17 +21,14 @@ Implicit Feedback", UAI 2009.
 from __future__ import annotations
 
 import itertools
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.evaluation import evaluate
 from models.lazy import lazy_import
 from models.split import Split
-from models.wmf import SELECTION_METRIC, one_blas_thread
+from models.wmf import one_blas_thread, search_settings
 
 sp = lazy_import("scipy.sparse")
 special = lazy_import("scipy.special")
@@ -138,33 +135,20 @@ def select_bpr(
     batch_size: int = 1000,
     progress: bool = False,
 ) -> tuple[BPRMF, dict]:
-    """Fit BPR-MF for every (factors, regularization) of the grid; keep the best validation NDCG@100."""
-    grid = list(itertools.product(factors, regularizations))
-    if not grid:
-        raise ValueError("the BPR grid is empty; give at least one value of --factors and --regularization")
-    best, best_value, rows = None, -np.inf, []
-    for k, reg in grid:
-        start = time.perf_counter()
-        model = BPRMF.fit(
+    """Fit BPR-MF for every (factors, regularization) of the grid; keep the best validation NDCG@100
+    (:func:`models.wmf.search_settings`)."""
+    settings = [{"factors": int(k), "regularization": float(r)} for k, r in itertools.product(factors, regularizations)]
+
+    def fit(factors: int, regularization: float) -> BPRMF:
+        return BPRMF.fit(
             split.train,
-            int(k),
-            float(reg),
+            factors,
+            regularization,
             learning_rate=learning_rate,
             iterations=iterations,
             seed=seed,
             fold_in_steps=fold_in_steps,
             fold_in_lr=fold_in_lr,
         )
-        summary = evaluate(model.score, split.validation, batch_size=batch_size).summary()
-        value = summary[SELECTION_METRIC]["mean"]
-        rows.append({"factors": int(k), "regularization": float(reg), "validation": summary})
-        if progress:
-            print(
-                f"  factors {k:>4}, regularization {reg:<6g}: validation {SELECTION_METRIC} {value:.4f} "
-                f"({time.perf_counter() - start:.1f} s)",
-                file=sys.stderr,
-            )
-        if value > best_value:
-            best, best_value = model, value
-    assert best is not None
-    return best, {"best": {"factors": best.factors, "regularization": best.regularization}, "grid": rows}
+
+    return search_settings(split, settings, fit, batch_size=batch_size, progress=progress)

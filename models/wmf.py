@@ -20,8 +20,9 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,33 @@ def one_blas_thread():
     return threadpool_limits(1, "blas")
 
 
+def search_settings(
+    split: Split, settings: Sequence[dict], fit: Callable[..., Any], *, batch_size: int = 1000, progress: bool = False
+) -> tuple[Any, dict]:
+    """Fit ``fit(**setting)`` for every setting, score each on the validation users, keep the best NDCG@100.
+
+    Returns the chosen model and ``{"best": setting, "grid": [{**setting, "validation": summary}, ...]}``.
+    """
+    if not settings:
+        raise ValueError("the grid is empty; give at least one value of each searched option")
+    best, best_value, chosen, rows = None, -np.inf, None, []
+    for setting in settings:
+        start = time.perf_counter()
+        model = fit(**setting)
+        summary = evaluate(model.score, split.validation, batch_size=batch_size).summary()
+        value = summary[SELECTION_METRIC]["mean"]
+        rows.append({**setting, "validation": summary})
+        if progress:
+            shown = ", ".join(f"{k} {v:g}" for k, v in setting.items())
+            print(
+                f"  {shown}: validation {SELECTION_METRIC} {value:.4f} ({time.perf_counter() - start:.1f} s)",
+                file=sys.stderr,
+            )
+        if value > best_value:
+            best, best_value, chosen = model, value, setting
+    return best, {"best": dict(chosen), "grid": rows}
+
+
 def select_wmf(
     split: Split,
     factors: Sequence[int] = WMF_FACTORS,
@@ -118,28 +146,14 @@ def select_wmf(
     batch_size: int = 1000,
     progress: bool = False,
 ) -> tuple[WMF, dict]:
-    """Fit WMF for every (factors, regularization, alpha) of the grid; keep the best validation NDCG@100.
+    """Fit WMF for every (factors, regularization, alpha) of the grid; keep the best validation NDCG@100
+    (:func:`search_settings`)."""
+    settings = [
+        {"factors": int(k), "regularization": float(r), "alpha": float(a)}
+        for k, r, a in itertools.product(factors, regularizations, alphas)
+    ]
 
-    Returns the chosen model and ``{"best": {...}, "grid": [{factors, regularization, alpha, validation}, ...]}``.
-    """
-    grid = list(itertools.product(factors, regularizations, alphas))
-    if not grid:
-        raise ValueError("the WMF grid is empty; give at least one value of --factors, --regularization, --alpha")
-    best, best_value, rows = None, -np.inf, []
-    for k, reg, alpha in grid:
-        start = time.perf_counter()
-        model = WMF.fit(split.train, int(k), float(reg), float(alpha), iterations=iterations, seed=seed)
-        summary = evaluate(model.score, split.validation, batch_size=batch_size).summary()
-        value = summary[SELECTION_METRIC]["mean"]
-        rows.append({"factors": int(k), "regularization": float(reg), "alpha": float(alpha), "validation": summary})
-        if progress:
-            print(
-                f"  factors {k:>4}, regularization {reg:<6g} alpha {alpha:<6g}: validation {SELECTION_METRIC} "
-                f"{value:.4f} ({time.perf_counter() - start:.1f} s)",
-                file=sys.stderr,
-            )
-        if value > best_value:
-            best, best_value = model, value
-    assert best is not None
-    chosen = {"factors": best.factors, "regularization": best.regularization, "alpha": best.alpha}
-    return best, {"best": chosen, "grid": rows}
+    def fit(factors: int, regularization: float, alpha: float) -> WMF:
+        return WMF.fit(split.train, factors, regularization, alpha, iterations=iterations, seed=seed)
+
+    return search_settings(split, settings, fit, batch_size=batch_size, progress=progress)
