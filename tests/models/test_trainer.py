@@ -218,6 +218,10 @@ def test_tied_anchors_need_a_linear_decoder():
         ItemAnchors(50, 8, tied_to=MultiVAE(50, (32,), 8).decoder[-1])
     with pytest.raises(ConfigError, match="linear decoder"):
         TrainConfig(model="multvae", pia=0.1, pia_anchors="tied").validate()
+    with pytest.raises(ConfigError, match="linear decoder"):
+        TrainConfig(model="multvae", pia=1.0, pia_anchors="tied").validate()
+    TrainConfig(model="multvae", pia=0.0, pia_anchors="tied").validate()  # no PIA: the anchor kind is moot
+    TrainConfig(model="recvae", pia=0.1, pia_anchors="tied").validate()
 
 
 def test_multdae_weight_decay_is_in_the_loss(tmp_path, tiny_split):
