@@ -356,3 +356,35 @@ def test_values_of_the_right_type_pass_and_the_config_is_frozen():
     TrainConfig(hidden=()).validate()
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().rho = 0.3  # a config is a value: runs are keyed by it
+
+
+@pytest.mark.parametrize(
+    ("field", "allowed", "refused"),
+    [
+        ("rho", [1.0, 1e-6], [0.0, 1.0000001]),
+        ("beta_cap", [0.0], [-1e-9]),
+        ("anneal_steps", [1], [0]),
+        ("anneal_epochs", [1, None], [0]),
+        ("pia", [0.0], [-1e-9]),
+        ("pia_warmup", [0], [-1]),
+        ("pia_init_std", [1e-9], [0.0]),
+        ("epochs", [1], [0]),
+        ("batch_size", [1], [0]),
+        ("eval_batch_size", [1], [0]),
+        ("lr", [1e-12], [0.0]),
+        ("weight_decay", [0.0], [-1e-9]),
+        ("latent_dim", [1], [0]),
+        ("hidden", [(1,), ()], [(0,), (5, 0)]),
+        ("gamma", [0.0], [-1e-9]),
+        ("enc_epochs", [1], [0]),
+        ("seed", [0], [-1]),
+        ("heldout", [1, 0.49, 1e-3, None], [0.5, 0, 1.5, -1]),
+    ],
+)
+def test_each_range_check_sits_at_its_boundary(field, allowed, refused):
+    """The value on the boundary of each range passes, the nearest value beyond it is one line naming the field."""
+    for value in allowed:
+        TrainConfig(model="multvae", **{field: value}).validate()
+    for value in refused:
+        with pytest.raises(ConfigError, match=field):
+            TrainConfig(model="multvae", **{field: value}).validate()
