@@ -9,6 +9,7 @@ import torch
 
 from models import precision
 from models.batches import make_batch
+from models.io import load_verified
 from models.recvae import RecVAE
 from models.trainer import ConfigError, TrainConfig, config_key, read_history, train
 from models.vae import MultiVAE
@@ -40,8 +41,7 @@ def test_a_bf16_run_keeps_float32_weights_and_records_its_precision(tmp_path, ti
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["precision"] == "bf16" and saved["derived"]["precision"]["chosen"] == "bf16"
-    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    weights = state["payload"]["model"] if "payload" in state else state["model"]
+    weights = load_verified(tmp_path / "run" / "best.pt")["model"]
     assert {t.dtype for t in weights.values()} == {torch.float32}  # master weights; Adam stepped float32
     # the float32 run of the same settings is another model: another cache key; fp32 leaves the key as before
     assert config_key(config) != config_key(TrainConfig(model="multvae", epochs=2, pia=0.3, **TINY))
