@@ -34,6 +34,9 @@ class SparseBatch:
         Number of positives per row of the full history.
     n_rows : int
         Batch size B.
+    users : torch.Tensor or None, shape (B,)
+        Row of each user in the training matrix, for models with a per-user parameter (CDAE's user node); None for
+        held-out users (validation, test), who have none.
     """
 
     indices: torch.Tensor
@@ -43,6 +46,7 @@ class SparseBatch:
     target_cols: torch.Tensor
     counts: torch.Tensor
     n_rows: int
+    users: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> SparseBatch:
         return SparseBatch(
@@ -53,6 +57,7 @@ class SparseBatch:
             self.target_cols.to(device),
             self.counts.to(device),
             self.n_rows,
+            None if self.users is None else self.users.to(device),
         )
 
     def rows(self, lo: int, hi: int) -> SparseBatch:
@@ -70,6 +75,7 @@ class SparseBatch:
             target_cols=self.target_cols[t0:t1],
             counts=self.counts[lo:hi],
             n_rows=hi - lo,
+            users=None if self.users is None else self.users[lo:hi],
         )
 
     def target_sum(self, values: torch.Tensor) -> torch.Tensor:
@@ -87,6 +93,7 @@ def make_batch(
     mode: str = "dropout",
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
+    users: np.ndarray | None = None,
 ) -> SparseBatch:
     """Build a :class:`SparseBatch` from CSR rows, masking the encoder input with keep probability ``rho``.
 
@@ -100,6 +107,8 @@ def make_batch(
         See :func:`geometry.masking.mask_sparse_values`.
     generator : torch.Generator, optional
         Source of the mask draws (seeded by the trainer for exact resumption).
+    users : numpy.ndarray of int, shape (B,), optional
+        The rows' indices in the training matrix (:attr:`SparseBatch.users`).
     """
     rows = rows.tocsr()
     indptr = torch.from_numpy(rows.indptr.astype(np.int64))
@@ -119,5 +128,6 @@ def make_batch(
         target_cols=indices,
         counts=counts,
         n_rows=int(rows.shape[0]),
+        users=None if users is None else torch.as_tensor(np.asarray(users, dtype=np.int64)),
     )
     return batch.to(device) if device is not None else batch

@@ -1,4 +1,4 @@
-"""Training loop for Multi-VAE, Multi-DAE and RecVAE, with masking rate ``rho`` and PIA.
+"""Training loop for Multi-VAE, Multi-DAE, RecVAE and CDAE, with masking rate ``rho`` and PIA.
 
 A run is a folder::
 
@@ -67,14 +67,17 @@ if TYPE_CHECKING:  # the model classes derive from nn.Module: imported where a m
     from models.pia import ItemAnchors
     from models.vae import AutoencoderBase
 
-MODELS = ("multvae", "multdae", "recvae")
+MODELS = ("multvae", "multdae", "recvae", "cdae")
 MASK_MODES = ("dropout", "bernoulli")
 # Reference hyperparameters (PROTOCOL.md); None fields of TrainConfig take these.
 MODEL_DEFAULTS: dict[str, dict] = {
     "multvae": {"lr": 1e-3, "epochs": 200, "weight_decay": 0.0, "hidden": (600,)},
     "multdae": {"lr": 1e-3, "epochs": 200, "weight_decay": 0.01, "hidden": ()},
     "recvae": {"lr": 5e-4, "epochs": 50, "weight_decay": 0.0, "hidden": (600,)},
+    # CDAE (Wu et al. 2016; models/cdae.py): [I-K-I] with K = latent_dim, the Multi-DAE schedule
+    "cdae": {"lr": 1e-3, "epochs": 200, "weight_decay": 0.01, "hidden": ()},
 }
+KL_FREE_MODELS = ("multdae", "cdae")  # no posterior: no KL term, and no PIA (it aligns a posterior)
 VALIDATION_METRICS = ("ndcg@100", "recall@20", "recall@50")
 # TrainConfig field -> the models.train flag that sets it (named in error lines).
 FIELD_FLAGS = {
@@ -141,7 +144,7 @@ class TrainConfig:
 
     Attributes
     ----------
-    model : {"multvae", "multdae", "recvae"}
+    model : {"multvae", "multdae", "recvae", "cdae"}
     dataset : str
         A name accepted by :func:`models.data.load_split`; ``dataset_path`` and ``heldout`` as there.
     rho : float
@@ -251,6 +254,18 @@ class TrainConfig:
             (c.latent_dim > 0, f"latent_dim must be > 0, got {c.latent_dim}"),
             (all(w > 0 for w in c.hidden), f"hidden widths must be > 0, got {list(c.hidden)}"),
             (c.model != "recvae" or len(c.hidden) == 1, f"recvae takes one hidden width, got {list(c.hidden)}"),
+            (
+                c.model != "cdae" or not c.hidden,
+                f"hidden takes no widths for cdae ([I-K-I], K = --latent), got {list(c.hidden)}",
+            ),
+            (
+                c.model != "cdae" or c.mask_mode == "dropout",
+                "mask_mode must be dropout for cdae (its corruption: drop with probability 1 - rho, scale by 1 / rho)",
+            ),
+            (
+                c.model != "cdae" or c.pia == 0,
+                f"pia must be 0 for cdae (PIA aligns a posterior; CDAE has none), got {c.pia}",
+            ),
             (c.gamma >= 0, f"gamma must be >= 0, got {c.gamma}"),
             (c.enc_epochs > 0, f"enc_epochs must be > 0, got {c.enc_epochs}"),
             (c.seed >= 0, f"seed must be >= 0, got {c.seed}"),
@@ -299,12 +314,19 @@ class TrainConfig:
         return cls(**d)
 
 
-def build_model(config: TrainConfig, n_items: int) -> AutoencoderBase:
-    """The model a (resolved) configuration describes, initialised from ``torch.manual_seed(seed)``."""
+def build_model(config: TrainConfig, n_items: int, n_users: int | None = None) -> AutoencoderBase:
+    """The model a (resolved) configuration describes, initialised from ``torch.manual_seed(seed)``; ``n_users``
+    (training users) is needed by CDAE only, for its user vectors."""
     c = config.resolved()
     from models.vae import MultiDAE, MultiVAE
 
     torch.manual_seed(c.seed)
+    if c.model == "cdae":
+        from models.cdae import CDAE
+
+        if n_users is None:
+            raise ValueError("cdae needs the number of training users (one user vector each)")
+        return CDAE(n_items, n_users, c.latent_dim)
     if c.model == "multvae":
         return MultiVAE(n_items, c.hidden, c.latent_dim)
     if c.model == "multdae":
@@ -352,7 +374,8 @@ def make_phases(config: TrainConfig, model: AutoencoderBase, anchors: ItemAnchor
             Phase("decoder", list(model.decoder_parameters()), 1.0, 1, False, False),
         ]
     else:
-        phases = [Phase("joint", [*model.parameters(), *anchor_params], c.rho, 1, c.model != "multdae", True)]
+        use_kl = c.model not in KL_FREE_MODELS
+        phases = [Phase("joint", [*model.parameters(), *anchor_params], c.rho, 1, use_kl, True)]
     for p in phases:
         p.optimizer = adam(p.parameters, c.lr)
     return phases
@@ -639,7 +662,7 @@ def _train(
     device = resolve_device(c.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    model = build_model(c, split.n_items).to(device)
+    model = build_model(c, split.n_items, split.train.shape[0]).to(device)
     anchors = None
     if c.pia > 0:
         tied = getattr(model, "decoder_output", None) if c.pia_anchors == "tied" else None
@@ -754,7 +777,8 @@ def _train(
                 for b0 in range(0, n_train, c.batch_size):
                     rows = split.train[order[b0 : b0 + c.batch_size]]
                     bsz = rows.shape[0]
-                    full = make_batch(rows, rho=phase.rho, mode=c.mask_mode, generator=generator)
+                    users = order[b0 : b0 + c.batch_size]  # training rows: CDAE's user vectors
+                    full = make_batch(rows, rho=phase.rho, mode=c.mask_mode, generator=generator, users=users)
                     eps = torch.randn(bsz, c.latent_dim, generator=generator)
                     lo, hi = rank * bsz // world, (rank + 1) * bsz // world
                     batch = full.rows(lo, hi).to(device)
@@ -923,7 +947,7 @@ def load_trained(run: Path, device: str | torch.device = "cpu") -> tuple[Autoenc
     if changed:
         diff = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in changed.items())
         raise DamagedFile(f"{run}: best.pt and config.json describe different runs ({diff}); train it again")
-    model = build_model(config, derived["n_items"])
+    model = build_model(config, derived["n_items"], derived.get("train_users"))
     try:
         model.load_state_dict(best["model"])
     except (KeyError, RuntimeError) as exc:

@@ -46,8 +46,8 @@ def _spied(monkeypatch) -> Spy:
     spy = Spy()
     real_build = trainer.build_model
 
-    def build(config, n_items):
-        model = real_build(config, n_items)
+    def build(config, n_items, n_users=None):
+        model = real_build(config, n_items, n_users)
         forward, refresh = model.forward_train, getattr(model, "update_prior", None)
 
         def forward_train(batch, eps, compute_kl=True):
