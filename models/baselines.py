@@ -8,8 +8,10 @@ Usage::
     python -m models.baselines bpr --dataset ml-1m           # factors, regularization chosen likewise
     python -m models.baselines popularity --dataset ml-1m
 
-Both print the test metrics with standard errors and the user-group table, and write a results JSON whose
-top-level keys ``recall@20``, ``recall@50``, ``ndcg@100`` each hold ``mean``, ``se`` and ``n``.
+Each prints the test metrics with standard errors and the user-group table, and writes a results JSON whose
+top-level keys ``recall@20``, ``recall@50``, ``ndcg@100`` each hold ``mean``, ``se`` and ``n``, and beside it the
+per-user values ``<name>_per_user.csv`` (the columns of ``models.evaluate``'s ``test_per_user.csv``), which
+``python -m models.compare`` pairs with any other model's on the same test users.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from models.bpr import (
 from models.cli import OneLineParser, end_process, guarded
 from models.data import add_dataset_arguments, data_options, dataset_names, default_config, split_from_args
 from models.evaluation import evaluate
-from models.io import atomic_write_json, check_output_file, resolve_device
+from models.io import atomic_write_bytes, atomic_write_json, check_output_file, resolve_device
 from models.lazy import lazy_import
 from models.split import Split
 from models.wmf import WMF_ALPHAS, WMF_FACTORS, WMF_ITERATIONS, WMF_REGULARIZATIONS, select_wmf
@@ -337,6 +339,11 @@ def default_result_path(args: argparse.Namespace) -> Path:
     return Path("out") / "baselines" / f"{name}.json"
 
 
+def per_user_path(result: Path) -> Path:
+    """Where the per-user test values of a results JSON go: ``NAME_per_user.csv`` beside ``NAME.json``."""
+    return result.with_name(f"{result.stem}_per_user.csv")
+
+
 MF_DEFAULTS = {
     "wmf": {"factors": list(WMF_FACTORS), "regularization": list(WMF_REGULARIZATIONS), "iterations": WMF_ITERATIONS},
     "bpr": {"factors": list(BPR_FACTORS), "regularization": list(BPR_REGULARIZATIONS), "iterations": BPR_ITERATIONS},
@@ -540,6 +547,8 @@ def _run(args: argparse.Namespace) -> int:
         "peak_memory_mb": peak_memory_mb(device),
         **extra,
     }
+    per_user = per_user_path(out)
+    atomic_write_bytes(per_user, test.per_user_table(split.test.users).to_csv(index=False).encode())
     atomic_write_json(out, result)
     title = f"{args.model} on {args.dataset} (test users)"
     if args.model == "ease":
@@ -549,7 +558,7 @@ def _run(args: argparse.Namespace) -> int:
         title += f", alpha {extra['alpha']:g}" if args.model == "wmf" else ""
     print(title)
     print(test.format_table())
-    print(f"{seconds:.1f} s, peak memory {result['peak_memory_mb']:,.0f} MB; wrote {out}")
+    print(f"{seconds:.1f} s, peak memory {result['peak_memory_mb']:,.0f} MB; wrote {out} and {per_user.name}")
     return 0
 
 

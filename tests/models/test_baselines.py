@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -19,6 +20,7 @@ from models.baselines import (
     main,
     select_ease_lambda,
 )
+from models.compare import main as compare_main
 from models.evaluation import evaluate
 from models.split import HeldOut, Split
 
@@ -135,6 +137,23 @@ def test_cli_writes_results_json(tmp_path, monkeypatch, capsys):
     assert main(["popularity", "--dataset", f"csv:{csv}", "--out", str(pop_out)]) == 0
     pop = json.loads(pop_out.read_text())
     assert result["ndcg@100"]["mean"] > pop["ndcg@100"]["mean"]
+    # the per-user values beside each JSON: their means are the JSON's, and models.compare pairs the two files
+    per_user = {name: pd.read_csv(tmp_path / f"{name}_per_user.csv") for name in ("ease", "pop")}
+    for name, res in (("ease", result), ("pop", pop)):
+        assert len(per_user[name]) == res["ndcg@100"]["n"]
+        assert per_user[name]["ndcg@100"].mean() == pytest.approx(res["ndcg@100"]["mean"], abs=1e-12)
+    assert list(per_user["ease"]["user"]) == list(per_user["pop"]["user"])
+    assert (
+        compare_main(
+            [str(tmp_path / "pop_per_user.csv"), str(tmp_path / "ease_per_user.csv"), "--out", str(tmp_path / "cmp")]
+        )
+        == 0
+    )
+    row = next(
+        r for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"] if r["metric"] == "ndcg@100"
+    )
+    diff = per_user["ease"]["ndcg@100"] - per_user["pop"]["ndcg@100"]
+    assert row["diff"] == pytest.approx(diff.mean(), abs=1e-12) and row["n"] == len(diff)
 
 
 def test_cli_rejects_bad_options(tmp_path, capsys):
