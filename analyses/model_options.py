@@ -32,6 +32,7 @@ from analyses.trained import TrainedModel, get_trained, stale_reason
 from models.data import DATA_DESTS, add_dataset_arguments, data_options
 from models.split import Split
 from models.trainer import (
+    KL_FREE_MODELS,
     MODEL_DEFAULTS,
     TrainConfig,
     load_run_split,
@@ -47,6 +48,7 @@ QUICK_MODELS: Mapping[str, Mapping[str, object]] = {
     "recvae": {"hidden": (64,), "latent_dim": 16, "epochs": 6, "lr": 3e-3, "anneal_epochs": 4},
     # Multi-DAE [I-d-I]: its code is its only hidden layer, so "tiny" means a 64-wide code.
     "multdae": {"hidden": (), "latent_dim": 64, "epochs": 15, "lr": 3e-3},
+    "cdae": {"hidden": (), "latent_dim": 64, "epochs": 15, "lr": 3e-3},
 }
 """Tiny configurations of ``--quick`` in every job (seconds per model on the synthetic data; beta reaches its cap
 before the last epoch)."""
@@ -98,7 +100,7 @@ def _quick(key: str, every_model: bool) -> str:
     """``--quick`` value of one configuration field, e.g. ``15, RecVAE 6`` (Multi-VAE first, then the others')."""
     values = {m: q[key] for m, q in QUICK_MODELS.items() if key in q and (every_model or m == "multvae")}
     first = values.pop("multvae")
-    names = {"recvae": "RecVAE", "multdae": "Multi-DAE"}
+    names = {"recvae": "RecVAE", "multdae": "Multi-DAE", "cdae": "CDAE"}
     return ", ".join([str(first), *(f"{names[m]} {v}" for m, v in values.items() if v != first)])
 
 
@@ -270,7 +272,7 @@ def model_config(
     ----------
     args : argparse.Namespace
         Options of :func:`add_model_arguments` (checked by :func:`validate_model_options`).
-    model : {"multvae", "recvae", "multdae"}
+    model : {"multvae", "recvae", "multdae", "cdae"}
     rho : float
         Keep probability of the training mask (1 = clean input).
     pia : float
@@ -297,7 +299,7 @@ def model_config(
         "batch_size": given.get("batch_size"),
     }
     fields.update({k: v for k, v in explicit.items() if v is not None})
-    if model == "multdae":
+    if model in KL_FREE_MODELS:
         fields.pop("anneal_epochs", None)  # no KL term: an annealing option must not split the run cache
     config = TrainConfig(
         model=model,

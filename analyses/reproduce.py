@@ -7,8 +7,10 @@ Usage::
     python -m analyses.reproduce --quick                           # synthetic data, tiny models: seconds
 
 Models (``--models``, comma-separated; default all): ``ease`` (EASE, lambda chosen on validation NDCG@100 by
-:func:`models.baselines.select_ease_lambda`), ``multvae``, ``multvae-pia``, ``recvae``, ``recvae-pia`` and
-``multdae``. The neural models come from the run cache (:func:`analyses.trained.get_trained`), trained on first
+:func:`models.baselines.select_ease_lambda`), ``multvae``, ``multvae-pia``, ``recvae``, ``recvae-pia``,
+``multdae``, ``cdae`` (CDAE, :mod:`models.cdae`), ``wmf`` and ``bpr`` (WMF and BPR-MF with the strong-generalization
+fold-in, their grids of :mod:`models.baselines` searched on validation NDCG@100; ``--quick``: one small setting,
+:data:`QUICK_MF`). The neural models come from the run cache (:func:`analyses.trained.get_trained`), trained on first
 use with the configurations of :func:`analyses.model_options.model_config`: the reference settings of
 PROTOCOL.md, masking keep probability ``--rho``, PIA weight ``--lambda-a``, and the **reference KL schedule**
 ``beta = min(0.2, updates / 200,000)`` of the published protocol (:data:`analyses.model_options.REFERENCE`),
@@ -85,15 +87,45 @@ from analyses.results import (
 from analyses.trained import get_trained
 from figures.latent import results_figure
 from figures.style import savefig
-from models.baselines import EASE_LAMBDAS, select_ease_lambda
+from models.baselines import EASE_LAMBDAS, MF_DEFAULTS, select_ease_lambda
+from models.bpr import select_bpr
 from models.cli import end_process
 from models.evaluation import USER_GROUPS, Evaluation, evaluate
 from models.lazy import lazy_import
 from models.trainer import TrainConfig
+from models.wmf import WMF_ALPHAS, select_wmf
 
 pd = lazy_import("pandas")
 
 JOB = "reproduce"
+QUICK_MF = {"factors": [8], "regularization": [0.1], "alpha": [10.0], "iterations": 5}
+"""WMF and BPR-MF in ``--quick`` mode: one tiny setting (a smoke test of the pipeline, as the tiny neural models)."""
+
+
+def fit_factorisation(key: str, split, quick: bool, seed: int) -> tuple:
+    """WMF or BPR-MF (``key``) chosen on validation NDCG@100 over the grid of ``models.baselines`` (``quick``: the
+    one setting :data:`QUICK_MF`); returns the score function and the search record (setting and grid)."""
+    grid = QUICK_MF if quick else {**MF_DEFAULTS[key], "alpha": list(WMF_ALPHAS)}
+    common = {"iterations": grid["iterations"], "seed": seed}
+    if key == "wmf":
+        model, search = select_wmf(split, grid["factors"], grid["regularization"], grid["alpha"], **common)
+    else:
+        model, search = select_bpr(split, grid["factors"], grid["regularization"], **common)
+    edges = [
+        name
+        for name in ("factors", "regularization", "alpha")
+        if name in search["best"] and len(grid[name]) > 1 and search["best"][name] in (min(grid[name]), max(grid[name]))
+    ]
+    record = {
+        "setting": search["best"],
+        "iterations": grid["iterations"],
+        "validation_ndcg@100": [
+            {**{k: v for k, v in r.items() if k != "validation"}, "ndcg@100": r["validation"]["ndcg@100"]["mean"]}
+            for r in search["grid"]
+        ],
+        "at_grid_edge": edges,
+    }
+    return model.score, record
 
 
 def spec_config(spec: ModelSpec, args: argparse.Namespace) -> TrainConfig:
@@ -207,6 +239,10 @@ def run(args: argparse.Namespace) -> Path:
                 "validation_ndcg@100": {f"{lam:g}": s["ndcg@100"]["mean"] for lam, s in search.scores.items()},
                 "lambda_at_grid_edge": len(lambdas) > 1 and search.best in (min(lambdas), max(lambdas)),
             }
+        elif key in ("wmf", "bpr"):
+            if progress:
+                print(f"{MODEL_SPECS[key].label}: searching its grid on validation NDCG@100", file=sys.stderr)
+            score, runs[key] = fit_factorisation(key, split, args.quick, args.seed)
         else:
             trained = get_trained(configs[key], split=split, progress=progress)
             score = trained.model.score
@@ -266,9 +302,15 @@ def run(args: argparse.Namespace) -> Path:
         )
     if args.quick:
         notes.append("quick mode: tiny models and few epochs; the numbers test the pipeline, they are not results")
-    for r in runs.values():
+    for key, r in runs.items():
         if r.get("lambda_at_grid_edge"):
             notes.append(f"EASE: the best lambda {r['lambda']:g} is at the edge of the grid; widen --ease-lambdas")
+        if r.get("at_grid_edge"):
+            edges = ", ".join(r["at_grid_edge"])
+            notes.append(
+                f"{MODEL_SPECS[key].label}: the chosen {edges} at the edge of its grid "
+                f"(python -m models.baselines {key} searches wider grids)"
+            )
     result = {
         "job": JOB,
         "arguments": parsed_arguments(args),

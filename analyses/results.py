@@ -82,7 +82,8 @@ PUBLISHED_ABLATION: dict[str, dict[str, float]] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One row of the results table: a trainer model with or without PIA, or EASE (``model is None``)."""
+    """One row of the results table: a trainer model with or without PIA, or a baseline fitted in the job
+    (EASE, WMF, BPR-MF: ``model is None``)."""
 
     key: str
     label: str
@@ -99,6 +100,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec("recvae", "RecVAE", "recvae"),
         ModelSpec("recvae-pia", "RecVAE + PIA", "recvae", pia=True),
         ModelSpec("multdae", "Multi-DAE", "multdae"),
+        ModelSpec("cdae", "CDAE", "cdae"),
+        ModelSpec("wmf", "WMF", None),
+        ModelSpec("bpr", "BPR-MF", None),
     )
 }
 

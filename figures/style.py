@@ -83,8 +83,14 @@ MODEL_COLORS: dict[str, str] = {
     "RecVAE": BLUE,
     "RecVAE + PIA": SKY_BLUE,
     "Multi-DAE": GREEN,
+    # the baselines beyond the paper's VAE rows: the palette's last two colours, then two greys
+    "CDAE": PURPLE,
+    "RaCT": YELLOW,
+    "WMF": "#606060",
+    "BPR-MF": "#C0C0C0",
 }
-"""Colours of the results-table models."""
+"""Colours of the results-table models (the two greys were chosen to stay at least as far from every palette colour
+and each other, under each colour-vision deficiency, as the palette's own colours are: Delta E > 12)."""
 
 
 def palette(n: int | None = None) -> list[str]:

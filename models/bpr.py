@@ -14,6 +14,9 @@ draw that is itself a positive is skipped), ``w_u += lr (sigmoid(-(x_ui - x_uj))
 users of a batch step together (vectorised); a user with no fold-in item keeps ``w_u = 0``, ranked by the item
 biases. The steps and their rate are options (:class:`BPRMF`), documented in the results JSON.
 
+Training runs on one thread, so that a seed fixes the factors (implicit's several-thread SGD is lock-free and its
+result depends on how the threads interleave).
+
 Reference: S. Rendle, C. Freudenthaler, Z. Gantner, L. Schmidt-Thieme, "BPR: Bayesian Personalized Ranking from
 Implicit Feedback", UAI 2009.
 """
@@ -83,6 +86,9 @@ class BPRMF:
                 regularization=regularization,
                 iterations=iterations,
                 random_state=seed,
+                # one thread: with several, implicit's lock-free (Hogwild) updates interleave in a different order on
+                # every run, so the seed would not fix the factors (measured: two fits differed)
+                num_threads=1,
             )
             model.fit(binary, show_progress=False)
         return cls(model, factors, regularization, fold_in_steps, fold_in_lr, seed)

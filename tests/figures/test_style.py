@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_hex, to_rgb
 
+from analyses.results import MODEL_SPECS
 from figures.style import (
+    MODEL_COLORS,
     OKABE_ITO,
     PALETTE_NAME,
     STRATUM_COLORS,
     apply_style,
     category_colors,
+    model_colors,
     new_figure,
     ordered_strata,
     palette,
@@ -69,6 +72,15 @@ def test_distinguishability_check_rejects_a_red_green_palette():
     # the check above can fail: matplotlib's default red and green merge for deuteranopes
     assert _min_delta_e(["#d62728", "#2ca02c"], "normal") > 50
     assert _min_delta_e(["#d62728", "#2ca02c"], "deuteranopia") < _MIN_DELTA_E
+
+
+@pytest.mark.parametrize("vision", list(_CVD))
+def test_every_results_model_has_its_own_distinguishable_colour(vision):
+    labels = sorted({spec.label for spec in MODEL_SPECS.values()} | {"RaCT"})
+    colours = model_colors(labels)
+    assert set(labels) <= set(MODEL_COLORS)  # fixed: a model keeps its colour in every figure
+    assert len(set(colours.values())) == len(labels)
+    assert _min_delta_e(list(colours.values()), vision) > _MIN_DELTA_E
 
 
 def test_stratum_colours_are_fixed_and_distinct():

@@ -81,3 +81,11 @@ def test_the_cli_writes_a_results_json_and_keeps_each_models_options_apart(tmp_p
 def test_impossible_settings_raise(bad):
     with pytest.raises(ValueError):
         BPRMF.fit(blocks(), **{"factors": 4, "iterations": 1, **bad})
+
+
+def test_a_seed_fixes_the_factors_and_another_seed_changes_them(tiny_split):
+    a, b, c = (BPRMF.fit(tiny_split.train, 8, 0.1, iterations=5, seed=s) for s in (3, 3, 4))
+    factors = [np.asarray(m.model.item_factors) for m in (a, b, c)]
+    assert np.array_equal(factors[0], factors[1])
+    assert not np.array_equal(factors[0], factors[2])
+    assert np.array_equal(a.score(tiny_split.test.fold_in), b.score(tiny_split.test.fold_in))
