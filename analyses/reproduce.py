@@ -7,15 +7,17 @@ Usage::
     python -m analyses.reproduce --quick                           # synthetic data, tiny models: seconds
 
 Models (``--models``, comma-separated; default all): ``ease`` (EASE, lambda chosen on validation NDCG@100 by
-:func:`models.baselines.select_ease_lambda`), ``multvae``, ``multvae-pia``, ``recvae``, ``recvae-pia``,
-``multdae``, ``cdae`` (CDAE, :mod:`models.cdae`), ``wmf`` and ``bpr`` (WMF and BPR-MF with the strong-generalization
-fold-in, their grids of :mod:`models.baselines` searched on validation NDCG@100; ``--quick``: one small setting,
-:data:`QUICK_MF`). The neural models come from the run cache (:func:`analyses.trained.get_trained`), trained on first
-use with the configurations of :func:`analyses.model_options.model_config`: the reference settings of
-PROTOCOL.md, masking keep probability ``--rho``, PIA weight ``--lambda-a``, and the **reference KL schedule**
-``beta = min(0.2, updates / 200,000)`` of the published protocol (:data:`analyses.model_options.REFERENCE`),
-not the 50-epoch annealing of the geometry jobs; so with the default options their full-size models are not
-this job's (``--anneal-epochs 50`` makes them the same). Quick mode uses the same tiny models as every job.
+:func:`models.baselines.select_ease_lambda`), ``multvae``, ``multvae-pia``, ``recvae``, ``recvae-pia``, ``multdae``,
+``cdae`` (CDAE, :mod:`models.cdae`), ``wmf`` and ``bpr`` (WMF and BPR-MF with the strong-generalization fold-in, their
+grids of :mod:`models.baselines` searched on validation NDCG@100; ``--quick``: one small setting, :data:`QUICK_MF`)
+and ``ract`` (the ``multvae`` row's run fine-tuned by RaCT, :mod:`models.ract`, with the authors' settings;
+``--quick``: :data:`QUICK_RACT`; its folder ``ract-RUN-HASH`` sits beside the run in the run cache and is resumed or
+reused like a cached run). The neural models come from the run cache (:func:`analyses.trained.get_trained`), trained
+on first use with the configurations of :func:`analyses.model_options.model_config`: the reference settings of
+PROTOCOL.md, masking keep probability ``--rho``, PIA weight ``--lambda-a``, and the **reference KL schedule** ``beta =
+min(0.2, updates / 200,000)`` of the published protocol (:data:`analyses.model_options.REFERENCE`), not the 50-epoch
+annealing of the geometry jobs; so with the default options their full-size models are not this job's
+(``--anneal-epochs 50`` makes them the same). Quick mode uses the same tiny models as every job.
 
 Every model is evaluated on the test users (strong generalization: fold-in 80%, targets 20%; Recall@20, Recall@50,
 NDCG@100 as mean ± standard error over users, by :func:`models.evaluation.evaluate`), overall and per user group
@@ -42,10 +44,13 @@ of the pipeline, not a result.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +105,21 @@ pd = lazy_import("pandas")
 JOB = "reproduce"
 QUICK_MF = {"factors": [8], "regularization": [0.1], "alpha": [10.0], "iterations": 5}
 """WMF and BPR-MF in ``--quick`` mode: one tiny setting (a smoke test of the pipeline, as the tiny neural models)."""
+QUICK_RACT = {"critic_epochs": 3, "actor_epochs": 3, "lr_actor": 1e-4}
+"""RaCT in ``--quick`` mode: a few epochs of each phase."""
+
+
+def ract_run(actor_run: Path, quick: bool, split, progress: bool) -> tuple:
+    """RaCT on a cached Multi-VAE run: trained (or resumed, or reused when finished) in ``ract-RUN-HASH`` beside the
+    run, HASH naming the settings; returns the fine-tuned actor's score function and the folder's record."""
+    from models.ract import RactSettings, load_ract, train_ract
+
+    settings = {**asdict(RactSettings()), **(QUICK_RACT if quick else {})}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    out = actor_run.parent / f"ract-{actor_run.name}-{digest}"
+    train_ract(actor_run, out, resume=(out / "checkpoint.pt").is_file(), split=split, progress=progress, **settings)
+    done = json.loads((out / "test_metrics.json").read_text())
+    return load_ract(out).score, {"run": str(out), "actor_run": str(actor_run), "settings": settings, **done["run"]}
 
 
 def fit_factorisation(key: str, split, quick: bool, seed: int) -> tuple:
@@ -199,7 +219,7 @@ def _print_summary(table: pd.DataFrame, groups: pd.DataFrame, paired: pd.DataFra
         ]
     print(format_table(gshow, dict.fromkeys(gshow.columns, "s")))
     if len(paired):
-        print("\nPaired difference PIA - no PIA on the same test users (mean ± se)")
+        print("\nPaired differences on the same test users (PIA - no PIA, RaCT - its actor; mean ± se)")
         p = paired[paired["metric"] == "ndcg@100"]
         pshow = pd.DataFrame(
             {
@@ -243,6 +263,11 @@ def run(args: argparse.Namespace) -> Path:
             if progress:
                 print(f"{MODEL_SPECS[key].label}: searching its grid on validation NDCG@100", file=sys.stderr)
             score, runs[key] = fit_factorisation(key, split, args.quick, args.seed)
+        elif key == "ract":
+            actor = get_trained(configs[key], split=split, progress=progress)
+            if progress:
+                print(f"RaCT: fine-tuning {actor.run.name}", file=sys.stderr)
+            score, runs[key] = ract_run(actor.run, args.quick, split, progress)
         else:
             trained = get_trained(configs[key], split=split, progress=progress)
             score = trained.model.score
@@ -261,6 +286,8 @@ def run(args: argparse.Namespace) -> Path:
         for base in ("multvae", "recvae")
         if base in evaluations and f"{base}-pia" in evaluations
     ]
+    if "ract" in evaluations and "multvae" in evaluations:  # RaCT fine-tunes the Multi-VAE row's own run
+        paired_parts.append(paired_table(evaluations["ract"], evaluations["multvae"], "RaCT - Multi-VAE"))
     paired = (
         pd.concat(paired_parts, ignore_index=True)
         if paired_parts
@@ -305,6 +332,11 @@ def run(args: argparse.Namespace) -> Path:
     for key, r in runs.items():
         if r.get("lambda_at_grid_edge"):
             notes.append(f"EASE: the best lambda {r['lambda']:g} is at the edge of the grid; widen --ease-lambdas")
+        if key == "ract" and r.get("evaluated_epoch") == 0:
+            notes.append(
+                "RaCT: no fine-tuned epoch beat the unchanged actor on validation (best epoch 0), so its row is the "
+                "Multi-VAE's"
+            )
         if r.get("at_grid_edge"):
             edges = ", ".join(r["at_grid_edge"])
             notes.append(

@@ -103,6 +103,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec("cdae", "CDAE", "cdae"),
         ModelSpec("wmf", "WMF", None),
         ModelSpec("bpr", "BPR-MF", None),
+        # the Multi-VAE row's run, fine-tuned by RaCT (models.ract)
+        ModelSpec("ract", "RaCT", "multvae"),
     )
 }
 

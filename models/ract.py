@@ -847,6 +847,21 @@ def _test(actor_run: Path, out: Path, actor: MultiVAE, split: Split, s: RactSett
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
+def load_ract(out: Path, device: str | torch.device = "cpu") -> MultiVAE:
+    """The fine-tuned actor of a RaCT folder's best validation epoch (``best.pt``, read verified with
+    ``weights_only=True``), in evaluation mode; its architecture is the actor run's."""
+    from models.io import load_verified
+    from models.trainer import load_trained
+
+    doc = read_ract_config(out)
+    if doc is None or not (Path(out) / "best.pt").is_file():
+        raise ValueError(f"{out}: no finished RaCT epoch there; run python -m models.ract first")
+    actor, _ = load_trained(Path(doc["actor_run"]), device)
+    best = load_verified(Path(out) / "best.pt", map_location=device, fix="delete the RaCT folder and run again")
+    actor.load_state_dict(best["actor"])
+    return actor.eval()
+
+
 def default_out(actor_run: Path, settings: dict) -> Path:
     """``out/ract/ract-RUN-NAME``, plus 8 hex digits of the settings that differ from the defaults, if any (the
     ``ract-`` prefix gives ``models.compare RUN OUT`` two distinct labels)."""

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from analyses.model_options import REFERENCE, model_config
-from analyses.reproduce import build_parser, fit_factorisation, main
+from analyses.reproduce import QUICK_RACT, build_parser, fit_factorisation, main
 from analyses.results import MODEL_SPECS, PUBLISHED, PUBLISHED_GROUPS, paired_table, parse_models, results_table
 from analyses.trained import get_trained
 from models.baselines import select_ease_lambda
 from models.data import load_split
 from models.evaluation import USER_GROUPS, Evaluation, evaluate, paired_difference
+from models.ract import load_ract
 
 EPOCHS = 3
 LAMBDAS = (100.0, 1000.0, 5000.0)
@@ -83,6 +84,22 @@ def test_numbers_recompute_from_the_cached_models(quick_run, no_training):
         assert math.isclose(r.loc[key, "ndcg@100"], again["ndcg@100"]["mean"], rel_tol=1e-6)
 
 
+def test_the_ract_row_is_the_multvae_rows_run_fine_tuned_and_paired_with_it(quick_run, no_training):
+    split = load_split("synthetic", progress=False)
+    record = quick_run["json"]["runs"]["ract"]
+    actor = get_trained(_config("multvae"), progress=False)
+    assert Path(record["actor_run"]) == actor.run and Path(record["run"]).parent == actor.run.parent
+    assert record["settings"]["critic_epochs"] == QUICK_RACT["critic_epochs"]
+    ours = evaluate(load_ract(Path(record["run"])).score, split.test)
+    theirs = evaluate(actor.model.score, split.test)
+    r = quick_run["results"].set_index("model")
+    assert math.isclose(r.loc["ract", "ndcg@100"], ours.summary()["ndcg@100"]["mean"], rel_tol=1e-12)
+    p = quick_run["paired"]
+    p = p[p["comparison"] == "RaCT - Multi-VAE"].set_index(["group", "metric"])
+    d = paired_difference(ours, theirs, "ndcg@100")
+    assert math.isclose(p.loc[("all", "ndcg@100"), "mean"], d["mean"], rel_tol=1e-9, abs_tol=1e-15)
+
+
 def test_paired_differences_equal_the_library(quick_run, no_training):
     split = load_split("synthetic", progress=False)
     evs = {
@@ -127,7 +144,7 @@ def test_published_datasets_fill_the_paper_columns(dataset):
     table = results_table(evs, dataset).set_index("model")
     for key in MODEL_SPECS:
         for m in METRICS:
-            if key in ("multdae", "cdae", "wmf", "bpr"):  # rows PAPER.md does not transcribe
+            if key in ("multdae", "cdae", "wmf", "bpr", "ract"):  # rows PAPER.md does not transcribe
                 assert np.isnan(table.loc[key, f"paper_{m}"])
             else:
                 assert table.loc[key, f"paper_{m}"] == PUBLISHED[dataset][key][m]
