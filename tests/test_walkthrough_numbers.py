@@ -553,6 +553,8 @@ def published_document() -> dict[str, Any]:
         "note": "the paper's published test metrics, transcribed in analyses/results.py; no training, no data",
         "source": results.PUBLISHED_SOURCE,
         "published": results.PUBLISHED,
+        "baselines": results.PUBLISHED_BASELINES,
+        "baselines_source": results.PUBLISHED_BASELINES_SOURCE,
         "groups": results.PUBLISHED_GROUPS,
         "ablation": results.PUBLISHED_ABLATION,
     }
