@@ -10,15 +10,18 @@ first seed, and the chosen setting is trained at the other seeds.
 
 - Multi-VAE (the reference and RaCT's actor): ``python -m models.train --model multvae --anneal-epochs 50`` (beta
   reaches its cap of 0.2 after 50 epochs; the published 200,000-update schedule leaves beta below 0.01 on ML-1M).
-- CDAE: ``python -m models.train --model cdae`` over keep rate ``--rho`` x ``--weight-decay`` (:data:`CDAE_GRID`).
+- CDAE: ``python -m models.train --model cdae`` over ``--lr`` x keep rate ``--rho`` x ``--weight-decay``
+  (:data:`CDAE_GRID`).
 - WMF, BPR-MF: ``python -m models.baselines wmf|bpr --seed S`` with the grids :data:`WMF_GRID`, :data:`BPR_GRID`.
 - RaCT: ``python -m models.ract`` on the Multi-VAE run of the same seed.
 - EASE: ``python -m models.baselines ease`` (deterministic: one run).
 
 Then ``models.evaluate`` writes each run's per-user test values and the script writes ``RESULTS.md`` and
-``results.json`` in ``--runs``: per model the test metrics of every seed (mean and standard error over the 600 test
-users), their mean over seeds with the Student-t interval across seeds, and the paired per-user difference from the
-Multi-VAE of the same seed (per seed with its SE over users; across seeds the t interval of the per-seed means).
+``results.json`` in ``--runs`` (the committed copies: ``experiments/RESULTS_baselines_ml1m.md``,
+``experiments/results_baselines_ml1m.json``): per model the test metrics of every seed (mean and standard error over
+the 600 test users), their mean over seeds with the Student-t interval across seeds, and the paired per-user
+difference from the Multi-VAE of the same seed (per seed with its SE over users; across seeds the t interval of the
+per-seed means).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from geometry.intervals import mean_t_interval
 from models.io import atomic_write_json
 
 METRICS = ("recall@20", "recall@50", "ndcg@100")
-CDAE_GRID = {"rho": (0.2, 0.5, 0.8), "weight_decay": (0.001, 0.01, 0.1)}
+CDAE_GRID = {"lr": (1e-3, 1e-2), "rho": (0.5, 0.8), "weight_decay": (0.001, 0.01)}
+"""CDAE's search: the rate too, since its logistic loss over every item learns slowly at 1e-3 with the 10 updates an
+epoch of ML-1M (validation NDCG@100 still rising at epoch 135 of 200 in a first try)."""
 WMF_GRID = {"factors": "50,100,200", "regularization": "0.1,1,10,100", "alpha": "0.3,1,3"}
 BPR_GRID = {"factors": "50,100,200", "regularization": "0.001,0.01,0.1"}
 RACT_LR_ACTOR = (2e-6, 1e-5, 1e-4, 1e-3)
@@ -89,8 +94,39 @@ def ract(actor: Path, lr: float, seed: int, out: Path) -> Path:
     return out
 
 
+def one_step_beyond(values: list[float], best: float, linear_max: float | None = None) -> list[float]:
+    """The values of one axis to try next: ``[best]`` when the choice is interior, else ``best`` and one grid step
+    beyond the edge it sits at (the ratio of the two nearest values; with ``linear_max``, half the linear step, at
+    most ``linear_max``: the keep rate rho)."""
+    v = sorted(values)
+    if len(v) < 2 or v[0] < best < v[-1]:
+        return [best]
+    up = best == v[-1]
+    if linear_max is not None:
+        step = (v[-1] - v[-2] if up else v[1] - v[0]) / 2
+        nxt = min(linear_max, best + step) if up else best - step
+        return [best, round(nxt, 4)] if nxt != best else [best]
+    ratio = v[-1] / v[-2] if up else v[1] / v[0]
+    nxt = best * ratio if up else best / ratio
+    return [best, round(nxt) if float(best).is_integer() and best >= 1 and ratio >= 2 else float(f"{nxt:.3g}")]
+
+
 def best_validation(run_folder: Path) -> float:
     return max(json.loads(line)["val_ndcg@100"] for line in (run_folder / "metrics.jsonl").read_text().splitlines())
+
+
+def best_epoch(result: Path) -> str:
+    """``best/planned`` epochs of a trained run (``*`` when the best is in the last fifth: training may have been
+    cut short); empty for a fitted baseline."""
+    if not (result / "metrics.jsonl").is_file():
+        return "-"
+    done = json.loads((result / "test_metrics.json").read_text()) if (result / "test_metrics.json").is_file() else {}
+    if done.get("model") == "ract":
+        return f"{done['run']['evaluated_epoch']}/{done['run']['epochs_planned']}"
+    history = [json.loads(line) for line in (result / "metrics.jsonl").read_text().splitlines()]
+    best = max(history, key=lambda h: h["val_ndcg@100"])["epoch"]
+    planned = json.loads((result / "config.json").read_text())["epochs"]
+    return f"{best}/{planned}" + ("*" if best > 0.8 * planned else "")
 
 
 def per_user(result: Path) -> pd.DataFrame:
@@ -105,15 +141,21 @@ def summarise(rows: dict[str, dict[int, Path]], settings: dict[str, str], refere
     lines = [
         "| model | setting | seeds | "
         + " | ".join(f"{m} (mean over seeds [95% CI])" for m in METRICS)
-        + " | Δ NDCG@100 vs Multi-VAE, paired (mean over seeds [95% CI]; per-seed SE) |",
-        "|---|---|---|" + "---|" * len(METRICS) + "---|",
+        + " | Δ NDCG@100 vs Multi-VAE, paired (mean over seeds [95% CI]; per-seed SE) | best epoch per seed |",
+        "|---|---|---|" + "---|" * len(METRICS) + "---|---|",
     ]
     for label, by_seed in rows.items():
         tables = {s: per_user(p) for s, p in by_seed.items()}
         entry: dict = {"runs": {str(s): str(p) for s, p in by_seed.items()}, "metrics": {}, "paired": {}}
         cells = []
+        one_fit = len(set(by_seed.values())) == 1  # a deterministic model (EASE): no spread across seeds to show
         for m in METRICS:
             seeds = {s: (float(t[m].mean()), float(t[m].std(ddof=1) / np.sqrt(len(t)))) for s, t in tables.items()}
+            if one_fit:
+                mean, se_users = next(iter(seeds.values()))
+                entry["metrics"][m] = {"mean": mean, "se_over_users": se_users, "one_fit": True}
+                cells.append(f"{mean:.4f} ± {se_users:.4f} (one fit; SE over users)")
+                continue
             mean, se, ci = mean_t_interval([v[0] for v in seeds.values()])
             entry["metrics"][m] = {"per_seed": seeds, "mean": mean, "se_across_seeds": se, "ci": list(ci)}
             cells.append(f"{mean:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if np.isfinite(se) else f"{mean:.4f}")
@@ -134,9 +176,9 @@ def summarise(rows: dict[str, dict[int, Path]], settings: dict[str, str], refere
             paired = "(reference)"
         setting = settings.get(label, "")
         entry["setting"] = setting
-        lines.append(
-            f"| {label} | {setting} | {', '.join(map(str, by_seed))} | " + " | ".join(cells) + f" | {paired} |"
-        )
+        epochs = entry["best_epoch"] = ", ".join(best_epoch(p) for p in dict.fromkeys(by_seed.values()))
+        seeds_text, cells_text = ", ".join(map(str, by_seed)), " | ".join(cells)
+        lines.append(f"| {label} | {setting} | {seeds_text} | {cells_text} | {paired} | {epochs} |")
         out[label] = entry
     return out, "\n".join(lines)
 
@@ -155,16 +197,19 @@ def main() -> None:
     settings: dict[str, str] = {}
     searches: dict[str, list] = {}  # validation NDCG@100 of every setting searched at the first seed
     vae = {s: pool.submit(trained, [*MULTVAE, "--seed", str(s)], root / f"multvae-seed{s}") for s in seeds}
+
+    def cdae_flags(lr: float, rho: float, wd: float, seed: int) -> list[str]:
+        return ["--model", "cdae", "--lr", str(lr), "--rho", str(rho), "--weight-decay", str(wd), "--seed", str(seed)]
+
+    def cdae_out(lr: float, rho: float, wd: float, seed: int) -> Path:
+        return root / f"cdae-lr{lr:g}-rho{rho:g}-wd{wd:g}-seed{seed}"
+
     cdae_grid = {
-        (rho, wd): pool.submit(
-            trained,
-            ["--model", "cdae", "--rho", str(rho), "--weight-decay", str(wd), "--seed", str(first)],
-            root / f"cdae-rho{rho:g}-wd{wd:g}-seed{first}",
-        )
-        for rho, wd in itertools.product(CDAE_GRID["rho"], CDAE_GRID["weight_decay"])
+        k: pool.submit(trained, cdae_flags(*k, first), cdae_out(*k, first))
+        for k in itertools.product(CDAE_GRID["lr"], CDAE_GRID["rho"], CDAE_GRID["weight_decay"])
         if "cdae" in args.models
     }
-    searches = {
+    mf_searches = {
         name: pool.submit(baseline, name, grid, first, root / f"{name}-search-seed{first}.json")
         for name, grid in (("wmf", WMF_GRID), ("bpr", BPR_GRID))
         if name in args.models
@@ -180,33 +225,59 @@ def main() -> None:
     settings["Multi-VAE"] = "rho 0.5, beta cap 0.2 reached after 50 epochs, 200 epochs"
     if cdae_grid:
         values = {k: best_validation(f.result()) for k, f in cdae_grid.items()}
-        rho, wd = max(values, key=values.get)
-        searches["CDAE"] = [{"rho": k[0], "weight_decay": k[1], "ndcg@100": v} for k, v in values.items()]
-        print(f"CDAE: validation NDCG@100 by (rho, weight decay) {values} -> ({rho:g}, {wd:g})", flush=True)
-        rest = {
-            s: pool.submit(
-                trained,
-                ["--model", "cdae", "--rho", str(rho), "--weight-decay", str(wd), "--seed", str(s)],
-                root / f"cdae-rho{rho:g}-wd{wd:g}-seed{s}",
-            )
-            for s in seeds[1:]
-        }
-        rows["CDAE"] = {first: cdae_grid[(rho, wd)].result(), **{s: f.result() for s, f in rest.items()}}
-        settings["CDAE"] = f"K 200, rho {rho:g}, weight decay {wd:g} (grid {CDAE_GRID})"
+        best = max(values, key=values.get)
+        # a choice at the edge of an axis: one grid step beyond it (the other axes at the choice)
+        axes = [
+            one_step_beyond(list(CDAE_GRID[a]), b, 1.0 if a == "rho" else None)
+            for a, b in zip(("lr", "rho", "weight_decay"), best, strict=True)
+        ]
+        more = [k for k in itertools.product(*axes) if k not in values]
+        if more:
+            print(f"CDAE: {best} at a grid edge; trying {more}", flush=True)
+            extra = {k: pool.submit(trained, cdae_flags(*k, first), cdae_out(*k, first)) for k in more}
+            values.update({k: best_validation(f.result()) for k, f in extra.items()})
+            cdae_grid.update(extra)
+            best = max(values, key=values.get)
+        searches["CDAE"] = [{"lr": k[0], "rho": k[1], "weight_decay": k[2], "ndcg@100": v} for k, v in values.items()]
+        print(f"CDAE: validation NDCG@100 by (lr, rho, weight decay) {values} -> {best}", flush=True)
+        rest = {s: pool.submit(trained, cdae_flags(*best, s), cdae_out(*best, s)) for s in seeds[1:]}
+        rows["CDAE"] = {first: cdae_grid[best].result(), **{s: f.result() for s, f in rest.items()}}
+        settings["CDAE"] = (
+            f"K 200, lr {best[0]:g}, rho {best[1]:g}, weight decay {best[2]:g} (grid {CDAE_GRID}, "
+            "one step beyond an edge choice)"
+        )
     for name, label in (("wmf", "WMF"), ("bpr", "BPR-MF")):
-        if name not in searches:
+        if name not in mf_searches:
             continue
-        found = json.loads(searches[name].result().read_text())
+        found = json.loads(mf_searches[name].result().read_text())
         keys = ("factors", "regularization", "alpha") if name == "wmf" else ("factors", "regularization")
-        chosen = {k: found[k] for k in keys}
-        searches[label] = [
+        grid = WMF_GRID if name == "wmf" else BPR_GRID
+        searched = [
             {**{k: r[k] for k in keys}, "ndcg@100": r["validation"]["ndcg@100"]["mean"]} for r in found["validation"]
         ]
+        axes = {k: one_step_beyond([float(v) for v in grid[k].split(",")], found[k]) for k in keys}
+        result = mf_searches[name].result()
+        if any(len(a) > 1 for a in axes.values()):
+            beyond = {k: ",".join(f"{v:g}" for v in a) for k, a in axes.items()}
+            print(f"{label}: { ({k: found[k] for k in keys}) } at a grid edge; searching {beyond}", flush=True)
+            extended = baseline(name, beyond, first, root / f"{name}-extend-seed{first}.json")
+            more = json.loads(extended.read_text())
+            searched += [
+                {**{k: r[k] for k in keys}, "ndcg@100": r["validation"]["ndcg@100"]["mean"]} for r in more["validation"]
+            ]
+            if max(r["validation"]["ndcg@100"]["mean"] for r in more["validation"]) > max(
+                r["validation"]["ndcg@100"]["mean"] for r in found["validation"]
+            ):
+                found, result = more, extended
+        chosen = {k: found[k] for k in keys}
+        searches[label] = searched
         print(f"{label}: chosen on validation at seed {first}: {chosen}", flush=True)
-        rest = {s: pool.submit(baseline, name, chosen, s, root / f"{name}-seed{s}.json") for s in seeds[1:]}
-        rows[label] = {first: searches[name].result(), **{s: f.result() for s, f in rest.items()}}
-        grid = WMF_GRID if name == "wmf" else BPR_GRID
-        settings[label] = ", ".join(f"{k} {v:g}" for k, v in chosen.items()) + f" (grid {grid})"
+        slug = "-".join(f"{k[:3]}{v:g}" for k, v in chosen.items())  # the setting names the file: never reuse another's
+        rest = {s: pool.submit(baseline, name, chosen, s, root / f"{name}-{slug}-seed{s}.json") for s in seeds[1:]}
+        rows[label] = {first: result, **{s: f.result() for s, f in rest.items()}}
+        settings[label] = (
+            ", ".join(f"{k} {v:g}" for k, v in chosen.items()) + f" (grid {grid}, one step beyond an edge)"
+        )
     if ract_grid:
         values = {
             lr: json.loads((f.result() / "test_metrics.json").read_text())["run"]["val_ndcg@100"]
