@@ -54,3 +54,24 @@ def test_readme_states_the_committed_claims_ledger():
     block = text.split(begin)[1].split(end)[0]
     assert block.strip() == verdict_table(rows).strip()
     assert (ROOT / "docs" / "claims" / "claims.md").read_text(encoding="utf-8").count(verdict_table(rows).strip()) == 1
+
+
+def test_the_readme_baseline_table_is_the_committed_ml1m_result():
+    """The README's 3-seed ML-1M baseline table is read from experiments/results_baselines_ml1m.json: every NDCG@100
+    mean and paired difference in it must be that file's, rounded as shown."""
+    import json
+
+    results = json.loads((ROOT / "experiments" / "results_baselines_ml1m.json").read_text(encoding="utf-8"))["models"]
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("| model | Recall@20 | Recall@50 | NDCG@100 | Δ NDCG@100 vs Multi-VAE | best epochs |")
+    rows = [line for line in text[start:].splitlines()[2:] if line.startswith("|")]
+    checked = 0
+    for line in rows[: len(results)]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        label = next(k for k in results if cells[0].startswith(k))
+        entry = results[label]
+        assert cells[3].startswith(f"{entry['metrics']['ndcg@100']['mean']:.4f}"), label
+        if "mean" in entry["paired"]["ndcg@100"]:
+            assert cells[4].startswith(f"{entry['paired']['ndcg@100']['mean']:+.4f}"), label
+        checked += 1
+    assert checked == len(results) == 6
