@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -16,6 +17,7 @@ from models.evaluation import (
     USER_GROUPS,
     Evaluation,
     evaluate,
+    evaluate_rows,
     paired_difference,
     parse_metric,
     ranking_metrics,
@@ -453,3 +455,168 @@ def test_beyond_accuracy_extremes_and_groups():
         spread.beyond_accuracy(np.ones(8), 4, ks=[2])  # lists of 1 of 8 items: K = 2 was not ranked
     one_item = Evaluation({"recall@1": np.zeros(2)}, np.arange(2), np.full(2, 7), 2, 0, topk=np.zeros((2, 1), int))
     assert one_item.beyond_accuracy(np.ones(1), 2, ks=[100])["all"]["coverage@100"] == 1.0  # K beyond the catalogue
+
+
+# --------------------------------------------------------------------- input checks at their boundaries
+def test_duplicate_target_entries_count_once():
+    # Row 0 stores item 1 twice (sorted, not canonical): |T| = 1, so recall@2 = 1 / min(2, 1) = 1 and ndcg@2 = 1.
+    # Counting the duplicate would give 1 / 2 and 1 / (1 + 1 / log2 3).
+    targ = sp.csr_matrix((np.ones(2), np.array([1, 1]), np.array([0, 2])), shape=(1, 5))
+    assert not targ.has_canonical_format
+    out = ranking_metrics(np.array([[1, 0]]), targ, ["recall@2", "ndcg@2"])
+    assert out["recall@2"][0] == 1.0
+    assert out["ndcg@2"][0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("topk", [np.array([0, 1]), np.array([[0.0, 1.0]])], ids=["one-dimensional", "float"])
+def test_topk_items_must_be_a_two_dimensional_integer_array(topk):
+    with pytest.raises(ValueError, match="topk_items must be a 2-D integer array"):
+        ranking_metrics(topk, csr_from_sets([{1}], 4), ["recall@1"])
+
+
+def test_a_row_count_mismatch_names_both_counts():
+    with pytest.raises(ValueError, match=r"topk_items has 1 rows but targets has 2: pass matching rows"):
+        ranking_metrics(np.array([[0]]), csr_from_sets([{1}, {2}], 5), ["recall@1"])
+
+
+def test_item_indices_stop_at_the_last_column():
+    targ = csr_from_sets([{3}, {0}], 4)
+    # item 3 (the last column) is an item; item 4 is not, and would alias row 1's item 0 in the key search
+    assert ranking_metrics(np.array([[3], [1]]), targ, ["recall@1"])["recall@1"].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="topk_items holds item 4 but targets has only 4 columns"):
+        ranking_metrics(np.array([[4], [1]]), targ, ["recall@1"])
+
+
+def test_a_repeated_item_zero_is_refused_and_repeated_padding_is_not():
+    targ = csr_from_sets([{0}], 4)
+    with pytest.raises(ValueError, match="repeats an item within a row"):
+        ranking_metrics(np.array([[0, 2, 0]]), targ, ["recall@3"])
+    assert ranking_metrics(np.array([[0, -1, -1]]), targ, ["recall@3"])["recall@3"].tolist() == [1.0]
+
+
+def test_the_message_counts_the_empty_target_rows():
+    # rows with 0, 0 and 2 targets: two rows are empty (one row is not, none has exactly one target)
+    targ = csr_from_sets([set(), set(), {1, 2}], 4)
+    with pytest.raises(ValueError, match=r"^2 rows of targets are empty"):
+        ranking_metrics(np.array([[0], [1], [2]]), targ, ["recall@1"])
+
+
+def test_top_k_items_takes_k_from_one_to_n_items():
+    fold = csr_from_sets([{0}], 3)
+    scores = np.array([[3.0, 2.0, 1.0]])
+    assert top_k_items(scores, fold, 1).tolist() == [[1]]
+    assert top_k_items(scores, fold, 3).tolist() == [[1, 2, -1]]
+    for k in (0, 4):
+        with pytest.raises(ValueError, match=rf"k = {k} must lie in \[1, n_items = 3\]"):
+            top_k_items(scores, fold, k)
+
+
+def test_group_bins_need_distinct_labels_and_may_hold_a_single_length():
+    ev = make_evaluation({"recall@20": [0.5, 1.0, 0.0]}, [0, 1, 2], [5, 5, 6], n_users=3)
+    # (label, 5, 5) holds exactly the users with 5 interactions
+    five = ev.groups((("five", 5, 5),))["five"]["recall@20"]
+    assert five == {"mean": 0.75, "se": pytest.approx(0.25), "n": 2}
+    with pytest.raises(ValueError, match=r"group 'down' has low 6 > high 5"):
+        ev.groups((("down", 6, 5),))
+    with pytest.raises(ValueError, match=r"group labels must be distinct, got \['a', 'a'\]"):
+        ev.groups((("a", 1, 5), ("a", 6, 10)))
+
+
+def test_evaluations_are_frozen_and_compared_by_identity():
+    ev = make_evaluation({"recall@20": [0.5]}, [0], [7], n_users=1)
+    same_values = make_evaluation({"recall@20": [0.5]}, [0], [7], n_users=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.n_users = 2
+    # eq=False: no field-wise == over numpy arrays (ambiguous for longer arrays); identity, and usable as a key
+    assert ev == ev and ev != same_values
+    assert {ev: "a", same_values: "b"}[ev] == "a"
+
+
+def test_evaluation_checks_its_arrays_when_built():
+    ok = {
+        "per_user": {"recall@20": np.array([0.5, 0.2])},
+        "rows": np.array([0, 1]),
+        "n_interactions": np.array([5, 6]),
+        "n_users": 2,
+        "n_excluded": 0,
+    }
+    assert Evaluation(**ok, topk=np.zeros((2, 1), dtype=np.int64)).n_evaluated == 2
+    assert Evaluation(**{**ok, "rows": np.array([3, 7])}).rows.tolist() == [3, 7]
+    with pytest.raises(ValueError, match="one entry per evaluated user"):
+        Evaluation(**{**ok, "n_interactions": np.array([5])})
+    with pytest.raises(ValueError, match="one entry per evaluated user"):
+        Evaluation(**{**ok, "per_user": {"recall@20": np.array([0.5])}})
+    with pytest.raises(ValueError, match="rows must be strictly increasing"):
+        Evaluation(**{**ok, "rows": np.array([1, 1])})
+    with pytest.raises(ValueError, match="unknown metric 'precision@5'"):
+        Evaluation(**{**ok, "per_user": {"precision@5": np.array([0.5, 0.2])}})
+    with pytest.raises(ValueError, match=r"topk has shape \(3, 1\); expected one row per evaluated user \(2\)"):
+        Evaluation(**ok, topk=np.zeros((3, 1), dtype=np.int64))
+
+
+def test_per_user_table_lists_each_evaluated_user_with_its_group():
+    ev = make_evaluation({"recall@20": [0.5, 1.0, 0.0], "ndcg@100": [0.25, 0.75, 0.0]}, [0, 2, 3], [7, 60, 3], 4)
+    table = ev.per_user_table(np.array([101, 102, 103, 104]))
+    assert table.columns.tolist() == ["user", "n_interactions", "group", "recall@20", "ndcg@100"]
+    assert table["user"].tolist() == [101, 103, 104]
+    assert table["n_interactions"].tolist() == [7, 60, 3]
+    assert table["group"].tolist() == ["[5-10]", "[51-100]", ""]
+    assert table["ndcg@100"].tolist() == [0.25, 0.75, 0.0]
+    with pytest.raises(ValueError, match=r"users has shape \(3,\), expected \(4,\)"):
+        ev.per_user_table(np.array([101, 102, 103]))
+
+
+def test_beyond_accuracy_needs_one_training_user_and_accepts_one():
+    ev = Evaluation({"recall@1": np.zeros(2)}, np.arange(2), np.full(2, 7), 2, 0, topk=np.array([[0], [1]]))
+    pop = np.array([1.0, 1.0])
+    assert ev.beyond_accuracy(pop, 1)["all"]["novelty@1"] == 0.0  # -log2(1 / 1)
+    with pytest.raises(ValueError, match="n_train_users must be >= 1, got 0"):
+        ev.beyond_accuracy(pop, 0)
+
+
+def test_beyond_accuracy_of_a_one_item_catalogue_with_a_user_who_got_no_item():
+    # One item; user 1's list is [-1] (evaluate_rows pads with -1 when the only item is scored -inf).
+    ev = Evaluation({"recall@1": np.zeros(2)}, np.arange(2), np.full(2, 7), 2, 0, topk=np.array([[0], [-1]]))
+    out = ev.beyond_accuracy(np.array([3.0]), 4)["all"]
+    want = {"users": 2, "coverage@1": 1.0, "gini@1": 0.0, "arp@1": 3.0, "novelty@1": pytest.approx(-math.log2(3 / 4))}
+    assert out == want
+
+
+def test_format_table_layout():
+    ev = make_evaluation({"recall@20": [0.5, 0.25], "ndcg@100": [1.0, 0.5]}, [0, 1], [5, 20], n_users=3)
+    bins = (("few", 5, 10), ("many", 11, 50), ("none", 100, 200))
+    # label column max(5, longest label) wide; cells mean ± se with 4 digits, right-aligned in 2 * 4 + 7 = 15
+    expected = [
+        "group       n        recall@20         ndcg@100",
+        "-----------------------------------------------",
+        "all         2  0.3750 ± 0.1250  0.7500 ± 0.2500",
+        "few         1  0.5000 ± 0.0000  1.0000 ± 0.0000",
+        "many        1  0.2500 ± 0.0000  0.5000 ± 0.0000",
+        "none        0                -                -",
+        "3 held-out users: 2 evaluated, 1 excluded (no targets), 0 evaluated outside every group",
+    ]
+    assert ev.format_table(bins).splitlines() == expected
+
+
+def test_the_default_batch_is_1000_users():
+    n = 1001
+    heldout = heldout_from_sets([set()] * n, [{0}] * n, 2)
+    sizes = []
+
+    def score_fn(fold_batch):
+        sizes.append(fold_batch.shape[0])
+        return np.zeros((fold_batch.shape[0], 2))
+
+    evaluate(score_fn, heldout, metrics=["recall@1"])
+    evaluate_rows(lambda rows, fold_batch: score_fn(fold_batch), heldout, metrics=["recall@1"])
+    assert sizes == [1000, 1, 1000, 1]
+
+
+def test_paired_difference_of_one_common_user_and_of_none():
+    a = make_evaluation({"ndcg@100": [0.5, 0.6]}, [0, 1], [5, 6], n_users=3)
+    b = make_evaluation({"ndcg@100": [0.4, 0.1]}, [1, 2], [6, 7], n_users=3)
+    # only row 1 is in both: d = 0.6 - 0.4
+    assert paired_difference(a, b, "ndcg@100") == {"mean": pytest.approx(0.2), "se": 0.0, "n": 1}
+    first = make_evaluation({"ndcg@100": [0.5]}, [0], [5], n_users=3)
+    with pytest.raises(ValueError, match="no held-out user is evaluated in both"):
+        paired_difference(first, b, "ndcg@100")

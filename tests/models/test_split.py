@@ -4,8 +4,9 @@ preprocessing (PROTOCOL.md), split invariants on random interaction lists, and e
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import scipy.sparse as sp
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+import models.split as split_module
 from models.data import default_config, load_split
 from models.readers import RawInteractions
 from models.split import EmptySplitError, Split, SplitConfig, build_split
@@ -498,3 +500,92 @@ def test_a_config_of_numpy_numbers_gives_a_json_report():
     config = SplitConfig(min_rating=None, min_uc=np.int64(5), n_heldout=np.int64(2))
     report = build_split(raw, config, "planted").report
     assert json.loads(json.dumps(report))["config"]["n_heldout"] == 2
+
+
+# ------------------------------------------------------------------------------ defaults and boundaries
+def test_split_config_defaults_are_the_protocol_values():
+    c = SplitConfig()
+    assert (c.min_rating, c.min_uc, c.min_sc, c.n_heldout, c.test_prop, c.seed) == (3.5, 5, 0, 0.1, 0.2, 98765)
+    assert c.heldout_is_fraction
+
+
+def test_config_split_and_held_out_sets_are_frozen():
+    raw = raw_of(np.repeat(np.arange(5), 5), np.tile(np.arange(5), 5))
+    split = build_split(raw, SplitConfig(min_rating=None, n_heldout=1), "planted")
+    for obj, name in ((SplitConfig(), "seed"), (split, "name"), (split.test, "users")):
+        with pytest.raises(FrozenInstanceError):
+            setattr(obj, name, None)
+
+
+def test_n_heldout_1_is_one_user_and_1_point_0_is_refused_as_a_float():
+    raw = raw_of(np.repeat(np.arange(5), 5), np.tile(np.arange(5), 5))
+    split = build_split(raw, SplitConfig(min_rating=None, n_heldout=1), "planted")
+    assert (split.validation.n_users, split.test.n_users, split.train.shape[0]) == (1, 1, 3)
+    pattern = (
+        r"n_heldout 1\.0 is neither a fraction in \(0, 0\.5\) nor a count: a count must be an integer \(1, not 1\.0\)"
+    )
+    with pytest.raises(ValueError, match=pattern):
+        SplitConfig(n_heldout=1.0).validate()
+
+
+def test_seed_accepts_both_ends_of_its_range():
+    SplitConfig(seed=0).validate()
+    SplitConfig(seed=2**32 - 1).validate()  # 2**32 is refused: test_wrong_types_and_non_finite_values_name_the_field
+
+
+class _Reported(sp.csr_matrix):
+    """A CSR matrix that reports ``fake_nnz`` stored entries (no test can store 2**31 of them)."""
+
+    fake_nnz = 0
+
+    @property
+    def nnz(self) -> int:
+        return self.fake_nnz
+
+
+@pytest.mark.parametrize(("nnz", "dtype"), [(2**31 - 1, np.int32), (2**31, np.int64)])
+def test_indptr_is_int32_while_offsets_fit_and_int64_from_2_31_entries(monkeypatch, nnz, dtype):
+    def csr_matrix(*args, **kwargs):
+        mat = sp.csr_matrix(*args, **kwargs)
+        mat.__class__ = type("Big", (_Reported,), {"fake_nnz": nnz})
+        return mat
+
+    monkeypatch.setattr(split_module, "sp", SimpleNamespace(csr_matrix=csr_matrix))
+    mat = split_module._binary_csr(np.array([0, 1, 1]), np.array([2, 0, 1]), (2, 3))
+    assert mat.indptr.dtype == dtype and mat.indices.dtype == np.int32
+    assert mat.indptr.tolist() == [0, 1, 3] and mat.indices.tolist() == [2, 0, 1]
+
+
+def test_an_item_with_exactly_min_sc_users_is_kept():
+    # items 0..4: all 6 users; item 9: users 0, 1, 2; item 8: users 3, 4. min_sc = 3 keeps 9 and drops 8.
+    user = np.concatenate([np.repeat(np.arange(6), 5), [0, 1, 2, 3, 4]])
+    item = np.concatenate([np.tile(np.arange(5), 6), [9, 9, 9, 8, 8]])
+    split = build_split(raw_of(user, item), SplitConfig(min_rating=None, min_sc=3, n_heldout=1), "planted")
+    assert split.report["item_filter"] == {"min_users_per_item": 3, "rows_dropped": 2, "items_dropped": 1}
+    assert split.report["after_filtering"] == {"users": 6, "items": 6, "interactions": 33}
+
+
+def test_a_fractional_n_heldout_rounds_its_share_of_the_users():
+    # 0.2 of 18 users is 3.6: 4 users per held-out set (round, not int), 10 to train
+    raw = raw_of(np.repeat(np.arange(18), 5), np.tile(np.arange(5), 18))
+    split = build_split(raw, SplitConfig(min_rating=None, n_heldout=0.2), "planted")
+    assert split.report["split"]["n_heldout_per_set"] == 4
+    assert (split.validation.n_users, split.test.n_users, split.train.shape[0]) == (4, 4, 10)
+
+
+def test_too_few_users_are_counted_in_singular_and_plural():
+    one = raw_of(np.zeros(5), np.arange(5))
+    with pytest.raises(EmptySplitError, match=r"^planted: 1 user left after filtering"):
+        build_split(one, SplitConfig(min_rating=None, n_heldout=1), "planted")
+    two = raw_of(np.repeat([0, 1], 5), np.tile(np.arange(5), 2))
+    with pytest.raises(EmptySplitError, match=r"^planted: 2 users left after filtering"):
+        build_split(two, SplitConfig(min_rating=None, n_heldout=1), "planted")
+
+
+def test_the_heldout_hint_names_one_count_or_a_range():
+    four = raw_of(np.repeat(np.arange(4), 5), np.tile(np.arange(5), 4))  # at most 1 user per held-out set
+    with pytest.raises(EmptySplitError, match=r"sets of 2 users and a training set; pass --heldout 1 \(users per"):
+        build_split(four, SplitConfig(min_rating=None, n_heldout=2), "planted")
+    five = raw_of(np.repeat(np.arange(5), 5), np.tile(np.arange(5), 5))  # at most 2
+    with pytest.raises(EmptySplitError, match=r"sets of 3 users and a training set; pass --heldout 1 to --heldout 2 "):
+        build_split(five, SplitConfig(min_rating=None, n_heldout=3), "planted")
