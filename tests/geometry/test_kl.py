@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
-from geometry.kl import kl_budget, kl_to_standard_normal
+from geometry.kl import KLBudget, kl_budget, kl_to_standard_normal
 
 
 def test_kl_matches_torch_distributions():
@@ -149,3 +150,37 @@ def test_kl_budget_rejects_bad_input():
         kl_budget(np.zeros((4, 2)), np.zeros((4, 2)), confidence=1.5)
     with pytest.raises(ValueError, match="no interval"):
         kl_budget(np.zeros((4, 2)), np.zeros((4, 2)), rng=0).ci("log_n_components")
+
+
+def test_kl_checks_the_latent_axis_before_numpy_or_torch_do():
+    # without the check torch raises a RuntimeError and numpy an AxisError with messages of their own
+    with pytest.raises(ValueError, match="do not broadcast"):
+        kl_to_standard_normal(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="last \\(latent\\) axis"):
+        kl_to_standard_normal(np.float64(0.5), np.float64(0.0))
+
+
+def test_kl_budget_is_frozen_and_its_defaults_are_documented_values():
+    b = kl_budget(np.array([[0.0, 1.0], [1.0, 0.0]]), np.zeros((2, 2)), rng=0)
+    assert b.n_samples_per_component == 1 and b.confidence == 0.95  # one sample per component by default
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.mutual_information = 0.0
+    required = {f.name: 0.0 for f in dataclasses.fields(KLBudget) if f.default is dataclasses.MISSING}
+    bare = KLBudget(**required)
+    assert bare.confidence == 0.95 and bare.n_exact_recomputed == 0
+    assert bare.saturated is False and bare.saturated_users is False
+    assert math.isnan(bare.mi_gap_to_ceiling) and math.isnan(bare.kl_aggregate_mc_se)
+
+
+def test_kl_budget_argument_checks_sit_at_their_boundaries():
+    mu, logvar = np.zeros((3, 2)), np.zeros((3, 2))
+    for name in ("n_samples_per_user", "chunk_size", "component_chunk_size"):
+        with pytest.raises(ValueError, match="must all be >= 1"):
+            kl_budget(mu, logvar, **{name: 0})
+    one = kl_budget(mu, logvar, n_samples_per_user=1, chunk_size=1, component_chunk_size=1, rng=0)
+    assert one.mutual_information == pytest.approx(0.0, abs=1e-12)  # identical posteriors
+    for shape in ((0, 2), (3, 0), (2, 0, 2)):
+        with pytest.raises(ValueError, match="at least one posterior and one latent dimension"):
+            kl_budget(np.zeros(shape), np.zeros(shape))
+    single = kl_budget(np.zeros((1, 1)), np.zeros((1, 1)), rng=0)  # K = 1 and d = 1 are allowed
+    assert single.log_n_components == 0.0 and single.mean_kl == 0.0

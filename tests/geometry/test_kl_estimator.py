@@ -138,3 +138,157 @@ def test_tiny_variances_never_push_information_above_log_k(seed, spread):
     z = mu[own] + sigma[own] * eps
     log_p = -0.5 * (z**2 + np.log(2 * np.pi)).sum(-1)
     assert b.kl_aggregate == pytest.approx(np.mean(log_qh - log_p), rel=1e-9)
+
+
+def _scored(mu: np.ndarray, logvar: np.ndarray, s: int, seed: int) -> dict[str, np.ndarray]:
+    """The draws of ``kl_budget(mu, logvar, n_samples_per_user=s, rng=seed)`` scored in dense numpy, float64.
+
+    Components c = m N + n (mask draw m, user n), queries q = c S + j; ``comp[q, c]`` is log q_c(z_q) computed
+    centred, the own term from the standardised draw itself (as the module documents).
+    """
+    d = mu.shape[-1]
+    mu, logvar = mu.reshape(-1, d), logvar.reshape(-1, d)
+    k = len(mu)
+    sigma = np.exp(0.5 * logvar)
+    eps = np.random.default_rng(seed).standard_normal((k * s, d))
+    own = np.repeat(np.arange(k), s)
+    z = mu[own] + sigma[own] * eps
+    comp = -0.5 * ((((z[:, None] - mu[None]) / sigma[None]) ** 2) + logvar[None] + np.log(2 * np.pi)).sum(-1)
+    rows = np.arange(k * s)
+    comp[rows, own] = -0.5 * ((eps**2).sum(1) + logvar[own].sum(1) + d * np.log(2 * np.pi))
+    log_qh = logsumexp(comp, axis=1) - math.log(k)
+    log_p = norm.logpdf(z).sum(1)
+    return {"comp": comp, "own": own, "z": z, "log_own": comp[rows, own], "log_qh": log_qh, "log_p": log_p}
+
+
+def _flagged_pairs(mu: np.ndarray, logvar: np.ndarray, s: int, seed: int) -> int:
+    """The number of (sample, other component) pairs the module docstring says are recomputed centred: rounding
+    bound of the expanded form (d + 4) u (|z|^2 max_k 1/sigma_ck^2 + sum_k mu_ck^2 / sigma_ck^2 + |sum_k logvar_ck|
+    + d log 2 pi) nats above EXACT_TOLERANCE = 1e-9, and the log density plus that bound within LSE_MARGIN + log K
+    (50 + log K) nats of the sample's own log density. The two constants are written out: the count pins them."""
+    d = mu.shape[-1]
+    mu, logvar = mu.reshape(-1, d), logvar.reshape(-1, d)
+    k = len(mu)
+    sc = _scored(mu, logvar, s, seed)
+    u = np.finfo(np.float64).eps / 2
+    ivar = np.exp(-logvar)
+    terms = (mu**2 * ivar).sum(1) + np.abs(logvar.sum(1)) + d * np.log(2 * np.pi)
+    bound = (d + 4) * u * ((sc["z"] ** 2).sum(1)[:, None] * ivar.max(1)[None] + terms[None])
+    matters = sc["comp"] + bound >= sc["log_own"][:, None] - (50.0 + math.log(k))
+    flagged = (bound > 1e-9) & matters
+    flagged[np.arange(k * s), sc["own"]] = False  # the own term is never recomputed: it is exact
+    return int(flagged.sum())
+
+
+def _tiny_variance_posteriors(k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # sigma ~ e^-15 around means 30 (|mu| / sigma ~ 1e8), a sigma or so apart: every other component is within
+    # the margin of every sample, and its expanded-form value is off by nats
+    rng = np.random.default_rng(seed)
+    logvar = np.full((k, 2), -30.0) + 0.2 * rng.normal(size=(k, 2))
+    mu = 30.0 + np.exp(-15.0) * rng.normal(size=(k, 2))
+    return mu, logvar
+
+
+def test_exact_recomputation_matches_a_centred_float64_reference_across_uneven_chunks():
+    # 23 components x 2 samples in query chunks of 7 (last 4) and component chunks of 5 (last 3)
+    k, s, seed = 23, 2, 11
+    mu, logvar = _tiny_variance_posteriors(k, 0)
+    b = kl_budget(mu, logvar, n_samples_per_user=s, chunk_size=7, component_chunk_size=5, rng=seed)
+    sc = _scored(mu, logvar, s, seed)
+    assert b.n_exact_recomputed == k * s * (k - 1) == _flagged_pairs(mu, logvar, s, seed)
+    assert 0.2 < np.mean(sc["log_own"] - sc["log_qh"]) < math.log(k) - 0.2  # overlapping: not at the ceiling
+    assert b.mutual_information == pytest.approx(np.mean(sc["log_own"] - sc["log_qh"]), abs=1e-9)
+    assert b.kl_aggregate == pytest.approx(np.mean(sc["log_qh"] - sc["log_p"]), rel=1e-12)
+    one_chunk = kl_budget(mu, logvar, n_samples_per_user=s, rng=seed)
+    assert one_chunk.n_exact_recomputed == b.n_exact_recomputed
+    assert one_chunk.mutual_information == pytest.approx(b.mutual_information, abs=1e-12)
+
+
+def test_exact_recomputation_of_more_pairs_than_one_batch_holds():
+    # 300 x 299 = 89,700 pairs flagged in one block: more than the 65,536 recomputed per batch
+    k, seed = 300, 1
+    mu, logvar = _tiny_variance_posteriors(k, 0)
+    b = kl_budget(mu, logvar, rng=seed)
+    sc = _scored(mu, logvar, 1, seed)
+    assert b.n_exact_recomputed == k * (k - 1) > 65_536
+    assert b.mutual_information == pytest.approx(np.mean(sc["log_own"] - sc["log_qh"]), abs=1e-9)
+    assert b.kl_aggregate == pytest.approx(np.mean(sc["log_qh"] - sc["log_p"]), rel=1e-12)
+
+
+def test_recomputed_pairs_are_those_the_documented_bound_flags():
+    # d = 1000: the rounding bound is about 1e-9 nats at |mu| / sigma ~ 1.75, where its constant term d log 2 pi
+    # is a fifth of it; means 1.5 to 2.0 per coordinate put some pairs below the tolerance, some above, and some
+    # (those more than about 0.33 apart) beyond the margin
+    rng = np.random.default_rng(12)
+    k, d, s, seed = 30, 1000, 2, 13
+    mu = np.linspace(1.5, 2.0, k)[:, None] + 0.05 * rng.normal(size=(k, d))
+    logvar = 0.05 * rng.normal(size=(k, d))
+    b = kl_budget(mu, logvar, n_samples_per_user=s, rng=seed)
+    expected = _flagged_pairs(mu, logvar, s, seed)
+    assert 0 < expected < k * s * (k - 1)
+    assert b.n_exact_recomputed == expected
+    # well-conditioned posteriors: nothing is recomputed
+    assert kl_budget(rng.normal(size=(20, 3)), rng.normal(scale=0.3, size=(20, 3)), rng=0).n_exact_recomputed == 0
+
+
+def test_standard_errors_match_numpy_for_mask_draws_and_several_samples():
+    # M = 2 draws of N = 3 users, S = 2 samples: user-clustered se = sd_n(mean over m, s) / sqrt(N) (ddof 1);
+    # Monte Carlo se = sqrt(sum_c var_c(ddof 1) / S) / K over the K = 6 components
+    rng = np.random.default_rng(14)
+    m, n, s, d, seed = 2, 3, 2, 2, 15
+    mu, logvar = rng.normal(size=(m, n, d)), rng.normal(scale=0.3, size=(m, n, d))
+    b = kl_budget(mu, logvar, n_samples_per_user=s, rng=seed)
+    sc = _scored(mu, logvar, s, seed)
+    users = sc["own"] % n  # each sample against the M components of its own user
+    log_qbar = logsumexp(sc["comp"].reshape(-1, m, n)[np.arange(m * n * s), :, users], axis=1) - math.log(m)
+    terms = {
+        "kl_aggregate": sc["log_qh"] - sc["log_p"],
+        "mutual_information": sc["log_own"] - sc["log_qh"],
+        "mutual_information_users": log_qbar - sc["log_qh"],
+    }
+    for name, t in terms.items():
+        t = t.reshape(m, n, s)
+        assert getattr(b, name) == pytest.approx(t.mean(), rel=1e-10)
+        per_user = t.mean(axis=(0, 2))
+        assert getattr(b, f"{name}_se") == pytest.approx(per_user.std(ddof=1) / math.sqrt(n), rel=1e-8)
+        by_component = t.reshape(m * n, s)
+        mc = math.sqrt(by_component.var(axis=1, ddof=1).sum() / s) / (m * n)
+        assert getattr(b, f"{name}_mc_se") == pytest.approx(mc, rel=1e-8)
+    assert b.mi_gap_to_ceiling == pytest.approx(math.log(m * n) - b.mutual_information, abs=1e-14)
+    assert b.mi_users_gap_to_ceiling == pytest.approx(math.log(n) - b.mutual_information_users, abs=1e-14)
+
+
+def test_standard_errors_of_two_users_with_one_sample_each():
+    # N = 2, S = 1: both standard errors are finite, the Monte Carlo one the conservative sd(t) / sqrt(K)
+    mu, logvar = np.array([[0.3, -0.2], [1.1, 0.4]]), np.array([[0.1, -0.4], [0.2, 0.3]])
+    b = kl_budget(mu, logvar, rng=16)
+    sc = _scored(mu, logvar, 1, 16)
+    rows = kl_to_standard_normal(mu, logvar)
+    assert b.mean_kl_se == pytest.approx(abs(rows[0] - rows[1]) / 2, rel=1e-10)  # sd(ddof 1) / sqrt 2 of two
+    t = sc["log_qh"] - sc["log_p"]
+    assert b.kl_aggregate_se == pytest.approx(t.std(ddof=1) / math.sqrt(2), rel=1e-8)
+    assert b.kl_aggregate_mc_se == pytest.approx(t.std(ddof=1) / math.sqrt(2), rel=1e-8)
+    assert b.mutual_information_mc_se == pytest.approx(
+        (sc["log_own"] - sc["log_qh"]).std(ddof=1) / math.sqrt(2), rel=1e-8
+    )
+
+
+def test_a_single_posterior_has_no_standard_error_and_sits_at_its_ceiling():
+    # K = 1: q_h = q_1, so I = 0 = log K exactly; the gap 0 is at most 5% of log K = 0: flagged
+    b = kl_budget(np.array([[0.5, -1.0]]), np.array([[0.2, -0.3]]), n_samples_per_user=3, rng=17)
+    assert b.mutual_information == 0.0 and b.log_n_components == 0.0 and b.mi_gap_to_ceiling == 0.0
+    assert b.saturated is True and b.saturated_users is True
+    assert math.isnan(b.mean_kl_se) and math.isnan(b.mutual_information_se)
+    one_sample = kl_budget(np.array([[0.5]]), np.array([[0.2]]), rng=17)
+    assert math.isnan(one_sample.kl_aggregate_mc_se)  # S = 1 and K = 1: no spread to estimate
+
+
+@pytest.mark.parametrize(("spacing", "band"), [(3.6, (0.06, 0.09)), (4.5, (0.015, 0.04))])
+def test_saturation_flag_is_set_at_a_gap_of_five_percent_of_log_k(spacing, band):
+    # 10 unit-variance components on a line: the gap log K - I falls with their spacing; a gap between 5% and 10%
+    # of log K is not flagged, one of 1.5% to 4% is
+    mu = (spacing * np.arange(10.0))[:, None]
+    b = kl_budget(mu, np.zeros_like(mu), n_samples_per_user=200, rng=0)
+    share = b.mi_gap_to_ceiling / b.log_n_components
+    assert band[0] < share < band[1]
+    assert b.saturated is b.saturated_users is (share <= 0.05)
