@@ -94,7 +94,7 @@ from analyses.results import (
 from analyses.trained import get_trained
 from figures.latent import results_figure
 from figures.style import savefig
-from models.baselines import EASE_LAMBDAS, MF_DEFAULTS, select_ease_lambda
+from models.baselines import EASE_LAMBDAS, MF_DEFAULTS, grid_edges, select_ease_lambda
 from models.bpr import select_bpr
 from models.cli import end_process
 from models.evaluation import USER_GROUPS, Evaluation, evaluate
@@ -133,11 +133,9 @@ def fit_factorisation(key: str, split, quick: bool, seed: int) -> tuple:
         model, search = select_wmf(split, grid["factors"], grid["regularization"], grid["alpha"], **common)
     else:
         model, search = select_bpr(split, grid["factors"], grid["regularization"], **common)
-    edges = [
-        name
-        for name in ("factors", "regularization", "alpha")
-        if name in search["best"] and len(grid[name]) > 1 and search["best"][name] in (min(grid[name]), max(grid[name]))
-    ]
+    edges = grid_edges(
+        search["best"], {k: grid[k] for k in ("factors", "regularization", "alpha") if k in search["best"]}
+    )
     record = {
         "setting": search["best"],
         "iterations": grid["iterations"],

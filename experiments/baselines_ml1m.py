@@ -39,7 +39,10 @@ import numpy as np
 import pandas as pd
 
 from geometry.intervals import mean_t_interval
+from models.baselines import result_per_user_path
+from models.evaluate import per_user_path
 from models.io import atomic_write_json
+from models.trainer import run_progress
 
 METRICS = ("recall@20", "recall@50", "ndcg@100")
 CDAE_GRID = {"lr": (1e-3, 1e-2), "rho": (0.5, 0.8), "weight_decay": (0.001, 0.01)}
@@ -72,7 +75,7 @@ def trained(flags: list[str], out: Path) -> Path:
     if planned is None or len(done.read_text().splitlines()) < planned:
         cmd = [sys.executable, "-m", "models.train", "--dataset", "ml-1m", *flags, "--out", str(out), "--no-progress"]
         run([*cmd, "--resume"] if (out / "checkpoint.pt").exists() else cmd, log_of(out))
-    if not (out / "test_per_user.csv").is_file():
+    if not per_user_path(out).is_file():
         run([sys.executable, "-m", "models.evaluate", str(out)], log_of(out))
     return out
 
@@ -87,7 +90,7 @@ def baseline(model: str, options: dict, seed: int, out: Path) -> Path:
 
 
 def ract(actor: Path, lr: float, seed: int, out: Path) -> Path:
-    if not (out / "test_per_user.csv").is_file():
+    if not per_user_path(out).is_file():
         cmd = [sys.executable, "-m", "models.ract", str(actor), "--out", str(out), "--seed", str(seed)]
         cmd += ["--lr-actor", str(lr), "--no-progress"]
         run([*cmd, "--resume"] if (out / "checkpoint.pt").exists() else cmd, log_of(out))
@@ -117,21 +120,20 @@ def best_validation(run_folder: Path) -> float:
 
 def best_epoch(result: Path) -> str:
     """``best/planned`` epochs of a trained run (``*`` when the best is in the last fifth: training may have been
-    cut short); empty for a fitted baseline."""
+    cut short); ``-`` for a fitted baseline."""
     if not (result / "metrics.jsonl").is_file():
         return "-"
     done = json.loads((result / "test_metrics.json").read_text()) if (result / "test_metrics.json").is_file() else {}
     if done.get("model") == "ract":
         return f"{done['run']['evaluated_epoch']}/{done['run']['epochs_planned']}"
-    history = [json.loads(line) for line in (result / "metrics.jsonl").read_text().splitlines()]
-    best = max(history, key=lambda h: h["val_ndcg@100"])["epoch"]
-    planned = json.loads((result / "config.json").read_text())["epochs"]
+    progress = run_progress(result)
+    best, planned = progress["best_epoch"], progress["epochs_planned"]
     return f"{best}/{planned}" + ("*" if best > 0.8 * planned else "")
 
 
 def per_user(result: Path) -> pd.DataFrame:
     """Per-user test values of a run folder or a baseline JSON."""
-    path = result / "test_per_user.csv" if result.is_dir() else result.with_name(f"{result.stem}_per_user.csv")
+    path = per_user_path(result) if result.is_dir() else result_per_user_path(result)
     return pd.read_csv(path, dtype={"user": str})
 
 

@@ -339,7 +339,7 @@ def default_result_path(args: argparse.Namespace) -> Path:
     return Path("out") / "baselines" / f"{name}.json"
 
 
-def per_user_path(result: Path) -> Path:
+def result_per_user_path(result: Path) -> Path:
     """Where the per-user test values of a results JSON go: ``NAME_per_user.csv`` beside ``NAME.json``."""
     return result.with_name(f"{result.stem}_per_user.csv")
 
@@ -386,10 +386,14 @@ def _fill_mf_defaults(args: argparse.Namespace) -> None:
         raise ValueError(f"--iterations must be an integer >= 1, got {args.iterations}")
 
 
+def grid_edges(best: dict, grids: dict) -> list[str]:
+    """The searched options whose chosen value is the smallest or largest of a grid of several values."""
+    return [name for name, grid in grids.items() if len(grid) > 1 and best[name] in (min(grid), max(grid))]
+
+
 def _warn_grid_edges(best: dict, grids: dict) -> None:
-    for name, grid in grids.items():
-        if len(grid) > 1 and best[name] in (min(grid), max(grid)):
-            print(f"warning: best {name} {best[name]:g} is at the edge of its grid; widen it", file=sys.stderr)
+    for name in grid_edges(best, grids):
+        print(f"warning: best {name} {best[name]:g} is at the edge of its grid; widen it", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -547,7 +551,7 @@ def _run(args: argparse.Namespace) -> int:
         "peak_memory_mb": peak_memory_mb(device),
         **extra,
     }
-    per_user = per_user_path(out)
+    per_user = result_per_user_path(out)
     atomic_write_bytes(per_user, test.per_user_table(split.test.users).to_csv(index=False).encode())
     atomic_write_json(out, result)
     title = f"{args.model} on {args.dataset} (test users)"
