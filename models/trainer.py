@@ -880,6 +880,11 @@ def _train(
         if stop[0] or (stop_after_epochs is not None and done_this_call >= stop_after_epochs):
             break
     bar.close()
+    if world > 1:
+        # leave together: rank 0 may still be writing the run's files while the others return, and a rank that
+        # tears its process group down while a peer still holds gloo work in flight can abort at exit (SIGABRT
+        # seen once in CI); after the barrier no collective is pending on any rank
+        dist.barrier()
     return state
 
 
