@@ -299,7 +299,8 @@ def main() -> None:
         rows["EASE"] = dict.fromkeys(seeds, ease.result())
         settings["EASE"] = f"lambda {found['lambda']:g} (deterministic: one run, paired with each seed)"
     pool.shutdown()
-    results, table = summarise(rows, settings, "Multi-VAE")
+    reference = "Multi-VAE"
+    results, table = summarise(rows, settings, reference)
     command = f"python experiments/baselines_ml1m.py --runs {root} --seeds {' '.join(map(str, seeds))}"
     text = "\n".join(
         [
@@ -317,7 +318,8 @@ def main() -> None:
     )
     (root / "RESULTS.md").write_text(text)
     atomic_write_json(
-        root / "results.json", {"command": command, "seeds": seeds, "models": results, "searches": searches}
+        root / "results.json",
+        {"command": command, "seeds": seeds, "reference": reference, "models": results, "searches": searches},
     )
     print(text)
 
