@@ -45,7 +45,10 @@ make_null_synthetic`) plants nothing, and the tests check that the planted claim
 Outputs (folder printed at the end; default ``out/claims/DATASETS-seedsS[-quick]-HASH``): ``claims.json`` (a
 list of rows with the keys ``claim``, ``statement``, ``kind``, ``dataset``, ``seeds``, ``estimate``, ``ci``,
 ``ci_kind``, ``verdict``, ``reason``, ``rule``, ``command``, ``source`` (job JSON and key), ``per_seed``,
-``planted``, ``seconds``), ``claims.md`` (the table by claim and dataset, the rules, the cost of each job),
+``planted``, ``seconds``), ``comparison.json`` (the accuracy comparison of :mod:`analyses.comparison`: per
+dataset the models of ``pia_uplift`` and of the ``--baselines`` file, test NDCG@100 across seeds and the paired
+difference of each from its reference), ``claims.md`` (the table by claim and dataset, the accuracy comparison,
+the rules, the cost of each job),
 ``ledger.json`` (the jobs run, their status, seconds and commands), the figure ``claims`` (estimates and
 intervals per claim and dataset, coloured by verdict) and ``COMPLETE``.
 """
@@ -76,6 +79,7 @@ from analyses.common import (
     stage_output,
     write_json,
 )
+from analyses.comparison import comparison_rows, comparison_table, read_baselines
 from analyses.paper_figures import JOBS as REPORT_JOBS
 from analyses.paper_figures import JobSpec, lookup, run_job
 from analyses.results import across_seeds
@@ -855,8 +859,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="tiny models, synthetic and synthetic-null unless --datasets: minutes"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--baselines",
+        nargs="+",
+        metavar="DATASET=PATH",
+        default=[],
+        help="a baselines file for a dataset of --datasets (the results.json of experiments/baselines_ml1m.py, "
+        "e.g. ml-1m=experiments/results_baselines_ml1m.json): its models join the accuracy comparison "
+        "(comparison.json, claims.md) beside pia_uplift's, each with its paired difference from its reference",
+    )
     add_dataset_arguments(parser, refresh=False)  # passed on to every job (tables: csv:PATH with its columns)
     return parser
+
+
+def parse_baselines(values: Sequence[str], datasets: Sequence[str]) -> dict[str, tuple[str, dict]]:
+    """``--baselines DATASET=PATH ...`` read and checked before any job runs: dataset -> (path, document)."""
+    found: dict[str, tuple[str, dict]] = {}
+    for value in values:
+        dataset, sep, path = value.partition("=")
+        if not sep or not dataset or not path:
+            raise JobError(
+                f"--baselines: {value!r} is not DATASET=PATH, e.g. ml-1m=experiments/results_baselines_ml1m.json"
+            )
+        if dataset not in datasets:
+            raise JobError(f"--baselines: {dataset} is not one of --datasets ({' '.join(datasets)})")
+        if dataset in found:
+            raise JobError(f"--baselines: {dataset} is given twice; give one file per dataset")
+        found[dataset] = (path, read_baselines(Path(path), dataset))
+    return found
 
 
 @dataclass
@@ -880,6 +910,7 @@ def run(args: argparse.Namespace) -> Path:
         check_int("--seeds", s, 0)
     budgets = {} if args.quick else {d: BUDGETS[d] for d in datasets if d in BUDGETS}
     data = data_argv(args)
+    baselines = parse_baselines(args.baselines, datasets)
     for dataset in datasets:  # before any job runs: each job would refuse it on its own
         try:
             check_data_options(dataset, data_options(args))
@@ -897,6 +928,7 @@ def run(args: argparse.Namespace) -> Path:
     progress = not args.no_progress
     runs: list[JobRun] = []
     rows: list[dict] = []
+    comparison: list[dict] = []
     total_jobs = sum(
         (d not in budgets or budgets[d].uplift)
         + len(budgets[d].seeds_of(seeds) if d in budgets else seeds) * len(SEED_JOBS)
@@ -959,6 +991,18 @@ def run(args: argparse.Namespace) -> Path:
                     docs[job] = record.doc
             per_seed_docs[seed] = docs
         rows += ledger_rows(dataset, ds_seeds, per_seed_docs, folders, runs)
+        path, doc = baselines.get(dataset, ("", None))
+        try:
+            comparison += comparison_rows(
+                dataset,
+                uplift.doc if uplift is not None else None,
+                str(base / "pia_uplift" / "uplift.json"),
+                uplift.command if uplift is not None else "",
+                doc,
+                path,
+            )
+        except (KeyError, TypeError, IndexError) as exc:  # an uplift JSON of another layout: the claims still stand
+            print(f"note: no accuracy comparison on {dataset}: unexpected pia_uplift JSON ({exc!r})", file=sys.stderr)
         if uplift is not None:
             rows += uplift_rows(uplift.doc, dataset, ds_seeds, uplift.command, uplift.error)
         else:
@@ -970,8 +1014,9 @@ def run(args: argparse.Namespace) -> Path:
             )
     seconds = time.perf_counter() - start
     write_json(out / "claims.json", rows)
-    atomic_write_bytes(out / "claims.md", render_markdown(rows, runs, seconds).encode())
-    files = [out / "claims.json", out / "claims.md"]
+    write_json(out / "comparison.json", comparison)
+    atomic_write_bytes(out / "claims.md", render_markdown(rows, runs, seconds, comparison).encode())
+    files = [out / "claims.json", out / "comparison.json", out / "claims.md"]
     files += plot_claims(rows, out)
     manifest = {
         "job": JOB,
@@ -1103,9 +1148,22 @@ def verdict_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(rows: Sequence[dict], runs: Sequence[JobRun], seconds: float) -> str:
+def render_markdown(
+    rows: Sequence[dict], runs: Sequence[JobRun], seconds: float, comparison: Sequence[dict] = ()
+) -> str:
     lines = ["# Claims ledger", "", f"Built in {seconds:.0f} s. Every row: `claims.json` (same order).", ""]
-    lines += [verdict_table(rows), "## Every row", ""]
+    lines += [verdict_table(rows)]
+    if comparison:
+        lines += [
+            "## Accuracy comparison (test NDCG@100, strong generalization)",
+            "",
+            "Every row: `comparison.json`. Mean over seeds of each seed's mean over the test users, Student-t 95% "
+            "interval across seeds; Δ is the paired per-user difference from the model named, per seed (± its SE "
+            "over users) and across seeds. Rows are not ranked: read the intervals.",
+            "",
+            comparison_table(comparison),
+        ]
+    lines += ["## Every row", ""]
     lines += [
         "| claim | kind | dataset | seeds | estimate | interval | verdict | reason |",
         "|---|---|---|---|---:|---|---|---|",

@@ -192,6 +192,9 @@ def test_the_kl_split_is_not_identified_when_the_estimate_follows_the_sample():
         (["--seeds", "-1"], "--seeds"),
         (["--datasets", "nonsense"], "--datasets"),
         (["--seeds", "x"], "--seeds"),
+        (["--baselines", "nonsense"], "is not DATASET=PATH"),
+        (["--baselines", "ml-1m=x.json"], "ml-1m is not one of --datasets"),
+        (["--baselines", "synthetic=/nonexistent/results.json"], "cannot read it"),
     ],
 )
 def test_bad_options_give_one_error_line_and_exit_code_2(argv, needle, usage_error):
@@ -417,3 +420,58 @@ def test_data_options_reach_every_job_of_a_table(tmp_path, monkeypatch, run_cli)
     assert data[data.index("--user-col") + 1] == "viewer"
     code, _, stderr = run_cli(claims.main, ["--datasets", "ml-1m", "--user-col", "v", "--out", str(tmp_path / "m")])
     assert code == 2 and "--user-col applies to csv:PATH and parquet:PATH sources only, not ml-1m" in stderr
+
+
+def test_the_accuracy_comparison_joins_the_uplift_and_the_baselines_file(tmp_path, monkeypatch, run_cli):
+    """comparison.json and the claims.md section: the uplift's arms and the file's models, the file's reference
+    merged with the uplift baseline it equals; the claims themselves are not at stake (the other jobs fail)."""
+    from analyses.paper_figures import JobResult
+    from tests.analyses.test_comparison import baselines_doc, uplift_doc
+
+    doc = uplift_doc()
+    doc["rule"] = "the uplift rule"
+    for block in doc["per_architecture"].values():
+        block.update(across_seeds={"ndcg@100": {"mean": 0.016, "ci": [0.001, 0.03], "n": 3}}, verdict="supported")
+
+    def fake_run_job(spec, argv, out, shown_argv=None):
+        ok = spec.name == "pia_uplift"
+        return JobResult(
+            spec.name,
+            " ".join(argv),
+            out,
+            "ok" if ok else "failed",
+            0 if ok else 2,
+            None if ok else "not run in this test",
+            0.1,
+            doc if ok else None,
+        )
+
+    monkeypatch.setattr(claims, "run_job", fake_run_job)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(baselines_doc()))
+    out = tmp_path / "ledger"
+    argv = [
+        "--datasets",
+        "synthetic",
+        "--seeds",
+        "0",
+        "1",
+        "2",
+        "--baselines",
+        f"synthetic={path}",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    code, _, stderr = run_cli(claims.main, argv)
+    assert code == 0, stderr
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["model"] for r in rows] == ["Multi-VAE", "Multi-VAE + PIA", "WMF", "EASE"]
+    assert {r["dataset"] for r in rows} == {"synthetic"} and rows[2]["compared_with"] == "Multi-VAE"
+    md = (out / "claims.md").read_text()
+    assert "## Accuracy comparison" in md and "| synthetic | WMF |" in md
+    # without the option the table holds the uplift's rows only
+    out2 = tmp_path / "ledger2"
+    code, _, stderr = run_cli(claims.main, [*argv[:5], "--out", str(out2), "--no-progress"])
+    assert code == 0, stderr
+    assert [r["model"] for r in json.loads((out2 / "comparison.json").read_text())] == ["Multi-VAE", "Multi-VAE + PIA"]

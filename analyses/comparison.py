@@ -1,0 +1,256 @@
+"""The ledger's accuracy comparison: every model measured on one dataset under one protocol, test NDCG@100 over
+seeds, with the paired per-user difference from the model it is compared with.
+
+Two sources feed it, both written by commands anyone can rerun:
+
+* the JSON of ``python -m analyses.pia_uplift`` (the ledger runs it once per dataset): for each architecture its
+  masked baseline and its PIA model at the lambda_A chosen on validation, per seed, and the paired difference
+  PIA - baseline of each seed;
+* optionally a baselines file, the ``results.json`` of ``python experiments/baselines_ml1m.py`` (committed as
+  ``experiments/results_baselines_ml1m.json``): CDAE, WMF, BPR-MF, RaCT and EASE beside a Multi-VAE, each with
+  its test NDCG@100 per seed and the paired per-user difference from that Multi-VAE of the same seed (its
+  ``reference``).
+
+Per model the row gives the mean over seeds of each seed's mean over the test users with the Student-t interval
+across seeds (:func:`analyses.results.across_seeds`: training noise included), and the paired difference: its
+per-seed means (each with its standard error over users) and their mean with the t interval across seeds. A
+deterministic model fitted once (EASE) has no spread across seeds: its row says so and carries the standard
+error over users instead. When the baselines' reference is the uplift's Multi-VAE baseline (same test values
+at every common seed, to 1e-9) the two are one row; otherwise both are shown and the row says which is which.
+No row is ordered against another: the intervals say what the seeds allow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from analyses.common import JobError
+from analyses.results import across_seeds
+
+METRIC = "ndcg@100"
+SAME_MODEL_TOL = 1e-9
+"""Two reference models are the same when their per-seed test means agree to this (a deterministic retraining of
+one configuration reproduces them to rounding)."""
+
+
+def read_baselines(path: Path, dataset: str) -> dict:
+    """A baselines file (the ``results.json`` of ``experiments/baselines_ml1m.py``), checked.
+
+    Raises
+    ------
+    JobError
+        One line naming the file and what is wrong: unreadable, not JSON, no ``reference`` or ``models``, the
+        reference not among the models, a model without test NDCG@100 per seed or without its paired values.
+    """
+    where = f"--baselines {dataset}={path}"
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise JobError(
+            f"{where}: cannot read it ({exc.strerror or exc}); give the results.json of a baselines run"
+        ) from None
+    except ValueError as exc:
+        raise JobError(f"{where}: not JSON ({exc}); give the results.json of experiments/baselines_ml1m.py") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not doc["models"]:
+        raise JobError(f"{where}: no 'models' table; give the results.json of experiments/baselines_ml1m.py")
+    reference = doc.get("reference")
+    if reference not in doc["models"]:
+        raise JobError(
+            f"{where}: its 'reference' ({reference!r}) is not one of its models; rerun experiments/baselines_ml1m.py "
+            "(files before it named the reference have none)"
+        )
+    for name, block in doc["models"].items():
+        try:
+            metric = block["metrics"][METRIC]
+            paired = block["paired"][METRIC]["per_seed"]
+            values = [metric["mean"]] if metric.get("one_fit") else [v[0] for v in metric["per_seed"].values()]
+            values += [v[0] for v in paired.values()]
+        except (KeyError, TypeError, IndexError):
+            raise JobError(
+                f"{where}: model {name!r} lacks test {METRIC} per seed or its paired values; rerun the script"
+            ) from None
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise JobError(f"{where}: model {name!r} has a non-finite {METRIC}; rerun the script")
+    return doc
+
+
+def _interval(values: Sequence[float]) -> tuple[float, list[float] | None, str | None]:
+    spread = across_seeds(values)
+    return spread["mean"], spread["ci"], spread["reason"]
+
+
+def _row(dataset: str, model: str, setting: str, per_seed: Mapping[int, tuple[float, float]], **extra) -> dict:
+    """A row from the per-seed test means (mean, SE over users) of one model."""
+    mean, ci, reason = _interval([v[0] for v in per_seed.values()])
+    return {
+        "dataset": dataset,
+        "model": model,
+        "setting": setting,
+        "seeds": list(per_seed),
+        METRIC: mean,
+        "ci": ci,
+        "ci_kind": "Student-t across seeds" if ci is not None else reason,
+        "per_seed": [{"seed": s, "mean": m, "se_over_users": se} for s, (m, se) in per_seed.items()],
+        "compared_with": None,
+        "delta": None,
+        "delta_ci": None,
+        "delta_per_seed": [],
+        "note": None,
+        **extra,
+    }
+
+
+def _with_delta(row: dict, versus: str, deltas: Mapping[int, tuple[float, float]]) -> dict:
+    mean, ci, _ = _interval([v[0] for v in deltas.values()])
+    row.update(
+        compared_with=versus,
+        delta=mean,
+        delta_ci=ci,
+        delta_per_seed=[{"seed": s, "mean": m, "se_over_users": se} for s, (m, se) in deltas.items()],
+    )
+    return row
+
+
+def uplift_comparison(dataset: str, doc: Mapping, source: str, command: str) -> list[dict]:
+    """Two rows per architecture of a ``pia_uplift`` JSON: its masked baseline and its PIA model (paired
+    difference PIA - baseline of the same seed)."""
+    rows = []
+    for arch, block in doc["per_architecture"].items():
+        seeds = block["per_seed"]
+        if not seeds:  # nothing was evaluated (the job stopped before its seeds): no row to show
+            continue
+        label, lam = block["label"], block["chosen_lambda"]
+        base = {s["seed"]: (s["baseline"]["test"][METRIC]["mean"], s["baseline"]["test"][METRIC]["se"]) for s in seeds}
+        pia = {s["seed"]: (s["pia"]["test"][METRIC]["mean"], s["pia"]["test"][METRIC]["se"]) for s in seeds}
+        paired = {s["seed"]: (s["paired"][METRIC]["mean"], s["paired"][METRIC]["se"]) for s in seeds}
+        where = f"{source}: per_architecture.{arch}.per_seed"
+        rows.append(
+            _row(
+                dataset,
+                label,
+                "masked input, beta reaching its cap (pia_uplift baseline)",
+                base,
+                source=where,
+                command=command,
+                key=arch,
+            )
+        )
+        pia_row = _row(
+            dataset,
+            f"{label} + PIA",
+            f"lambda_A {lam:g} chosen on validation",
+            pia,
+            source=where,
+            command=command,
+            key=f"{arch}+pia",
+        )
+        rows.append(_with_delta(pia_row, label, paired))
+    return rows
+
+
+def baselines_comparison(dataset: str, doc: Mapping, source: str, reference_rows: Sequence[dict] = ()) -> list[dict]:
+    """One row per model of a baselines file; the paired difference of each from the file's reference.
+
+    ``reference_rows`` are rows already in the table (:func:`uplift_comparison`): when one of them has the
+    reference's name and the same per-seed test means (to :data:`SAME_MODEL_TOL`) the reference is that row and
+    is not repeated; otherwise it gets its own row, named as the file's run.
+    """
+    reference = doc["reference"]
+    ref_block = doc["models"][reference]
+    ref_values = {int(s): v[0] for s, v in ref_block["metrics"][METRIC]["per_seed"].items()}
+    twin = next(
+        (
+            r
+            for r in reference_rows
+            if r["model"] == reference
+            and {p["seed"] for p in r["per_seed"]} & set(ref_values)
+            and all(
+                abs(p["mean"] - ref_values[p["seed"]]) <= SAME_MODEL_TOL
+                for p in r["per_seed"]
+                if p["seed"] in ref_values
+            )
+        ),
+        None,
+    )
+    versus = reference if twin is not None else f"{reference} (baselines run)"
+    command = doc.get("command")
+    rows = []
+    for name, block in doc["models"].items():
+        metric = block["metrics"][METRIC]
+        where = f"{source}: models.{name}"
+        if name == reference:
+            if twin is not None:
+                twin["note"] = f"also the reference of the baselines below ({source}: the same test values)"
+                continue
+            per_seed = {int(s): tuple(v) for s, v in metric["per_seed"].items()}
+            row = _row(dataset, versus, block.get("setting", ""), per_seed, source=where, command=command, key=name)
+            row["note"] = "not the pia_uplift baseline: the paired differences of the baselines are against this run"
+            rows.append(row)
+            continue
+        deltas = {int(s): tuple(v) for s, v in block["paired"][METRIC]["per_seed"].items()}
+        if metric.get("one_fit"):  # deterministic (EASE): the one fit stands beside every seed's reference
+            one = (metric["mean"], metric["se_over_users"])
+            row = _row(
+                dataset,
+                name,
+                block.get("setting", ""),
+                dict.fromkeys(deltas, one),
+                source=where,
+                command=command,
+                key=name,
+            )
+            row.update(ci=None, ci_kind="one deterministic fit: no spread across seeds", se_over_users=one[1])
+        else:
+            per_seed = {int(s): tuple(v) for s, v in metric["per_seed"].items()}
+            row = _row(dataset, name, block.get("setting", ""), per_seed, source=where, command=command, key=name)
+        rows.append(_with_delta(row, versus, deltas))
+    return rows
+
+
+def comparison_rows(
+    dataset: str,
+    uplift: Mapping | None,
+    uplift_source: str,
+    uplift_command: str,
+    baselines: Mapping | None = None,
+    baselines_source: str = "",
+) -> list[dict]:
+    """The comparison rows of one dataset: the uplift's models, then the baselines file's."""
+    rows = uplift_comparison(dataset, uplift, uplift_source, uplift_command) if uplift is not None else []
+    if baselines is not None:
+        rows += baselines_comparison(dataset, baselines, baselines_source, rows)
+    return rows
+
+
+def _num(x: float | None, signed: bool = False) -> str:
+    return "n/a" if x is None else (f"{x:+.4f}" if signed else f"{x:.4f}")
+
+
+def _bracket(ci: Sequence[float] | None, signed: bool = False) -> str:
+    return "" if ci is None else f" [{_num(ci[0], signed)}, {_num(ci[1], signed)}]"
+
+
+def comparison_table(rows: Sequence[dict]) -> str:
+    """The rows as one Markdown table (what ``claims.md`` shows)."""
+    lines = [
+        "| dataset | model | setting | seeds | test NDCG@100 [95% CI across seeds] | paired Δ vs | Δ [95% CI across "
+        "seeds]; per seed ± SE over users |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        value = _num(r[METRIC]) + _bracket(r["ci"])
+        if r["ci"] is None:
+            se = r.get("se_over_users")
+            value += ("" if se is None else f" ± {se:.4f} SE over users") + f" ({r['ci_kind']})"
+        if r["delta"] is None:
+            delta, versus = "(reference)" + ("" if r["note"] is None else f"; {r['note']}"), ""
+        else:
+            per_seed = ", ".join(f"{d['mean']:+.4f} ± {d['se_over_users']:.4f}" for d in r["delta_per_seed"])
+            delta, versus = f"{_num(r['delta'], True)}{_bracket(r['delta_ci'], True)}; {per_seed}", r["compared_with"]
+        setting = str(r["setting"]).replace("|", "/")
+        seeds = " ".join(map(str, r["seeds"]))
+        lines.append(f"| {r['dataset']} | {r['model']} | {setting} | {seeds} | {value} | {versus} | {delta} |")
+    return "\n".join(lines) + "\n"
