@@ -22,18 +22,41 @@ No row is ordered against another: the intervals say what the seeds allow.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from analyses.common import JobError
+from analyses.common import (
+    JobArgumentParser,
+    JobError,
+    default_out_dir,
+    result_options,
+    run_main,
+    save_result,
+    stage_output,
+    write_json,
+)
 from analyses.results import across_seeds
+from models.cli import end_process
+from models.io import atomic_write_bytes
 
 METRIC = "ndcg@100"
 SAME_MODEL_TOL = 1e-9
 """Two reference models are the same when their per-seed test means agree to this (a deterministic retraining of
 one configuration reproduces them to rounding)."""
+
+
+def _read_json(path: Path, where: str, wanted: str) -> object:
+    """A JSON file's content, or one JobError line naming ``where``, the problem and ``wanted``."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise JobError(f"{where}: cannot read it ({exc.strerror or exc}); give {wanted}") from None
+    except ValueError as exc:
+        raise JobError(f"{where}: not JSON ({exc}); give {wanted}") from None
 
 
 def read_baselines(path: Path, dataset: str) -> dict:
@@ -46,14 +69,7 @@ def read_baselines(path: Path, dataset: str) -> dict:
         reference not among the models, a model without test NDCG@100 per seed or without its paired values.
     """
     where = f"--baselines {dataset}={path}"
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise JobError(
-            f"{where}: cannot read it ({exc.strerror or exc}); give the results.json of a baselines run"
-        ) from None
-    except ValueError as exc:
-        raise JobError(f"{where}: not JSON ({exc}); give the results.json of experiments/baselines_ml1m.py") from None
+    doc = _read_json(Path(path), where, "the results.json of experiments/baselines_ml1m.py")
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not doc["models"]:
         raise JobError(f"{where}: no 'models' table; give the results.json of experiments/baselines_ml1m.py")
     reference = doc.get("reference")
@@ -254,3 +270,86 @@ def comparison_table(rows: Sequence[dict]) -> str:
         seeds = " ".join(map(str, r["seeds"]))
         lines.append(f"| {r['dataset']} | {r['model']} | {setting} | {seeds} | {value} | {versus} | {delta} |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------- the job
+
+JOB = "comparison"
+
+
+def read_uplift(path: Path) -> dict:
+    """A ``pia_uplift`` JSON (``uplift.json`` or the job's output folder), checked for the keys the table reads."""
+    file = Path(path) / "uplift.json" if Path(path).is_dir() else Path(path)
+    doc = _read_json(file, f"--uplift {path}", "the uplift.json of analyses.pia_uplift")
+    if not isinstance(doc, dict) or doc.get("job") != "pia_uplift" or not isinstance(doc.get("per_architecture"), dict):
+        raise JobError(f"--uplift {path}: not a pia_uplift result; give the uplift.json of analyses.pia_uplift")
+    return doc
+
+
+def build_parser() -> JobArgumentParser:
+    parser = JobArgumentParser(
+        prog=f"python -m analyses.{JOB}",
+        description="The accuracy comparison of one dataset from finished results: the models of a pia_uplift run "
+        "and of a baselines file, test NDCG@100 across seeds with t intervals and paired per-user differences "
+        "(the table the claims ledger shows, without rerunning the ledger).",
+        epilog="e.g. python -m analyses.comparison --uplift docs/claims/runs/ml-1m/pia_uplift "
+        "--baselines experiments/results_baselines_ml1m.json",
+    )
+    parser.add_argument("--uplift", type=Path, help="a pia_uplift output folder or its uplift.json")
+    parser.add_argument("--baselines", type=Path, help="the results.json of experiments/baselines_ml1m.py")
+    parser.add_argument(
+        "--dataset", help="the dataset's name in the table (default: the one the uplift ran on; required without it)"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default out/comparison/DATASET-HASH)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Path:
+    from figures.comparison import comparison_figure  # matplotlib: only where the work starts
+    from figures.style import savefig
+
+    start = time.perf_counter()
+    if args.uplift is None and args.baselines is None:
+        raise JobError("give --uplift, --baselines or both: the comparison reads finished results")
+    uplift = read_uplift(args.uplift) if args.uplift is not None else None
+    dataset = args.dataset or (uplift or {}).get("dataset", {}).get("name")
+    if not dataset:
+        raise JobError("--dataset: name the dataset of the baselines file (no --uplift to take it from)")
+    baselines = read_baselines(args.baselines, dataset) if args.baselines is not None else None
+    if uplift is not None and uplift.get("dataset", {}).get("name") not in (None, dataset):
+        raise JobError(f"--dataset {dataset}: the uplift ran on {uplift['dataset']['name']}; compare one dataset")
+    options = result_options(args, dataset=dataset)
+    out = stage_output(args.out or default_out_dir(JOB, dataset, "", options), JOB, options)
+    rows = comparison_rows(
+        dataset,
+        uplift,
+        str(args.uplift),
+        "" if uplift is None else str(uplift.get("command") or "python -m analyses.pia_uplift"),
+        baselines,
+        str(args.baselines or ""),
+    )
+    if not rows:
+        raise JobError(f"{args.uplift}: the uplift has no evaluated seed and no baselines file was given")
+    table = comparison_table(rows)
+    files = [write_json(out / "comparison.json", rows)]
+    atomic_write_bytes(out / "comparison.md", f"# Accuracy comparison: {dataset}\n\n{table}".encode())
+    files.append(out / "comparison.md")
+    files += savefig(comparison_figure(rows, title=f"{dataset}: test NDCG@100 under one protocol"), out, "comparison")
+    save_result(
+        out,
+        "result.json",
+        {"job": JOB, "dataset": dataset, "rows": len(rows)},
+        files,
+        {"total": time.perf_counter() - start},
+    )
+    print(table)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (0, or 2 with one error line on stderr)."""
+    return run_main(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    end_process(main())

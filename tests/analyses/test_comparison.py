@@ -170,3 +170,45 @@ def test_the_committed_ml1m_baselines_file_reads_and_matches_the_committed_uplif
     assert "Multi-VAE (baselines run)" not in rows and rows["CDAE"]["compared_with"] == "Multi-VAE"
     assert rows["CDAE"]["delta"] == pytest.approx(doc["models"]["CDAE"]["paired"]["ndcg@100"]["mean"])
     assert rows["CDAE"]["delta_ci"] == pytest.approx(doc["models"]["CDAE"]["paired"]["ndcg@100"]["ci"])
+
+
+def test_the_job_writes_the_table_the_json_and_the_figure(tmp_path, run_cli):
+    from analyses import comparison
+
+    up = tmp_path / "uplift"
+    up.mkdir()
+    doc = uplift_doc()
+    doc.update(job="pia_uplift", dataset={"name": "ml-1m"})
+    (up / "uplift.json").write_text(json.dumps(doc))
+    path = _write(tmp_path, baselines_doc())
+    out = tmp_path / "cmp"
+    code, stdout, stderr = run_cli(comparison.main, ["--uplift", str(up), "--baselines", str(path), "--out", str(out)])
+    assert code == 0, stderr
+    for name in ("comparison.json", "comparison.md", "comparison.png", "comparison.pdf", "result.json", "COMPLETE"):
+        assert (out / name).is_file(), name
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["model"] for r in rows] == ["Multi-VAE", "Multi-VAE + PIA", "WMF", "EASE"]
+    assert {r["dataset"] for r in rows} == {"ml-1m"} and "| ml-1m | WMF |" in stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "give --uplift, --baselines or both"),
+        (["--baselines", "B"], "--dataset: name the dataset"),
+        (["--uplift", "/nonexistent/uplift.json"], "cannot read it"),
+        (["--uplift", "NOTUPLIFT"], "not a pia_uplift result"),
+        (["--uplift", "U", "--dataset", "ml-100k"], "the uplift ran on ml-1m"),
+    ],
+)
+def test_the_job_refuses_bad_inputs_in_one_line(tmp_path, run_cli, argv, needle):
+    from analyses import comparison
+
+    doc = uplift_doc()
+    doc.update(job="pia_uplift", dataset={"name": "ml-1m"})
+    files = {"B": _write(tmp_path, baselines_doc()), "U": tmp_path / "u.json", "NOTUPLIFT": tmp_path / "n.json"}
+    files["U"].write_text(json.dumps(doc))
+    files["NOTUPLIFT"].write_text(json.dumps({"job": "claims"}))
+    argv = [str(files.get(a, a)) for a in argv]
+    code, _, stderr = run_cli(comparison.main, [*argv, "--out", str(tmp_path / "out")])
+    assert code == 2 and needle in stderr and len(stderr.strip().splitlines()) == 1, stderr
