@@ -75,3 +75,28 @@ def test_the_readme_baseline_table_is_the_committed_ml1m_result():
             assert cells[4].startswith(f"{entry['paired']['ndcg@100']['mean']:+.4f}"), label
         checked += 1
     assert checked == len(results) == 6
+
+
+def test_the_committed_ml1m_comparison_is_what_the_job_makes_of_the_committed_results():
+    """docs/claims/runs/ml-1m/comparison/comparison.json is analyses.comparison applied to the committed uplift and
+    baselines files (a changed input or a hand edit shows here), and README's sentence on it quotes its PIA row."""
+    import json
+
+    from analyses.comparison import comparison_rows, read_baselines, read_uplift
+
+    folder = ROOT / "docs" / "claims" / "runs" / "ml-1m"
+    committed = json.loads((folder / "comparison" / "comparison.json").read_text(encoding="utf-8"))
+    options = json.loads((folder / "comparison" / "COMPLETE").read_text(encoding="utf-8"))["options"]
+    uplift = read_uplift(ROOT / options["uplift"])
+    rows = comparison_rows(
+        "ml-1m",
+        uplift,
+        options["uplift"],
+        str(uplift.get("command") or "python -m analyses.pia_uplift"),
+        read_baselines(ROOT / options["baselines"], "ml-1m"),
+        options["baselines"],
+    )
+    assert json.loads(json.dumps(rows)) == committed
+    pia = next(r for r in committed if r["model"] == "Multi-VAE + PIA")
+    quoted = f"{pia['delta']:+.4f} [{pia['delta_ci'][0]:+.4f}, {pia['delta_ci'][1]:+.4f}]"
+    assert f"is {quoted} over the same Multi-VAE" in (ROOT / "README.md").read_text(encoding="utf-8")
