@@ -3,7 +3,8 @@ that a null could not have produced.
 
 Usage::
 
-    python -m analyses.claims --datasets ml-1m ml-100k gowalla synthetic --seeds 0 1 2   # the full run
+    python -m analyses.claims --datasets ml-1m ml-100k gowalla synthetic --seeds 0 1 2 \
+        --baselines ml-1m=experiments/results_baselines_ml1m.json                       # the full run
     python -m analyses.claims --quick            # synthetic and synthetic-null, tiny models, seeds 0 1: minutes
 
 For every dataset and seed the ledger runs the jobs that measure the claims (:data:`SEED_JOBS`, each with
