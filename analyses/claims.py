@@ -3,8 +3,9 @@ that a null could not have produced.
 
 Usage::
 
-    python -m analyses.claims --datasets ml-1m ml-100k gowalla synthetic --seeds 0 1 2 \
-        --baselines ml-1m=experiments/results_baselines_ml1m.json                       # the full run
+    # the full run (its ML-1M accuracy comparison with the baselines of experiments/baselines_ml1m.py)
+    python -m analyses.claims --datasets ml-1m ml-100k gowalla synthetic --seeds 0 1 2 \\
+        --baselines ml-1m=experiments/results_baselines_ml1m.json
     python -m analyses.claims --quick            # synthetic and synthetic-null, tiny models, seeds 0 1: minutes
 
 For every dataset and seed the ledger runs the jobs that measure the claims (:data:`SEED_JOBS`, each with
