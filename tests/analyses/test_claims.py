@@ -256,8 +256,30 @@ def test_the_stratum_difference_keeps_its_error_rate_on_a_null_and_finds_a_plant
     assert supported(0.05) >= 0.9
 
 
-def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, monkeypatch, run_cli):
+def only_the_uplift_runs(uplift_doc: dict, calls: list | None = None):
+    """A stand-in for ``analyses.claims.run_job``: pia_uplift returns ``uplift_doc``, every other job fails (its
+    claims are inconclusive, not at stake in the tests that use it); each call is appended to ``calls``."""
     from analyses.paper_figures import JobResult
+
+    def fake_run_job(spec, argv, out, shown_argv=None):
+        if calls is not None:
+            calls.append((spec.name, argv))
+        ok = spec.name == "pia_uplift"
+        return JobResult(
+            spec.name,
+            " ".join(shown_argv or argv),
+            out,
+            "ok" if ok else "failed",
+            0 if ok else 2,
+            None if ok else "not run in this test",
+            0.1,
+            uplift_doc if ok else None,
+        )
+
+    return fake_run_job
+
+
+def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, monkeypatch, run_cli):
 
     calls: list[tuple[str, list[str]]] = []
     uplift_doc = {
@@ -273,21 +295,7 @@ def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, mon
         },
     }
 
-    def fake_run_job(spec, argv, out, shown_argv=None):
-        calls.append((spec.name, argv))
-        ok = spec.name == "pia_uplift"  # the other jobs fail: their claims are inconclusive, not at stake here
-        return JobResult(
-            spec.name,
-            " ".join(shown_argv or argv),
-            out,
-            "ok" if ok else "failed",
-            0 if ok else 2,
-            None if ok else "not run in this test",
-            0.1,
-            uplift_doc if ok else None,
-        )
-
-    monkeypatch.setattr(claims, "run_job", fake_run_job)
+    monkeypatch.setattr(claims, "run_job", only_the_uplift_runs(uplift_doc, calls))
     budget = claims.Budget(seeds=1, epochs=7, anneal_epochs=2, uplift=False, why="too large for the test")
     monkeypatch.setattr(claims, "BUDGETS", {"synthetic": budget})
     out = tmp_path / "ledger"
@@ -425,7 +433,6 @@ def test_data_options_reach_every_job_of_a_table(tmp_path, monkeypatch, run_cli)
 def test_the_accuracy_comparison_joins_the_uplift_and_the_baselines_file(tmp_path, monkeypatch, run_cli):
     """comparison.json and the claims.md section: the uplift's arms and the file's models, the file's reference
     merged with the uplift baseline it equals; the claims themselves are not at stake (the other jobs fail)."""
-    from analyses.paper_figures import JobResult
     from tests.analyses.test_comparison import baselines_doc, uplift_doc
 
     doc = uplift_doc()
@@ -433,20 +440,7 @@ def test_the_accuracy_comparison_joins_the_uplift_and_the_baselines_file(tmp_pat
     for block in doc["per_architecture"].values():
         block.update(across_seeds={"ndcg@100": {"mean": 0.016, "ci": [0.001, 0.03], "n": 3}}, verdict="supported")
 
-    def fake_run_job(spec, argv, out, shown_argv=None):
-        ok = spec.name == "pia_uplift"
-        return JobResult(
-            spec.name,
-            " ".join(argv),
-            out,
-            "ok" if ok else "failed",
-            0 if ok else 2,
-            None if ok else "not run in this test",
-            0.1,
-            doc if ok else None,
-        )
-
-    monkeypatch.setattr(claims, "run_job", fake_run_job)
+    monkeypatch.setattr(claims, "run_job", only_the_uplift_runs(doc))
     path = tmp_path / "results.json"
     path.write_text(json.dumps(baselines_doc()))
     out = tmp_path / "ledger"
