@@ -862,6 +862,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that train pia_uplift's models side by side (its --workers; default 1)",
+    )
+    parser.add_argument(
         "--baselines",
         nargs="+",
         metavar="DATASET=PATH",
@@ -910,6 +916,7 @@ def run(args: argparse.Namespace) -> Path:
     seeds = list(dict.fromkeys(args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else FULL_SEEDS)))
     for s in seeds:
         check_int("--seeds", s, 0)
+    check_int("--workers", args.workers, 1)
     budgets = {} if args.quick else {d: BUDGETS[d] for d in datasets if d in BUDGETS}
     data = data_argv(args)
     baselines = parse_baselines(args.baselines, datasets)
@@ -966,6 +973,7 @@ def run(args: argparse.Namespace) -> Path:
         uplift_argv += ["--quick", *QUICK_UPLIFT] if args.quick else list(FULL_UPLIFT)
         uplift_argv += [] if budget is None else budget.train_options()
         uplift_argv += [] if progress else ["--no-progress"]
+        uplift_argv += ["--workers", str(args.workers)] if args.workers != 1 else []
         uplift, lam, skipped = None, None, None
         if budget is None or budget.uplift:
             uplift = run_one(

@@ -79,8 +79,9 @@ EXIT_USAGE = 2
 DATASET_EPILOG = "Default dataset ml-1m is fetched and cached on first use; offline, use --dataset synthetic."
 COMPLETE_MARKER = "COMPLETE"
 """Name of the file that marks a finished output folder (JSON, see the module docstring)."""
-NOT_RESULT_OPTIONS = frozenset({"out", "no_progress", "refresh"})
-"""Options that never change a job's numbers (where they go, progress bars, rebuilding a cached split)."""
+NOT_RESULT_OPTIONS = frozenset({"out", "no_progress", "refresh", "workers"})
+"""Options that never change a job's numbers (where they go, progress bars, rebuilding a cached split, how many
+processes train the models)."""
 ABSENT_UNLESS_GIVEN = frozenset({"run"})
 """Options added after results were first stored: left out of a job's options when not given, so that the
 options (and their hash, the default output folder) of every earlier result stay the same."""

@@ -114,7 +114,7 @@ from analyses.model_options import (
     validate_model_options,
 )
 from analyses.results import METRICS, MODEL_SPECS, PUBLISHED_ABLATION, PUBLISHED_SOURCE, across_seeds, paired_table
-from analyses.trained import TrainedModel, config_key, get_trained, run_record
+from analyses.trained import TrainedModel, config_key, get_trained, run_record, train_all
 from figures.style import savefig
 from figures.uplift import UpliftArm, uplift_figure
 from models.cli import end_process
@@ -337,6 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="training seeds of the main comparison, the first one tunes lambda_A (default 0 1 2; --quick 0 1)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that train the models side by side, a share of the cores each (analyses.trained.train_all): "
+        "the lambda_A grid, baselines and clean models first, the chosen lambda_A's seeds next; the results do not "
+        "depend on it (default 1: one after the other)",
+    )
+    parser.add_argument(
         "--reference-seeds",
         nargs="+",
         help="seeds of the comparison with the published KL schedule, or none (default: the first of --seeds)",
@@ -372,6 +380,7 @@ def _resolve(args: argparse.Namespace) -> dict:
     reference = _reference_seeds(args.reference_seeds)
     extend = args.extend_grid if args.extend_grid is not None else base["extend_grid"]
     check_int("--extend-grid", extend, 0)
+    check_int("--workers", args.workers, 1)
     return {
         "extend_grid": extend,
         "models": [m for m in ARCHITECTURES if m in args.models],
@@ -462,8 +471,8 @@ def _paired(pia: Evaluation, base: Evaluation) -> dict:
 class _Models:
     """Trains or loads each configuration once and evaluates each model on the test users at most once."""
 
-    def __init__(self, configs: Mapping[tuple, TrainConfig], split, progress: bool) -> None:
-        self.configs, self.split, self.progress = configs, split, progress
+    def __init__(self, configs: Mapping[tuple, TrainConfig], split, progress: bool, workers: int = 1) -> None:
+        self.configs, self.split, self.progress, self.workers = configs, split, progress, workers
         self.trained: dict[str, TrainedModel] = {}  # by config_key: two keys of one configuration share a model
         self.evals: dict[str, Evaluation] = {}
         self.seconds = {"train_or_load": 0.0, "evaluation": 0.0}
@@ -479,6 +488,14 @@ class _Models:
             self.trained[ident] = get_trained(self.configs[key], split=self.split, progress=self.progress)
             self.seconds["train_or_load"] += time.perf_counter() - t
         return self.trained[ident]
+
+    def prefetch(self, keys: Sequence[tuple]) -> None:
+        """With several workers, train the models of ``keys`` missing from the run cache side by side now
+        (:func:`analyses.trained.train_all`); with one, nothing: :meth:`get` trains each when it is needed."""
+        if self.workers > 1:
+            t = time.perf_counter()
+            train_all([self.configs[k] for k in keys], workers=self.workers, split=self.split, progress=self.progress)
+            self.seconds["train_or_load"] += time.perf_counter() - t
 
     def evaluation(self, key: tuple) -> Evaluation:
         ident = config_key(self.configs[key])
@@ -509,6 +526,11 @@ def analyse_architecture(
     label = MODEL_SPECS[arch].label
     rows: dict[str, list] = {"per_seed": [], "paired": [], "lambda_search": [], "ablation": [], "reference": []}
 
+    # every model that does not depend on the choice of lambda_A, side by side when there are several workers
+    models.prefetch(
+        [k for k in models.configs if k[0] == arch and (k[2] != "pia" or (k[1], k[3]) == ("geometry", tuning))]
+    )
+
     # lambda_A on validation at the tuning seed
     base_rec = _record(models.get((arch, "geometry", "baseline", tuning, 0.0)))
 
@@ -537,6 +559,9 @@ def analyse_architecture(
     rows["lambda_search"].append({**baseline_row, "val_ndcg@100": base_rec["val_ndcg@100"], **_brief(base_rec)})
     for c in curve:
         rows["lambda_search"].append({"architecture": arch, "arm": "pia", "chosen": c["lambda_a"] == chosen, **c})
+
+    # the chosen lambda_A at every other seed and under the published schedule
+    models.prefetch([k for k in models.configs if k[0] == arch and k[2] == "pia" and k[4] == chosen])
 
     # the main comparison, seed by seed
     per_seed, capped = [], []
@@ -783,7 +808,7 @@ def _run(args: argparse.Namespace) -> Path:
 
     split = load_model_split(args)
     timing = {"load": time.perf_counter() - start}
-    models = _Models(configs, split, progress)
+    models = _Models(configs, split, progress, args.workers)
     per_architecture, tables = {}, {k: [] for k in ("per_seed", "paired", "lambda_search", "ablation", "reference")}
     for arch in sizes["models"]:
         part, rows = analyse_architecture(

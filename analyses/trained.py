@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -216,6 +217,88 @@ def get_trained(
             train(c, run, split=split, progress=progress, lock=lock)
         model, _ = load_trained(run)
     return TrainedModel(model, c, run)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_in_worker(config: TrainConfig) -> str:
+    """Train (or find) one configuration in a worker process; its split comes from the split cache."""
+    get_trained(config, progress=False)
+    return config_key(config)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it, else the CPU count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def train_all(
+    configs: Sequence[TrainConfig], *, workers: int, split: Split | None = None, progress: bool = True
+) -> list[TrainConfig]:
+    """Train every configuration of ``configs`` missing from the run cache, ``workers`` at a time.
+
+    A job that needs many independent models (``pia_uplift``'s lambda_A grid and seeds) can train them side by
+    side, a share of the cores each, instead of one after the other with every core (the small matrix products of
+    these models leave cores idle: ``benchmarks/bench_workers.py`` measures both on the machine at hand). Each
+    worker is a fresh process (``spawn``) with ``available_cores() // workers`` threads that calls
+    :func:`get_trained` without a split (it reads the split cache, so every model trains on the split the parent
+    would use); the run folder's lock keeps two processes from training one model. A failure in one worker stops
+    the others (their runs resume next time) and is raised here.
+
+    Parameters
+    ----------
+    configs : sequence of TrainConfig
+        Duplicates (same :func:`models.trainer.config_key`) are trained once.
+    workers : int >= 1
+        Processes at a time; 1 trains in this process, one after the other.
+    split : Split, optional
+        The split of the configurations' dataset, when loaded: cached models are then skipped without starting a
+        process for them.
+    progress : bool
+        A line per model trained (and progress bars with ``workers == 1``).
+
+    Returns
+    -------
+    list of TrainConfig
+        The configurations that were not finished in the cache when called (now trained).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    split_id = split_fingerprint(split) if split is not None else None
+    todo: dict[str, TrainConfig] = {}
+    for config in configs:
+        config.validate()
+        c = config.resolved()
+        if config_key(c) in todo or (split_id is not None and _finished(run_folder(c, split_id), c)):
+            continue
+        todo[config_key(c)] = c
+    pending = list(todo.values())
+    if workers == 1 or len(pending) < 2:
+        for c in pending:
+            get_trained(c, split=split, progress=progress)
+        return pending
+    import multiprocessing
+
+    n = min(workers, len(pending))
+    pool = multiprocessing.get_context("spawn").Pool(n, _worker_init, (max(1, available_cores() // n),))
+    try:
+        for done, key in enumerate(pool.imap_unordered(_train_in_worker, pending), 1):
+            if progress:
+                print(f"note: {done} of {len(pending)} models trained ({n} processes; {key})", file=sys.stderr)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # Ctrl-C, SIGTERM or a failed model: the other workers stop, their runs resume later
+        raise
+    finally:
+        pool.join()
+    return pending
 
 
 def run_record(trained: TrainedModel) -> dict:

@@ -192,6 +192,7 @@ def test_the_kl_split_is_not_identified_when_the_estimate_follows_the_sample():
         (["--seeds", "-1"], "--seeds"),
         (["--datasets", "nonsense"], "--datasets"),
         (["--seeds", "x"], "--seeds"),
+        (["--workers", "0"], "--workers"),
         (["--baselines", "nonsense"], "is not DATASET=PATH"),
         (["--baselines", "ml-1m=x.json"], "ml-1m is not one of --datasets"),
         (["--baselines", "synthetic=/nonexistent/results.json"], "cannot read it"),
@@ -464,8 +465,10 @@ def test_the_accuracy_comparison_joins_the_uplift_and_the_baselines_file(tmp_pat
     assert {r["dataset"] for r in rows} == {"synthetic"} and rows[2]["compared_with"] == "Multi-VAE"
     md = (out / "claims.md").read_text()
     assert "## Accuracy comparison" in md and "| synthetic | WMF |" in md
+    assert "--workers" not in json.loads((out / "ledger.json").read_text())["jobs"][0]["command"]
     # without the option the table holds the uplift's rows only
     out2 = tmp_path / "ledger2"
-    code, _, stderr = run_cli(claims.main, [*argv[:5], "--out", str(out2), "--no-progress"])
+    code, _, stderr = run_cli(claims.main, [*argv[:5], "--out", str(out2), "--no-progress", "--workers", "2"])
     assert code == 0, stderr
+    assert "--workers 2" in json.loads((out2 / "ledger.json").read_text())["jobs"][0]["command"]  # to pia_uplift
     assert [r["model"] for r in json.loads((out2 / "comparison.json").read_text())] == ["Multi-VAE", "Multi-VAE + PIA"]

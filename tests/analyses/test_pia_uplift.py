@@ -175,6 +175,7 @@ def test_defaults_resolve_as_documented():
         (["--epochs-for", "recvae=0"], "--epochs-for"),
         (["--epochs-for", "ease=10"], "--epochs-for"),
         (["--extend-grid", "-1"], "--extend-grid"),
+        (["--workers", "0"], "--workers"),
     ],
 )
 def test_bad_options_stop_before_any_work(usage_error, argv, flag):
@@ -344,3 +345,28 @@ def test_epochs_for_one_architecture_leave_the_other_alone():
     reference = job_configs(build_parser().parse_args(["--seeds", "0", "--lambdas", "0.1"]), resolve(args))
     multvae = {k: c for k, c in configs.items() if k[0] == "multvae"}
     assert multvae == {k: c for k, c in reference.items() if k[0] == "multvae"}
+
+
+def test_workers_train_the_same_models_and_give_the_same_result(tmp_path, monkeypatch, run_cli):
+    """--workers 2 trains the grid, baselines and clean models side by side, then the chosen lambda_A's seeds; the
+    uplift is the one of --workers 1 (fresh run caches for both, so both really train), and the option leaves the
+    options hash alone."""
+    import json
+
+    argv = ["--quick", "--models", "multvae", "--epochs", "3", "--seeds", "0", "1"]
+    docs = {}
+    for workers in (2, 1):
+        monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / f"runs{workers}"))
+        out = tmp_path / f"out{workers}"
+        code, _, stderr = run_cli(main, [*argv, "--workers", str(workers), "--out", str(out)])
+        assert code == 0, stderr
+        assert ("processes;" in stderr) == (workers == 2)
+        docs[workers] = json.loads((out / "uplift.json").read_text())
+    assert docs[1]["options_hash"] == docs[2]["options_hash"]
+    two, one = docs[2]["per_architecture"]["multvae"], docs[1]["per_architecture"]["multvae"]
+    assert two["chosen_lambda"] == one["chosen_lambda"]
+    assert [c["val_ndcg@100"] for c in two["lambda_search"]["curve"]] == pytest.approx(
+        [c["val_ndcg@100"] for c in one["lambda_search"]["curve"]], abs=1e-6
+    )
+    for a, b in zip(two["per_seed"], one["per_seed"], strict=True):
+        assert a["paired"]["ndcg@100"]["mean"] == pytest.approx(b["paired"]["ndcg@100"]["mean"], abs=1e-6)

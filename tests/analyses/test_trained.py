@@ -65,3 +65,38 @@ def test_a_longer_run_continues_a_shorter_cached_one_exactly(tmp_path, monkeypat
         assert torch.equal(a, b), k
     derived = json.loads((continued.run / "config.json").read_text())["derived"]
     assert derived["changes_on_resume"] == [{"at_epoch": 2, "epochs": [2, 4]}]
+
+
+def test_train_all_in_two_processes_gives_the_models_of_one_process(tmp_path, monkeypatch, capsys):
+    """Two spawned workers train what get_trained trains here, bit for bit (one thread each, as here on 2 cores),
+    duplicates once; with the split given, cached models start no process and the call trains nothing."""
+    configs = [replace(TINY, epochs=2, seed=s) for s in (0, 1)]
+    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "parallel"))
+    done = trained.train_all([*configs, configs[0]], workers=2, progress=True)
+    assert [c.seed for c in done] == [0, 1]
+    assert capsys.readouterr().err.count("models trained (2 processes") == 2
+    split = load_run_split(TINY)
+    assert trained.train_all(configs, workers=2, split=split) == []  # all cached now
+    parallel = [get_trained(c, train_if_missing=False) for c in configs]
+    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "serial"))
+    torch.set_num_threads(1)
+    serial = [get_trained(c, split=split, progress=False) for c in configs]
+    for a, b in zip(parallel, serial, strict=True):
+        assert a.run.parent != b.run.parent and a.run.name == b.run.name
+        for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+            assert torch.equal(x, y), k
+    assert _log(parallel[0].run) == _log(serial[0].run)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        trained.train_all(configs, workers=0)
+
+
+def test_a_failing_model_in_a_worker_stops_train_all_with_its_error(tmp_path, monkeypatch):
+    """A model that cannot train (its run folder is a file) fails in its worker; the error reaches the caller."""
+    monkeypatch.setenv("VAECF_RUNS_DIR", str(tmp_path / "runs"))
+    split_id = split_fingerprint(load_run_split(TINY))
+    bad = replace(TINY, seed=7)
+    folder = run_folder(bad, split_id)
+    folder.parent.mkdir(parents=True)
+    folder.write_text("not a folder")
+    with pytest.raises(OSError):
+        trained.train_all([replace(TINY, seed=8), bad], workers=2, progress=False)
