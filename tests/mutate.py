@@ -50,7 +50,7 @@ TESTS_FOR = {
     "models/pia.py": ["tests/models/test_trainer.py", "tests/models/test_training_loop.py"],
     "models/evaluation.py": ["tests/models/test_evaluation.py"],
     "models/split.py": ["tests/models/test_split.py"],
-    "geometry/masking.py": ["tests/geometry/test_masking.py"],
+    "geometry/masking.py": ["tests/geometry/test_masking.py", "tests/geometry/test_masking_mutants.py"],
     "geometry/kl.py": ["tests/geometry/test_kl.py", "tests/geometry/test_kl_estimator.py"],
 }
 """The test modules run against each module's mutants (default: ``tests/<package>/test_<module>.py``)."""
