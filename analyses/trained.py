@@ -246,7 +246,8 @@ def train_all(
 
     A job that needs many independent models (``pia_uplift``'s lambda_A grid and seeds) can train them side by
     side, a share of the cores each, instead of one after the other with every core (the small matrix products of
-    these models leave cores idle: ``benchmarks/bench_workers.py`` measures both on the machine at hand). Each
+    these models may leave cores idle: ``benchmarks/bench_workers.py`` measures both on the machine at hand; on 2
+    cores it gains 5-15%, ``benchmarks/RESULTS_workers.md``). Each
     worker is a fresh process (``spawn``) with ``available_cores() // workers`` threads that calls
     :func:`get_trained` without a split (it reads the split cache, so every model trains on the split the parent
     would use); the run folder's lock keeps two processes from training one model. A failure in one worker stops
