@@ -44,7 +44,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 TESTS_FOR = {
-    "models/trainer.py": ["tests/models/test_trainer.py", "tests/models/test_training_loop.py"],
+    "models/trainer.py": [
+        "tests/models/test_trainer.py",
+        "tests/models/test_training_loop.py",
+        "tests/models/test_cdae.py",  # CDAE's configuration checks live in TrainConfig.validate
+    ],
     "models/vae.py": ["tests/models/test_vae.py", "tests/models/test_training_loop.py"],
     "models/recvae.py": ["tests/models/test_recvae.py", "tests/models/test_training_loop.py"],
     "models/pia.py": ["tests/models/test_trainer.py", "tests/models/test_training_loop.py"],
