@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -388,3 +389,36 @@ def test_each_range_check_sits_at_its_boundary(field, allowed, refused):
     for value in refused:
         with pytest.raises(ConfigError, match=field):
             TrainConfig(model="multvae", **{field: value}).validate()
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"data": {"sep": "\t"}}, "--sep applies to csv:PATH and lists:PATH sources only, not ml-1m"),
+        ({"data": {"min_uc": -1}}, "min_uc must be an integer >= 1, got -1"),
+        ({"dataset": "csv:x.csv", "data": {"user_col": ""}}, "--user-col must not be empty"),
+        ({"device": "tpu"}, "device 'tpu' is not a device name"),
+    ],
+)
+def test_the_data_options_and_the_device_are_checked_with_the_configuration(changes, needle):
+    """validate() checks the data options against the dataset (models.data.check_data_options), the split and
+    table options themselves (SplitConfig / TableOptions.validate) and an explicit device (resolve_device): a
+    mutation run dropped each call and no test of the trainer's files noticed."""
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        TrainConfig(**{"model": "multvae", "dataset": "ml-1m", **changes}).validate()
+    TrainConfig(model="multvae", dataset="csv:x.csv", data={"sep": "\t", "min_uc": 2}).validate()  # all allowed
+
+
+def test_the_json_of_a_configuration_names_a_precision_other_than_fp32():
+    """fp32 (the published protocol) is left out of the JSON, so older run keys stand; any other precision is kept."""
+    assert "precision" not in TrainConfig().to_json()
+    assert TrainConfig(precision="bf16").to_json()["precision"] == "bf16"
+    assert TrainConfig(precision="auto").to_json()["precision"] == "auto"
+
+
+def test_one_based_leaves_runs_numbered_from_1_alone_and_says_so():
+    from models.trainer import one_based
+
+    assert one_based([{"epoch": 1}, {"epoch": 2}]) == ([{"epoch": 1}, {"epoch": 2}], False)
+    assert one_based([{"epoch": 0}, {"epoch": 1}]) == ([{"epoch": 1}, {"epoch": 2}], True)
+    assert one_based([]) == ([], False)
