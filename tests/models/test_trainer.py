@@ -422,3 +422,63 @@ def test_one_based_leaves_runs_numbered_from_1_alone_and_says_so():
     assert one_based([{"epoch": 1}, {"epoch": 2}]) == ([{"epoch": 1}, {"epoch": 2}], False)
     assert one_based([{"epoch": 0}, {"epoch": 1}]) == ([{"epoch": 1}, {"epoch": 2}], True)
     assert one_based([]) == ([], False)
+
+
+def test_the_cache_key_of_a_configuration_stays_the_same():
+    """config_key names every cached run (with the split and MODEL_CODE_VERSION): a configuration must keep its key
+    from one version of the code to the next, or every run cache is silently lost (a change of what a
+    configuration trains bumps MODEL_CODE_VERSION instead). Pinned for two configurations: 12 hex digits of the
+    sha256 of the resolved configuration's JSON with sorted keys and the device left out."""
+    from models.trainer import config_key
+
+    vae = TrainConfig(model="multvae", dataset="ml-1m")
+    assert config_key(vae) == "5ffe133f3958"
+    assert config_key(TrainConfig(model="recvae", dataset="synthetic", seed=3)) == "cdb1d4dbd295"
+    assert config_key(dataclasses.replace(vae, device="cpu")) == config_key(vae)
+
+
+def test_split_config_of_carries_the_data_options_and_a_whole_heldout_count():
+    from models.trainer import split_config_of
+
+    assert split_config_of(TrainConfig(dataset="ml-1m")) is None  # the preset, untouched
+    only_data = split_config_of(TrainConfig(dataset="ml-1m", data={"min_uc": 7}))
+    assert only_data is not None and only_data.min_uc == 7
+    one = split_config_of(TrainConfig(dataset="ml-1m", heldout=1.0)).n_heldout
+    assert one == 1 and isinstance(one, int)  # one user, not the fraction 1.0
+    assert split_config_of(TrainConfig(dataset="ml-1m", heldout=0.2)).n_heldout == 0.2
+    many = split_config_of(TrainConfig(dataset="ml-1m", heldout=600.0)).n_heldout
+    assert many == 600 and isinstance(many, int)
+
+
+def test_the_split_fingerprint_sees_every_array_of_every_matrix(tiny_split):
+    """Two splits that differ only in a matrix's shape, only in its row pointers or only in its column indices
+    get different fingerprints (the run cache must never serve a model of another split)."""
+    import scipy.sparse as sp
+
+    from models.trainer import split_fingerprint
+
+    base = split_fingerprint(tiny_split)
+    t = tiny_split.train.tocsr()
+    wider = sp.csr_matrix((t.data, t.indices, t.indptr), shape=(t.shape[0], t.shape[1] + 1))
+    moved = t.indices.copy()
+    row0 = set(t.indices[t.indptr[0] : t.indptr[1]].tolist())
+    moved[t.indptr[0]] = next(j for j in range(t.shape[1]) if j not in row0)  # one item of user 0 replaced
+    shifted = sp.csr_matrix((t.data, moved, t.indptr), shape=t.shape)
+    indptr = t.indptr.copy()
+    first = int(np.flatnonzero(np.diff(indptr) > 1)[0])  # a row with two items: give one to the next row
+    indptr[first + 1] -= 1
+    regrouped = sp.csr_matrix((t.data, t.indices, indptr), shape=t.shape)
+    for other in (wider, shifted, regrouped):
+        assert split_fingerprint(dataclasses.replace(tiny_split, train=other)) != base
+    assert split_fingerprint(dataclasses.replace(tiny_split, train=t.copy())) == base
+
+
+@pytest.mark.parametrize(("batch_size", "noted"), [(30, False), (34, True)])
+def test_fewer_than_ten_updates_an_epoch_are_announced(tmp_path, tiny_split, capsys, batch_size, noted):
+    """300 training users: batch 30 makes 10 updates an epoch (no note), batch 34 makes 9 (the note)."""
+    assert tiny_split.train.shape[0] == 300
+    config = TrainConfig(
+        model="multdae", epochs=1, seed=0, device="cpu", hidden=(), latent_dim=8, batch_size=batch_size
+    )
+    train(config, tmp_path / "run", split=tiny_split, progress=False)
+    assert ("(fewer than 10)" in capsys.readouterr().err) == noted
