@@ -471,6 +471,7 @@ def test_the_split_fingerprint_sees_every_array_of_every_matrix(tiny_split):
     for other in (wider, shifted, regrouped):
         assert split_fingerprint(dataclasses.replace(tiny_split, train=other)) != base
     assert split_fingerprint(dataclasses.replace(tiny_split, train=t.copy())) == base
+    assert len(base) == 16 and int(base, 16) >= 0  # 16 hex digits, as every cached run's split.json records it
 
 
 @pytest.mark.parametrize(("batch_size", "noted"), [(30, False), (34, True)])
@@ -482,3 +483,22 @@ def test_fewer_than_ten_updates_an_epoch_are_announced(tmp_path, tiny_split, cap
     )
     train(config, tmp_path / "run", split=tiny_split, progress=False)
     assert ("(fewer than 10)" in capsys.readouterr().err) == noted
+
+
+def test_a_run_folders_lock_is_its_lock_file_named_for_the_folder(tmp_path):
+    from models.trainer import run_lock
+
+    lock = run_lock(tmp_path / "run")
+    assert lock.path == tmp_path / "run" / ".lock" and lock.label == f"run folder {tmp_path / 'run'}"
+
+
+def test_a_run_folders_configuration_is_validated_when_read(tmp_path):
+    """A config.json whose values are impossible (edited by hand, written by another tool) is refused in one line
+    naming the file, not trained or loaded."""
+    from models.trainer import read_run_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({**TrainConfig(model="multvae").to_json(), "lr": -1.0}))
+    with pytest.raises(ConfigError, match=re.escape(f"{run / 'config.json'}: lr (--lr) must be > 0")):
+        read_run_config(run)
