@@ -48,6 +48,7 @@ TESTS_FOR = {
         "tests/models/test_trainer.py",
         "tests/models/test_training_loop.py",
         "tests/models/test_cdae.py",  # CDAE's configuration checks live in TrainConfig.validate
+        "tests/models/test_run_safety.py",  # the run folder's checks: resume, restart, stale temp files, locks
     ],
     "models/vae.py": ["tests/models/test_vae.py", "tests/models/test_training_loop.py"],
     "models/recvae.py": ["tests/models/test_recvae.py", "tests/models/test_training_loop.py"],
