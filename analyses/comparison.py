@@ -167,12 +167,17 @@ def uplift_comparison(dataset: str, doc: Mapping, source: str, command: str) -> 
     return rows
 
 
+def _by_seed(table: Mapping) -> dict[int, tuple]:
+    """A baselines file's ``{"seed": [mean, se]}`` as ``{seed: (mean, se)}``."""
+    return {int(s): tuple(v) for s, v in table.items()}
+
+
 def baselines_comparison(dataset: str, doc: Mapping, source: str, reference_rows: Sequence[dict] = ()) -> list[dict]:
     """One row per model of a baselines file; the paired difference of each from the file's reference.
 
     ``reference_rows`` are rows already in the table (:func:`uplift_comparison`): when one of them has the
-    reference's name and the same per-seed test means (to :data:`SAME_MODEL_TOL`) the reference is that row and
-    is not repeated; otherwise it gets its own row, named as the file's run.
+    reference's name and the same per-seed test means (to :data:`SAME_MODEL_TOL`) the reference is that row (its
+    ``note`` is set to say so, in place) and is not repeated; otherwise it gets its own row, named as the file's run.
     """
     reference = doc["reference"]
     ref_block = doc["models"][reference]
@@ -201,12 +206,12 @@ def baselines_comparison(dataset: str, doc: Mapping, source: str, reference_rows
             if twin is not None:
                 twin["note"] = f"also the reference of the baselines below ({source}: the same test values)"
                 continue
-            per_seed = {int(s): tuple(v) for s, v in metric["per_seed"].items()}
+            per_seed = _by_seed(metric["per_seed"])
             row = _row(dataset, versus, block.get("setting", ""), per_seed, source=where, command=command, key=name)
             row["note"] = "not the pia_uplift baseline: the paired differences of the baselines are against this run"
             rows.append(row)
             continue
-        deltas = {int(s): tuple(v) for s, v in block["paired"][METRIC]["per_seed"].items()}
+        deltas = _by_seed(block["paired"][METRIC]["per_seed"])
         if metric.get("one_fit"):  # deterministic (EASE): the one fit stands beside every seed's reference
             one = (metric["mean"], metric["se_over_users"])
             row = _row(
@@ -220,7 +225,7 @@ def baselines_comparison(dataset: str, doc: Mapping, source: str, reference_rows
             )
             row.update(ci=None, ci_kind="one deterministic fit: no spread across seeds", se_over_users=one[1])
         else:
-            per_seed = {int(s): tuple(v) for s, v in metric["per_seed"].items()}
+            per_seed = _by_seed(metric["per_seed"])
             row = _row(dataset, name, block.get("setting", ""), per_seed, source=where, command=command, key=name)
         rows.append(_with_delta(row, versus, deltas))
     return rows
