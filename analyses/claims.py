@@ -59,7 +59,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,12 +71,14 @@ from pathlib import Path
 import numpy as np
 
 from analyses.common import (
+    COMPLETE_MARKER,
     JobError,
     check_int,
     default_out_dir,
     display_path,
     job_parser,
     mark_output,
+    read_json_doc,
     result_options,
     run_main,
     save_result,
@@ -876,6 +880,15 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. ml-1m=experiments/results_baselines_ml1m.json): its models join the accuracy comparison "
         "(comparison.json, claims.md) beside pia_uplift's, each with its paired difference from its reference",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="LEDGER",
+        default=[],
+        help="no jobs: join finished ledger folders (each one ledger's --out, e.g. one dataset per session) into "
+        "one, their rows, comparison and runs/ in the order given; every other option but --out is refused",
+    )
     add_dataset_arguments(parser, refresh=False)  # passed on to every job (tables: csv:PATH with its columns)
     return parser
 
@@ -910,7 +923,136 @@ class JobRun:
     folder: Path
 
 
+@dataclass
+class LedgerPart:
+    """A finished ledger read back from its folder (:func:`read_ledger`)."""
+
+    folder: Path
+    rows: list[dict]
+    comparison: list[dict]
+    manifest: dict
+    marker: dict
+
+
+def read_ledger(folder: Path) -> LedgerPart:
+    """A finished ledger folder (an ``analyses.claims`` output), checked.
+
+    Raises
+    ------
+    JobError
+        One line naming the folder and the problem: not a folder, unfinished (no ``COMPLETE`` of job ``claims``),
+        ``claims.json`` or ``ledger.json`` missing or not what the ledger writes.
+    """
+    where = f"--merge {folder}"
+    if not Path(folder).is_dir():
+        raise JobError(f"{where}: not a folder; give the --out folder of a finished analyses.claims run")
+    if not (Path(folder) / COMPLETE_MARKER).is_file():
+        raise JobError(
+            f"{where}: not a finished claims ledger (no {COMPLETE_MARKER}); rerun its command until it completes "
+            "(trained models come from the run cache)"
+        )
+    marker = read_json_doc(Path(folder) / COMPLETE_MARKER, where, "a finished ledger (rerun it until it completes)")
+    if not isinstance(marker, dict) or marker.get("job") != JOB or marker.get("complete") is not True:
+        raise JobError(f"{where}: not a finished claims ledger (its {COMPLETE_MARKER} names no finished 'claims')")
+    rows = read_json_doc(Path(folder) / "claims.json", where, "a folder with the ledger's claims.json")
+    needed = {"claim", "dataset", "seeds", "estimate", "ci", "verdict", "rule", "command"}
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and needed <= r.keys() for r in rows):
+        raise JobError(f"{where}: claims.json is not a list of ledger rows (keys {', '.join(sorted(needed))})")
+    manifest = read_json_doc(Path(folder) / "ledger.json", where, "a folder with the ledger's ledger.json")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("jobs"), list):
+        raise JobError(f"{where}: ledger.json has no list of jobs; rerun the ledger")
+    comparison: object = []
+    if (Path(folder) / "comparison.json").exists():  # ledgers before the accuracy comparison have none
+        comparison = read_json_doc(Path(folder) / "comparison.json", where, "the ledger's comparison.json")
+        if not isinstance(comparison, list):
+            raise JobError(f"{where}: comparison.json is not a list of rows; rerun the ledger")
+    return LedgerPart(Path(folder), rows, comparison, manifest, marker)
+
+
+def merge_parts(parts: Sequence[LedgerPart]) -> tuple[list[dict], list[dict]]:
+    """The rows and comparison rows of ``parts`` joined in their order.
+
+    A ledger measured in parts (one dataset per session, say) reads as one; each row keeps its own command and
+    seeds. Raises :class:`JobError` when two parts hold the same dataset (which one would stand is unclear) or
+    when quick and full ledgers are mixed (tiny models are not results).
+    """
+    seen: dict[str, Path] = {}
+    for part in parts:
+        for dataset in dict.fromkeys(r["dataset"] for r in part.rows):
+            if dataset in seen:
+                raise JobError(
+                    f"--merge: {dataset} is in both {seen[dataset]} and {part.folder}; give each dataset once"
+                )
+            seen[dataset] = part.folder
+    quick = {bool(p.manifest.get("quick")) for p in parts}
+    if len(quick) > 1:
+        raise JobError("--merge: quick and full ledgers are mixed (tiny models are not results); merge like with like")
+    rows = [r for p in parts for r in p.rows]
+    comparison = [r for p in parts for r in p.comparison]
+    return rows, comparison
+
+
+def run_merge(args: argparse.Namespace) -> Path:
+    """``--merge``: one ledger from finished ones (rows, comparison, job costs and ``runs/``), no job run."""
+    defaults = vars(build_parser().parse_args([]))
+    given = [
+        f"--{k.replace('_', '-')}"
+        for k, v in vars(args).items()
+        if k not in ("merge", "out", "no_progress") and v != defaults.get(k)
+    ]
+    if given:
+        raise JobError(f"--merge runs no job: drop {' '.join(given)} (the merged ledgers keep their own options)")
+    folders = list(dict.fromkeys(Path(f) for f in args.merge))
+    parts = [read_ledger(f) for f in folders]
+    rows, comparison = merge_parts(parts)
+    options = {
+        "merge": [{"options_hash": p.marker.get("options_hash"), "options": p.marker.get("options")} for p in parts]
+    }
+    final = args.out or default_out_dir(
+        JOB, "merged", "-".join(str(d) for d in dict.fromkeys(r["dataset"] for r in rows)), options
+    )
+    if any(Path(os.path.abspath(final)) == Path(os.path.abspath(f)) for f in folders):
+        raise JobError(f"--out {final}: is one of the merged ledgers; write the merged one elsewhere")
+    out = stage_output(final, JOB, options)
+    runs = [
+        JobRun(
+            j["job"], j["dataset"], j["seed"], j["command"], j["status"], j["seconds"], j.get("error"), None, p.folder
+        )
+        for p in parts
+        for j in p.manifest["jobs"]
+    ]
+    for p in parts:  # the job outputs the rows' sources name, so the merged folder stands alone
+        for dataset in dict.fromkeys(r["dataset"] for r in p.rows):
+            src = p.folder / "runs" / dataset.replace(":", "_").replace("/", "_")
+            if src.is_dir():
+                shutil.copytree(src, out / "runs" / src.name)
+    seconds = sum(float(p.manifest.get("timing_seconds", {}).get("total", 0.0)) for p in parts)
+    write_json(out / "claims.json", rows)
+    write_json(out / "comparison.json", comparison)
+    atomic_write_bytes(out / "claims.md", render_markdown(rows, runs, seconds, comparison).encode())
+    files = [out / "claims.json", out / "comparison.json", out / "claims.md", *plot_claims(rows, out)]
+    manifest = {
+        "job": JOB,
+        "datasets": list(dict.fromkeys(r["dataset"] for r in rows)),
+        "seeds": sorted({s for r in rows for s in r["seeds"]}),
+        "quick": bool(parts[0].manifest.get("quick")),
+        "merged_from": [
+            {"folder": str(p.folder), "command": p.marker.get("command"), "finished": p.marker.get("finished")}
+            for p in parts
+        ],
+        "jobs": [j for p in parts for j in p.manifest["jobs"]],
+        "verdicts": {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS},
+    }
+    save_result(out, "ledger.json", manifest, files, {"total": seconds})
+    mark_output(failed_jobs=[f for p in parts for f in p.marker.get("failed_jobs", [])])
+    print(render_table(rows))
+    print(f"\nmerged {len(parts)} ledgers ({len(rows)} rows); claims: {display_path(final / 'claims.md')}")
+    return out
+
+
 def run(args: argparse.Namespace) -> Path:
+    if args.merge:
+        return run_merge(args)
     start = time.perf_counter()
     datasets = parse_datasets(args.datasets or (QUICK_DATASETS if args.quick else FULL_DATASETS))
     seeds = list(dict.fromkeys(args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else FULL_SEEDS)))

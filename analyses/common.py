@@ -536,6 +536,16 @@ def to_jsonable(obj: object) -> object:
     return obj
 
 
+def read_json_doc(path: Path, where: str, wanted: str) -> object:
+    """A JSON file's content, or one JobError line naming ``where``, the problem and ``wanted``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise JobError(f"{where}: cannot read it ({exc.strerror or exc}); give {wanted}") from None
+    except ValueError as exc:
+        raise JobError(f"{where}: not JSON ({exc}); give {wanted}") from None
+
+
 def write_json(path: Path, obj: object) -> Path:
     """Write ``obj`` as indented JSON atomically (NaN written as null)."""
     return atomic_write_json(path, to_jsonable(obj))

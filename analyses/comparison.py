@@ -23,7 +23,6 @@ No row is ordered against another: the intervals say what the seeds allow.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ from analyses.common import (
     JobArgumentParser,
     JobError,
     default_out_dir,
+    read_json_doc,
     result_options,
     run_main,
     save_result,
@@ -49,16 +49,6 @@ SAME_MODEL_TOL = 1e-9
 one configuration reproduces them to rounding)."""
 
 
-def _read_json(path: Path, where: str, wanted: str) -> object:
-    """A JSON file's content, or one JobError line naming ``where``, the problem and ``wanted``."""
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise JobError(f"{where}: cannot read it ({exc.strerror or exc}); give {wanted}") from None
-    except ValueError as exc:
-        raise JobError(f"{where}: not JSON ({exc}); give {wanted}") from None
-
-
 def read_baselines(path: Path, dataset: str) -> dict:
     """A baselines file (the ``results.json`` of ``experiments/baselines_ml1m.py``), checked.
 
@@ -69,7 +59,7 @@ def read_baselines(path: Path, dataset: str) -> dict:
         reference not among the models, a model without test NDCG@100 per seed or without its paired values.
     """
     where = f"--baselines {dataset}={path}"
-    doc = _read_json(Path(path), where, "the results.json of experiments/baselines_ml1m.py")
+    doc = read_json_doc(Path(path), where, "the results.json of experiments/baselines_ml1m.py")
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict) or not doc["models"]:
         raise JobError(f"{where}: no 'models' table; give the results.json of experiments/baselines_ml1m.py")
     reference = doc.get("reference")
@@ -285,7 +275,7 @@ JOB = "comparison"
 def read_uplift(path: Path) -> dict:
     """A ``pia_uplift`` JSON (``uplift.json`` or the job's output folder), checked for the keys the table reads."""
     file = Path(path) / "uplift.json" if Path(path).is_dir() else Path(path)
-    doc = _read_json(file, f"--uplift {path}", "the uplift.json of analyses.pia_uplift")
+    doc = read_json_doc(file, f"--uplift {path}", "the uplift.json of analyses.pia_uplift")
     if not isinstance(doc, dict) or doc.get("job") != "pia_uplift" or not isinstance(doc.get("per_architecture"), dict):
         raise JobError(f"--uplift {path}: not a pia_uplift result; give the uplift.json of analyses.pia_uplift")
     return doc

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -472,3 +473,88 @@ def test_the_accuracy_comparison_joins_the_uplift_and_the_baselines_file(tmp_pat
     assert code == 0, stderr
     assert "--workers 2" in json.loads((out2 / "ledger.json").read_text())["jobs"][0]["command"]  # to pia_uplift
     assert [r["model"] for r in json.loads((out2 / "comparison.json").read_text())] == ["Multi-VAE", "Multi-VAE + PIA"]
+
+
+# ------------------------------------------------------------------------------- ledgers measured in parts
+
+
+def _part(tmp_path, monkeypatch, run_cli, dataset: str, name: str, extra: tuple = ()) -> Path:
+    """A finished ledger of one dataset (the uplift faked, every other job failing), with a file under runs/."""
+    from tests.analyses.test_comparison import uplift_doc
+
+    doc = uplift_doc()
+    doc["rule"] = "the uplift rule"
+    for block in doc["per_architecture"].values():
+        block.update(across_seeds={"ndcg@100": {"mean": 0.016, "ci": [0.001, 0.03], "n": 2}}, verdict="supported")
+    monkeypatch.setattr(claims, "run_job", only_the_uplift_runs(doc))
+    out = tmp_path / name
+    argv = ["--datasets", dataset, "--seeds", "0", "1", *extra, "--out", str(out), "--no-progress"]
+    code, _, stderr = run_cli(claims.main, argv)
+    assert code == 0, stderr
+    return out
+
+
+def test_ledgers_measured_in_parts_merge_into_one(tmp_path, monkeypatch, run_cli):
+    from analyses.claims import verdict_table
+
+    a = _part(tmp_path, monkeypatch, run_cli, "synthetic-null", "a")
+    b = _part(tmp_path, monkeypatch, run_cli, "synthetic", "b")
+    # the parts' job outputs travel with their rows (the fake jobs write none: plant one per part)
+    for part, dataset in ((a, "synthetic-null"), (b, "synthetic")):
+        (part / "runs" / dataset / "seed0").mkdir(parents=True, exist_ok=True)
+        (part / "runs" / dataset / "seed0" / "marker.json").write_text(json.dumps({"from": part.name}))
+    out = tmp_path / "merged"
+    code, _, stderr = run_cli(claims.main, ["--merge", str(b), str(a), "--out", str(out)])
+    assert code == 0, stderr
+    rows_a, rows_b = (json.loads((p / "claims.json").read_text()) for p in (a, b))
+    rows = json.loads((out / "claims.json").read_text())
+    assert rows == rows_b + rows_a  # the order of --merge, every row as its part wrote it
+    comp = [json.loads((p / "comparison.json").read_text()) for p in (b, a)]
+    assert json.loads((out / "comparison.json").read_text()) == comp[0] + comp[1] and comp[0] and comp[1]
+    for part, dataset in ((a, "synthetic-null"), (b, "synthetic")):
+        assert json.loads((out / "runs" / dataset / "seed0" / "marker.json").read_text()) == {"from": part.name}
+    manifest = json.loads((out / "ledger.json").read_text())
+    jobs = [json.loads((p / "ledger.json").read_text())["jobs"] for p in (b, a)]
+    assert manifest["jobs"] == jobs[0] + jobs[1] and manifest["datasets"] == ["synthetic", "synthetic-null"]
+    assert [m["folder"] for m in manifest["merged_from"]] == [str(b), str(a)]
+    md = (out / "claims.md").read_text()
+    assert verdict_table(rows) in md and "| synthetic-null | 0 | cohorts | failed |" in md
+    assert (out / "COMPLETE").is_file() and (out / "claims.png").is_file()
+    # the parts' failed jobs stay on record in the merged marker
+    failed = json.loads((out / "COMPLETE").read_text())["failed_jobs"]
+    assert "synthetic/0/cohorts" in failed and "synthetic-null/1/cohorts" in failed
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("same dataset twice", "synthetic is in both"),
+        ("unfinished", "not a finished claims ledger"),
+        ("not a folder", "not a folder"),
+        ("other options", "--merge runs no job: drop --datasets"),
+        ("out is a part", "is one of the merged ledgers"),
+        ("quick with full", "quick and full ledgers are mixed"),
+        ("broken rows", "claims.json is not a list of ledger rows"),
+    ],
+)
+def test_a_merge_that_cannot_stand_is_refused_in_one_line(case, needle, tmp_path, monkeypatch, run_cli):
+    a = _part(tmp_path, monkeypatch, run_cli, "synthetic", "a")
+    other = {
+        "same dataset twice": lambda: _part(tmp_path, monkeypatch, run_cli, "synthetic", "b"),
+        "quick with full": lambda: _part(tmp_path, monkeypatch, run_cli, "synthetic-null", "b", ("--quick",)),
+    }.get(case, lambda: _part(tmp_path, monkeypatch, run_cli, "synthetic-null", "b"))()
+    argv = ["--merge", str(a), str(other), "--out", str(tmp_path / "merged")]
+    if case == "unfinished":
+        (other / "COMPLETE").unlink()
+    elif case == "not a folder":
+        argv[2] = str(tmp_path / "nowhere")
+    elif case == "other options":
+        argv += ["--datasets", "synthetic"]
+    elif case == "out is a part":
+        argv[-1] = str(other)
+    elif case == "broken rows":
+        (other / "claims.json").write_text(json.dumps([{"claim": "x"}]))
+    code, _, stderr = run_cli(claims.main, argv)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], stderr
+    assert not (tmp_path / "merged").exists()
