@@ -11,9 +11,10 @@ Two sources feed it, both written by commands anyone can rerun:
   its test NDCG@100 per seed and the paired per-user difference from that Multi-VAE of the same seed (its
   ``reference``).
 
-Per model the row gives the mean over seeds of each seed's mean over the test users with the Student-t interval
-across seeds (:func:`analyses.results.across_seeds`: training noise included), and the paired difference: its
-per-seed means (each with its standard error over users) and their mean with the t interval across seeds. A
+Per model the row gives the mean over seeds of each seed's mean over the test users with its interval across
+seeds (:func:`analyses.results.across_seeds`: training noise and the test users' sampling error, which every seed
+shares), and the paired difference: its per-seed means (each with its standard error over users) and their mean
+with the same kind of interval. A
 deterministic model fitted once (EASE) has no spread across seeds: its row says so and carries the standard
 error over users instead. When the baselines' reference is the uplift's Multi-VAE baseline (same test values
 at every common seed, to 1e-9) the two are one row; otherwise both are shown and the row says which is which.
@@ -44,6 +45,8 @@ from models.cli import end_process
 from models.io import atomic_write_bytes
 
 METRIC = "ndcg@100"
+LEVEL = 0.95
+SEEDS_CI = "across seeds with the test users' shared sampling error (Satterthwaite)"
 SAME_MODEL_TOL = 1e-9
 """Two reference models are the same when their per-seed test means agree to this (a deterministic retraining of
 one configuration reproduces them to rounding)."""
@@ -83,14 +86,16 @@ def read_baselines(path: Path, dataset: str) -> dict:
     return doc
 
 
-def _interval(values: Sequence[float]) -> tuple[float, list[float] | None, str | None]:
-    spread = across_seeds(values)
+def _interval(per_seed: Sequence[tuple[float, float]]) -> tuple[float, list[float] | None, str | None]:
+    """Mean over seeds of ``(mean, se over users)`` pairs and its interval: the spread between seeds plus the
+    sampling error of the test users, which every seed shares (:func:`analyses.results.across_seeds`)."""
+    spread = across_seeds([m for m, _ in per_seed], LEVEL, [se for _, se in per_seed])
     return spread["mean"], spread["ci"], spread["reason"]
 
 
 def _row(dataset: str, model: str, setting: str, per_seed: Mapping[int, tuple[float, float]], **extra) -> dict:
     """A row from the per-seed test means (mean, SE over users) of one model."""
-    mean, ci, reason = _interval([v[0] for v in per_seed.values()])
+    mean, ci, reason = _interval(list(per_seed.values()))
     return {
         "dataset": dataset,
         "model": model,
@@ -98,7 +103,7 @@ def _row(dataset: str, model: str, setting: str, per_seed: Mapping[int, tuple[fl
         "seeds": list(per_seed),
         METRIC: mean,
         "ci": ci,
-        "ci_kind": "Student-t across seeds" if ci is not None else reason,
+        "ci_kind": SEEDS_CI if ci is not None else reason,
         "per_seed": [{"seed": s, "mean": m, "se_over_users": se} for s, (m, se) in per_seed.items()],
         "compared_with": None,
         "delta": None,
@@ -110,7 +115,7 @@ def _row(dataset: str, model: str, setting: str, per_seed: Mapping[int, tuple[fl
 
 
 def _with_delta(row: dict, versus: str, deltas: Mapping[int, tuple[float, float]]) -> dict:
-    mean, ci, _ = _interval([v[0] for v in deltas.values()])
+    mean, ci, _ = _interval(list(deltas.values()))
     row.update(
         compared_with=versus,
         delta=mean,
@@ -285,7 +290,7 @@ def build_parser() -> JobArgumentParser:
     parser = JobArgumentParser(
         prog=f"python -m analyses.{JOB}",
         description="The accuracy comparison of one dataset from finished results: the models of a pia_uplift run "
-        "and of a baselines file, test NDCG@100 across seeds with t intervals and paired per-user differences "
+        "and of a baselines file, test NDCG@100 across seeds with intervals and paired per-user differences "
         "(the table the claims ledger shows, without rerunning the ledger).",
         epilog="e.g. python -m analyses.comparison --uplift docs/claims/runs/ml-1m/pia_uplift "
         "--baselines experiments/results_baselines_ml1m.json",

@@ -37,8 +37,10 @@ What is compared, per architecture (``--models``, default Multi-VAE and RecVAE),
   compared by the paired per-user difference PIA - baseline with its standard error
   (:func:`models.evaluation.paired_difference`; NDCG@100, Recall@20, Recall@50; per user group by
   :func:`analyses.results.paired_table`);
-* **across seeds**: the mean of the per-seed paired mean differences with a Student-t interval across seeds
-  (:func:`analyses.results.across_seeds`, 95%), which contains the training noise the per-user SE ignores;
+* **across seeds**: the mean of the per-seed paired mean differences with a 95% interval across seeds
+  (:func:`analyses.results.across_seeds` with the per-seed SEs): it contains the training noise the per-user SE
+  ignores and the sampling error of the test users, which every seed shares (the same users), so the spread
+  between seeds does not contain it;
 * **ablation** (the paper's row): clean input (rho = 1, no PIA) / masking / masking + PIA, test NDCG@100 mean +-
   SE per seed and across seeds, beside the published ML-20M row (:data:`analyses.results.PUBLISHED_ABLATION`,
   Multi-VAE; like for like only on ``--dataset ml-20m``);
@@ -54,7 +56,8 @@ the NDCG@100 gain: ``supported`` if it lies above 0 (the reason says so when the
 PIA lowers NDCG@100, or its gain is smaller than any the paper claims; ``inconclusive`` otherwise. Always
 ``inconclusive`` when fewer than 2 seeds were run, when lambda_A is at the edge of the grid, or when a compared
 model's best epoch is at the training cap (best epoch, counted from 0, >= 0.8 x epochs run: the model was still
-improving, and a capped run can fake a gain). The per-user standard errors are reported, never used by the rule.
+improving, and a capped run can fake a gain). The per-user standard errors enter the interval only as the
+sampling error the seeds share; no seed decides alone.
 
 Outputs (folder printed at the end, default ``out/pia_uplift/DATASET-rhoR-seedsS[-quick]-HASH``):
 ``uplift.json`` (everything: ``rule``, ``per_architecture.ARCH.{lambda_search, chosen_lambda, interior,
@@ -130,7 +133,7 @@ ARCHITECTURES = ("multvae", "recvae")
 DEFAULTS: dict = {"lambdas": [0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "seeds": [0, 1, 2], "extend_grid": 3}
 QUICK: dict = {"lambdas": [0.1, 1.0, 10.0], "seeds": [0, 1], "extend_grid": 0}
 LEVEL = 0.95
-"""Confidence level of the across-seed Student-t interval the rule reads."""
+"""Confidence level of the across-seed interval the rule reads."""
 CAP_FRACTION = 0.8
 """A run is capped when the epochs it ran before its best one are at least this fraction of all it ran."""
 NEGLIGIBLE_GAIN = 0.002
@@ -138,14 +141,16 @@ NEGLIGIBLE_GAIN = 0.002
 DECISION_METRIC = "ndcg@100"
 EDGE_REASON = "lambda at the edge of the grid; widen --lambdas or raise --extend-grid"
 RULE = (
-    f"Per architecture, on the across-seed {LEVEL:.0%} Student-t interval of the mean of the per-seed paired gains "
-    "(PIA - no PIA, test NDCG@100, one mean over test users per seed): "
+    f"Per architecture, on the across-seed {LEVEL:.0%} interval of the mean of the per-seed paired gains "
+    "(PIA - no PIA, test NDCG@100, one mean over test users per seed; the spread between seeds plus the test "
+    "users' sampling error that every seed shares, Satterthwaite's degrees of freedom, never narrower than the "
+    "Student-t interval across seeds): "
     "'supported' if the interval lies above 0 (even when it also lies below the next threshold: the reason says so); "
     f"'not supported' if it lies below +{NEGLIGIBLE_GAIN:g} (PIA lowers the metric, or its gain is below the smallest "
     "the paper publishes); 'inconclusive' otherwise. Always 'inconclusive' when fewer than 2 seeds were run (no "
     f"training noise measured), when the chosen lambda_A is the smallest or largest of the grid ({EDGE_REASON}), "
     f"or when a compared model ran >= {CAP_FRACTION:g} x its epochs before its best epoch (capped: still "
-    "improving, which can fake a gain). The per-user standard errors are reported, not used by the rule."
+    "improving, which can fake a gain). No seed's per-user interval decides alone."
 )
 """The decision rule in words (recorded in the JSON); :func:`uplift_verdict` is its code."""
 ROLES = {"baseline": "masking, no PIA", "pia": "masking + PIA", "clean": "clean input (rho = 1), no PIA"}
@@ -217,6 +222,7 @@ def uplift_verdict(
     capped: Sequence[str] = (),
     level: float = LEVEL,
     negligible: float = NEGLIGIBLE_GAIN,
+    within_se: Sequence[float] | None = None,
 ) -> tuple[str, str]:
     """The verdict of :data:`RULE` on the per-seed gains of one architecture: ``(verdict, reason)``.
 
@@ -229,9 +235,12 @@ def uplift_verdict(
     capped : sequence of str
         Names of the compared models whose best epoch is at the cap (:func:`is_capped`); empty: none.
     level : float
-        Level of the across-seed Student-t interval.
+        Level of the across-seed interval.
     negligible : float
         An interval entirely below this gain is ``not supported``.
+    within_se : sequence of float, optional
+        Per seed, the standard error over test users of its gain: the sampling error the seeds share (the same
+        test users), added to the interval (:func:`analyses.results.across_seeds`).
 
     Returns
     -------
@@ -239,7 +248,7 @@ def uplift_verdict(
     reason : str
         Why, with the interval; every gate that failed, joined by ``"; "``.
     """
-    est = across_seeds(gains, level)
+    est = across_seeds(gains, level, within_se)
     gates = []
     if est["n"] < 2:
         gates.append(f"fewer than 2 seeds ({est['n']}): the variation between trainings is not measured")
@@ -298,9 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = job_parser(
         JOB,
         "The PIA accuracy gain measured like for like: lambda_A chosen on validation NDCG@100, baseline and PIA "
-        "trained with the same properly annealed KL weight at several seeds, paired test differences per seed and a "
-        "Student-t interval across seeds, decided by a fixed rule; the paper's ablation row and the published KL "
-        "schedule beside it.",
+        "trained with the same properly annealed KL weight at several seeds, paired test differences per seed and an "
+        "interval across seeds (training noise and the test users' shared sampling error), decided by a fixed rule; "
+        "the paper's ablation row and the published KL schedule beside it.",
         note="Each configuration trains one model once (cached and shared with pia_geometry and reproduce).",
     )
     parser.add_argument(
@@ -586,10 +595,16 @@ def analyse_architecture(
         rows["paired"] += [
             {"architecture": arch, "schedule": "geometry", "seed": seed, **r} for r in groups.to_dict("records")
         ]
-    across = {m: across_seeds([p["paired"][m]["mean"] for p in per_seed], LEVEL) for m in METRICS}
-    others = [p["paired"][DECISION_METRIC]["mean"] for p in per_seed if not p["tuning_seed"]]
+    across = {
+        m: across_seeds([p["paired"][m]["mean"] for p in per_seed], LEVEL, [p["paired"][m]["se"] for p in per_seed])
+        for m in METRICS
+    }
+    others = [p["paired"][DECISION_METRIC] for p in per_seed if not p["tuning_seed"]]
     verdict, reason = uplift_verdict(
-        [p["paired"][DECISION_METRIC]["mean"] for p in per_seed], interior=interior, capped=capped
+        [p["paired"][DECISION_METRIC]["mean"] for p in per_seed],
+        interior=interior,
+        capped=capped,
+        within_se=[p["paired"][DECISION_METRIC]["se"] for p in per_seed],
     )
 
     # the ablation row: clean input / masking / masking + PIA
@@ -608,7 +623,7 @@ def analyse_architecture(
     published = PUBLISHED_ABLATION.get(dataset) if arch == "multvae" else None
     ablation_across = {}
     for cond in ABLATION.values():
-        est = across_seeds([e[cond]["mean"] for e in ablation_seeds], LEVEL)
+        est = across_seeds([e[cond]["mean"] for e in ablation_seeds], LEVEL, [e[cond]["se"] for e in ablation_seeds])
         ablation_across[cond] = est
         ci = est["ci"] or [np.nan, np.nan]
         head = {"architecture": arch, "condition": cond, "scope": "across seeds", "seed": np.nan}
@@ -677,7 +692,9 @@ def analyse_architecture(
         },
         "per_seed": per_seed,
         "across_seeds": across,
-        "across_seeds_without_tuning_seed": across_seeds(others, LEVEL) if others else None,
+        "across_seeds_without_tuning_seed": (
+            across_seeds([o["mean"] for o in others], LEVEL, [o["se"] for o in others]) if others else None
+        ),
         "capped_models": capped,
         "verdict": verdict,
         "reason": reason,

@@ -19,6 +19,7 @@ from models.evaluation import DEFAULT_METRICS, USER_GROUPS, Evaluation, paired_d
 from models.lazy import lazy_import
 
 pd = lazy_import("pandas")
+stats = lazy_import("scipy.stats")
 
 METRICS: tuple[str, ...] = DEFAULT_METRICS  # recall@20, recall@50, ndcg@100
 
@@ -222,29 +223,46 @@ def paired_table(a: Evaluation, b: Evaluation, comparison: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def across_seeds(estimates: Sequence[float], level: float = 0.95) -> dict:
-    """Mean of per-seed estimates with a Student-t interval across seeds (training noise included).
+def across_seeds(estimates: Sequence[float], level: float = 0.95, within_se: Sequence[float] | None = None) -> dict:
+    """Mean of per-seed estimates with an interval across seeds (training noise included), optionally with the
+    sampling error the seeds share.
 
-    With ``n`` seeds and estimates ``e_s``: ``mean = sum(e_s) / n``, ``sd = std(e, ddof=1)``,
-    ``se = sd / sqrt(n)`` and the interval ``mean -+ t_{(1+level)/2, n-1} se``. One seed has no interval
-    (``ci`` None, ``reason`` says so): the within-seed standard error of a single trained model ignores the
-    variation between trainings, so it must not decide a comparison on its own.
+    With ``n`` seeds and estimates ``e_s``: ``mean = sum(e_s) / n``, ``sd = std(e, ddof=1)``, ``a = sd^2 / n``.
+    Without ``within_se`` the interval is Student's ``mean -+ t_{(1+level)/2, n-1} sqrt(a)``.
+
+    With ``within_se`` (each seed's standard error over its users, e.g. of a paired per-user mean) the seeds are
+    taken to measure the **same** users (the test users of a split, an overlapping sample), so the user-sampling
+    error is common to all seeds: the spread between seeds does not contain it and averaging seeds does not
+    shrink it. Then ``b = mean(within_se^2)``, ``se = sqrt(a + b)``, Satterthwaite's degrees of freedom with ``b``
+    known (it comes from hundreds of users) ``df = (a + b)^2 (n - 1) / a^2``, and the half-width
+    ``max(t_df se, t_{n-1} sqrt(a))`` (never narrower than the plain across-seed interval). By simulation
+    (``tests/analyses/test_results.py``) its coverage stays at the level whether training noise is negligible
+    or dominant next to the shared sampling error, where the plain interval covers 0-85% when training noise is
+    at most the sampling error (reference: F. E. Satterthwaite, Biometrics Bulletin 2 (1946) 110-114).
+
+    One seed has no interval (``ci`` None, ``reason`` says so): the within-seed standard error of a single
+    trained model ignores the variation between trainings, so it must not decide a comparison on its own.
 
     Parameters
     ----------
     estimates : sequence of float, length n >= 1
         One estimate per seed (e.g. the mean paired per-user difference of each seed); NaN is an error.
     level : float in (0, 1)
+    within_se : sequence of float >= 0, length n, optional
+        Each seed's standard error of its estimate over the (shared) users.
 
     Returns
     -------
     dict
-        ``{"mean", "sd", "se", "ci": [low, high] or None, "n", "df", "level", "reason"}``.
+        ``{"mean", "sd", "se", "ci": [low, high] or None, "n", "df", "level", "reason"}``, plus
+        ``"within_se"`` (``sqrt(b)``) when ``within_se`` is given; ``se`` is ``sqrt(a + b)`` and ``df`` the
+        Satterthwaite value then (None when the seeds agree exactly: the normal quantile).
 
     Raises
     ------
     ValueError
-        No estimates, a non-finite estimate or a level outside (0, 1).
+        No estimates, a non-finite estimate or standard error, a negative standard error, ``within_se`` of
+        another length, or a level outside (0, 1).
     """
     e = np.asarray(list(estimates), dtype=float)
     if e.size == 0:
@@ -253,6 +271,9 @@ def across_seeds(estimates: Sequence[float], level: float = 0.95) -> dict:
         raise ValueError(f"across_seeds got a non-finite per-seed estimate: {e.tolist()}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    w = None if within_se is None else np.asarray(list(within_se), dtype=float)
+    if w is not None and (w.shape != e.shape or not np.all(np.isfinite(w)) or np.any(w < 0)):
+        raise ValueError(f"within_se must be one finite standard error >= 0 per estimate, got {w.tolist()}")
     n = int(e.size)
     mean = float(e.mean())
     if n < 2:
@@ -267,7 +288,7 @@ def across_seeds(estimates: Sequence[float], level: float = 0.95) -> dict:
             "reason": "one seed: the variation between trainings is not measured",
         }
     mean, se, ci = mean_t_interval(e, level)
-    return {
+    out = {
         "mean": mean,
         "sd": float(e.std(ddof=1)),
         "se": se,
@@ -277,3 +298,14 @@ def across_seeds(estimates: Sequence[float], level: float = 0.95) -> dict:
         "level": level,
         "reason": None,
     }
+    if w is not None:
+        a, b = se**2, float(np.mean(w**2))
+        total = math.sqrt(a + b)
+        df = (a + b) ** 2 * (n - 1) / a**2 if a > 0 else math.inf
+        q = stats.t.ppf(0.5 + level / 2, df) if math.isfinite(df) else stats.norm.ppf(0.5 + level / 2)
+        half = max(float(q) * total, float(stats.t.ppf(0.5 + level / 2, n - 1)) * se)
+        # df None: the seeds agree exactly, the normal quantile applies (JSON has no infinity)
+        out.update(
+            se=total, ci=[mean - half, mean + half], df=df if math.isfinite(df) else None, within_se=math.sqrt(b)
+        )
+    return out

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geometry.intervals import mean_t_interval
+from analyses.results import across_seeds
 from models.baselines import result_per_user_path
 from models.evaluate import per_user_path
 from models.io import atomic_write_json
@@ -137,8 +137,21 @@ def per_user(result: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"user": str})
 
 
+INTERVAL = (
+    "95% across seeds with the test users' sampling error, which every seed shares (analyses.results.across_seeds)"
+)
+
+
+def _across(per_seed: dict[int, tuple[float, float]]) -> tuple[float, float | None, list[float] | None]:
+    """Mean over seeds of ``(mean, se over users)`` pairs, its standard error and interval: the spread between
+    seeds plus the sampling error of the test users, the same users at every seed."""
+    spread = across_seeds([v[0] for v in per_seed.values()], 0.95, [v[1] for v in per_seed.values()])
+    return spread["mean"], spread["se"], spread["ci"]
+
+
 def summarise(rows: dict[str, dict[int, Path]], settings: dict[str, str], reference: str) -> tuple[dict, str]:
-    """Per model: metrics per seed, mean over seeds with a t interval, paired difference from ``reference``."""
+    """Per model: metrics per seed, mean over seeds with its interval (:func:`_across`), paired difference from
+    ``reference``."""
     out: dict = {}
     lines = [
         "| model | setting | seeds | "
@@ -158,9 +171,9 @@ def summarise(rows: dict[str, dict[int, Path]], settings: dict[str, str], refere
                 entry["metrics"][m] = {"mean": mean, "se_over_users": se_users, "one_fit": True}
                 cells.append(f"{mean:.4f} ± {se_users:.4f} (one fit; SE over users)")
                 continue
-            mean, se, ci = mean_t_interval([v[0] for v in seeds.values()])
-            entry["metrics"][m] = {"per_seed": seeds, "mean": mean, "se_across_seeds": se, "ci": list(ci)}
-            cells.append(f"{mean:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if np.isfinite(se) else f"{mean:.4f}")
+            mean, se, ci = _across(seeds)
+            entry["metrics"][m] = {"per_seed": seeds, "mean": mean, "se": se, "ci": ci, "interval": INTERVAL}
+            cells.append(f"{mean:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{mean:.4f}")
         diffs = {}
         for s, t in tables.items():
             ref = per_user(rows[reference][s]).set_index("user")["ndcg@100"]
@@ -170,10 +183,10 @@ def summarise(rows: dict[str, dict[int, Path]], settings: dict[str, str], refere
             diffs[s] = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))))
         entry["paired"]["ndcg@100"] = {"per_seed": diffs}
         if label != reference:
-            mean, se, ci = mean_t_interval([v[0] for v in diffs.values()])
-            entry["paired"]["ndcg@100"].update({"mean": mean, "se_across_seeds": se, "ci": list(ci)})
+            mean, se, ci = _across(diffs)
+            entry["paired"]["ndcg@100"].update({"mean": mean, "se": se, "ci": ci, "interval": INTERVAL})
             per_seed = ", ".join(f"{v[0]:+.4f} ± {v[1]:.4f}" for v in diffs.values())
-            paired = f"{mean:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]; {per_seed}" if np.isfinite(se) else per_seed
+            paired = f"{mean:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]; {per_seed}" if ci else per_seed
         else:
             paired = "(reference)"
         setting = settings.get(label, "")
@@ -309,8 +322,9 @@ def main() -> None:
             f"Command: `{command}` (2 cores, two runs side by side, one thread each).",
             "",
             "Test users (600, strong generalization); per model the mean over seeds of each seed's mean over users,",
-            "with the Student-t 95% interval across seeds; the paired difference is per user against the Multi-VAE of",
-            "the same seed.",
+            "with its 95% interval across seeds (the spread between seeds plus the sampling error of the 600 test",
+            "users, which every seed shares: analyses.results.across_seeds); the paired difference is per user against",
+            "the Multi-VAE of the same seed.",
             "",
             table,
             "",

@@ -34,7 +34,7 @@ def _bar(ax, y: float, value: float, ci: Sequence[float] | None, colour: str, ma
 
 
 def comparison_figure(rows: Sequence[dict], *, level: float = 0.95, title: str | None = None) -> Figure:
-    """Left: test NDCG@100 per model, the mean over seeds with its Student-t interval (a square with a thin
+    """Left: test NDCG@100 per model, the mean over seeds with its interval across seeds (a square with a thin
     +- 1 SE-over-users bar: one deterministic fit, no spread across seeds), the seeds as small dots. Right: the
     paired difference from the model each row names, per seed (dots, +- 1 SE over users) and across seeds
     (diamond with its interval), a zero line. One line per row, top to bottom in the rows' order (never sorted by

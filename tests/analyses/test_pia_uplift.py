@@ -60,6 +60,22 @@ def test_null_gain_is_rarely_supported_although_single_seeds_look_significant():
     assert naive / n > 0.2
 
 
+def test_null_gain_on_shared_test_users_is_rarely_supported_with_their_sampling_error():
+    """Every seed is evaluated on the same test users, so the users' noise is one draw shared by the seeds; with
+    little training noise the seeds agree and the plain across-seed interval is far too narrow (it calls the
+    shared noise a gain), while the rule, which adds the shared sampling error (``within_se``), keeps its rate."""
+    rng = np.random.default_rng(3)
+    n, supported, plain = 400, 0, 0
+    for _ in range(n):
+        users = rng.normal(0.0, 0.15, size=500)  # the same test users' paired noise for every seed
+        per_user = rng.normal(0.0, 0.002, size=(3, 1)) + users + rng.normal(0.0, 0.02, size=(3, 500))
+        gains, ses = per_user.mean(axis=1), per_user.std(axis=1, ddof=1) / math.sqrt(500)
+        supported += uplift_verdict(gains, interior=True, within_se=ses)[0] == "supported"
+        plain += uplift_verdict(gains, interior=True)[0] == "supported"
+    assert supported / n <= _binomial_slack(0.05, n)
+    assert plain / n > 0.2
+
+
 def test_planted_gain_is_found_nearly_always():
     rng = np.random.default_rng(1)
     n = 200
@@ -252,8 +268,10 @@ def test_lambda_is_chosen_on_validation_and_the_verdict_obeys_the_rule(quick_run
         assert (part["chosen_lambda"], part["interior"]) == choose_lambda(curve)
         assert part["interior"] == (part["chosen_lambda"] not in (min(LAMBDAS), max(LAMBDAS)))
         gains = [p["paired"]["ndcg@100"]["mean"] for p in part["per_seed"]]
-        recomputed = across_seeds(gains)
-        for key in ("mean", "sd", "se", "n", "df"):
+        ses = [p["paired"]["ndcg@100"]["se"] for p in part["per_seed"]]
+        recomputed = across_seeds(gains, within_se=ses)  # the test users' sampling error, shared by the seeds
+        assert part["across_seeds"]["ndcg@100"]["se"] > across_seeds(gains)["se"]
+        for key in ("mean", "sd", "se", "n", "df", "within_se"):
             assert part["across_seeds"]["ndcg@100"][key] == pytest.approx(recomputed[key]), key
         assert part["across_seeds"]["ndcg@100"]["ci"] == pytest.approx(recomputed["ci"])
         capped = [
@@ -263,7 +281,9 @@ def test_lambda_is_chosen_on_validation_and_the_verdict_obeys_the_rule(quick_run
             if p[role]["run"]["capped"]
         ]
         assert part["capped_models"] == capped
-        assert (part["verdict"], part["reason"]) == uplift_verdict(gains, interior=part["interior"], capped=capped)
+        assert (part["verdict"], part["reason"]) == uplift_verdict(
+            gains, interior=part["interior"], capped=capped, within_se=ses
+        )
         assert doc["verdicts"][arch] == part["verdict"]
         if not part["interior"]:
             assert part["verdict"] == "inconclusive" and EDGE_REASON in part["reason"]
