@@ -24,8 +24,10 @@ seeds are combined by the claim's ``combine`` mode:
     a check that holds by construction (a violation is a bug, not a finding): ``supported`` when it holds on
     every seed, else ``not supported``. Kind ``unit check``; listed, never counted as evidence.
 ``mean``
-    an effect size of trained models: the mean of the per-seed estimates with a Student-t interval across seeds
-    (:func:`analyses.results.across_seeds`, training noise included), compared with the claim's threshold:
+    an effect size of trained models: the mean of the per-seed estimates with an interval across seeds
+    (:func:`analyses.results.across_seeds`: training noise included and, when every seed has its own interval,
+    the sampling error those intervals measure, which seeds share when they measure overlapping users; each
+    seed's standard error is taken as its interval's half-width over z_0.975), compared with the claim's threshold:
     ``supported`` when the interval lies on the claimed side, ``not supported`` when it lies on the other side,
     else ``inconclusive``; fewer than two seeds is ``inconclusive`` (one training's noise is unmeasured).
 ``every``
@@ -255,10 +257,16 @@ def clustered_mean(values: np.ndarray, clusters: np.ndarray) -> tuple[float, flo
     return float(frame.mean()), float(frame.std(ddof=1) / math.sqrt(frame.size))
 
 
+def seeds_ci_kind(spread: Mapping) -> str:
+    """How an :func:`analyses.results.across_seeds` interval was made, for a row's ``ci_kind``."""
+    if "within_se" in spread:
+        return f"across {spread['n']} seeds with the sampling error they share (Satterthwaite)"
+    return f"Student-t across {spread['n']} seeds"
+
+
 def combine(claim: Claim, per_seed: Sequence[tuple[int, Measurement]], trained: bool) -> dict:
     """The row fields ``estimate``, ``ci``, ``ci_kind``, ``verdict`` and ``reason`` from the seeds'
     measurements, by the claim's ``combine`` mode (module docstring)."""
-    estimates = [m.estimate for _, m in per_seed]
     verdicts = [m.verdict for _, m in per_seed]
     first = per_seed[0][1]
     if claim.combine == "unit":
@@ -280,9 +288,13 @@ def combine(claim: Claim, per_seed: Sequence[tuple[int, Measurement]], trained: 
             "verdict": first.verdict,
             "reason": None,
         }
-    finite = [e for e in estimates if e is not None and math.isfinite(e)]
-    spread = across_seeds(finite, LEVEL) if finite else None
+    finite = [(m.estimate, m.ci) for _, m in per_seed if m.estimate is not None and math.isfinite(m.estimate)]
+    spread = across_seeds([e for e, _ in finite], LEVEL) if finite else None
     if claim.combine == "mean":
+        if finite and all(ci is not None for _, ci in finite):
+            # each seed's own interval is its sampling error, which seeds measuring overlapping users share
+            z = float(stats.norm.ppf(0.5 + LEVEL / 2))
+            spread = across_seeds([e for e, _ in finite], LEVEL, [(ci[1] - ci[0]) / (2 * z) for _, ci in finite])
         if spread is None or spread["ci"] is None:
             return {
                 "estimate": spread["mean"] if spread else None,
@@ -294,7 +306,7 @@ def combine(claim: Claim, per_seed: Sequence[tuple[int, Measurement]], trained: 
         return {
             "estimate": spread["mean"],
             "ci": spread["ci"],
-            "ci_kind": f"Student-t across {spread['n']} seeds",
+            "ci_kind": seeds_ci_kind(spread),
             "verdict": side(spread["ci"], claim.threshold, claim.direction),
             "reason": None,
         }
@@ -776,9 +788,21 @@ def uplift_rows(doc: dict | None, dataset: str, seeds: Sequence[int], command: s
                 "planted": None,
             }
         ]
+    from analyses.pia_uplift import uplift_verdict
+
     rows = []
     for arch, block in doc["per_architecture"].items():
-        spread = block["across_seeds"]["ndcg@100"]
+        # the current rule on the job's per-seed gains (a pia_uplift JSON of an earlier version reads the same)
+        gains = [s["paired"]["ndcg@100"]["mean"] for s in block["per_seed"]]
+        ses = [s["paired"]["ndcg@100"]["se"] for s in block["per_seed"]]
+        if not gains:  # the job stopped before evaluating a seed
+            spread = {"mean": None, "ci": None}
+            verdict, reason = "inconclusive", "no seed was evaluated"
+        else:
+            spread = across_seeds(gains, LEVEL, ses)
+            verdict, reason = uplift_verdict(
+                gains, interior=block["interior"], capped=block["capped_models"], within_se=ses
+            )
         rows.append(
             {
                 "claim": f"pia_accuracy_gain[{arch}]",
@@ -788,12 +812,13 @@ def uplift_rows(doc: dict | None, dataset: str, seeds: Sequence[int], command: s
                 "seeds": list(seeds),
                 "estimate": spread["mean"],
                 "ci": spread["ci"],
-                "ci_kind": f"Student-t across {spread['n']} seeds" if spread["ci"] else "none",
-                "verdict": block["verdict"],
-                "reason": block.get("reason"),
+                "ci_kind": seeds_ci_kind(spread) if spread["ci"] else "none",
+                "verdict": verdict,
+                "reason": reason,
                 "rule": doc["rule"],
                 "command": command,
-                "source": f"pia_uplift/uplift.json: per_architecture.{arch}.across_seeds.ndcg@100, .verdict",
+                "source": f"pia_uplift/uplift.json: per_architecture.{arch}.per_seed[].paired.ndcg@100 (mean, se), "
+                "interior, capped_models",
                 "per_seed": [
                     {
                         "seed": s["seed"],
@@ -970,11 +995,12 @@ def read_ledger(folder: Path) -> LedgerPart:
 
 
 def merge_parts(parts: Sequence[LedgerPart]) -> tuple[list[dict], list[dict]]:
-    """The rows and comparison rows of ``parts`` joined in their order.
+    """The rows and comparison rows of ``parts`` in their order, each recomputed from its part's job files
+    (:func:`rows_from_jobs`).
 
-    A ledger measured in parts (one dataset per session, say) reads as one; each row keeps its own command and
-    seeds. Raises :class:`JobError` when two parts hold the same dataset (which one would stand is unclear) or
-    when quick and full ledgers are mixed (tiny models are not results).
+    A ledger measured in parts (one dataset per session, say) reads as one, under this version's rules; each row
+    keeps its own command and seeds. Raises :class:`JobError` when two parts hold the same dataset (which one
+    would stand is unclear) or when quick and full ledgers are mixed (tiny models are not results).
     """
     seen: dict[str, Path] = {}
     for part in parts:
@@ -987,9 +1013,70 @@ def merge_parts(parts: Sequence[LedgerPart]) -> tuple[list[dict], list[dict]]:
     quick = {bool(p.manifest.get("quick")) for p in parts}
     if len(quick) > 1:
         raise JobError("--merge: quick and full ledgers are mixed (tiny models are not results); merge like with like")
-    rows = [r for p in parts for r in p.rows]
-    comparison = [r for p in parts for r in p.comparison]
+    rows, comparison = [], []
+    for part in parts:
+        for dataset in dict.fromkeys(r["dataset"] for r in part.rows):
+            got, compared = rows_from_jobs(part, dataset)
+            rows += got
+            comparison += compared
     return rows, comparison
+
+
+def _part_file(part: LedgerPart, rel: Path) -> dict:
+    return read_json_doc(
+        part.folder / rel, f"--merge {part.folder}", f"{rel} (the merge recomputes every row from the jobs' files)"
+    )
+
+
+def rows_from_jobs(part: LedgerPart, dataset: str) -> tuple[list[dict], list[dict]]:
+    """The rows and accuracy comparison of ``dataset`` recomputed by this version's rules from the job files of a
+    finished ledger (``runs/DATASET/...``, as :func:`run` leaves them): a ledger measured in parts reads as one
+    applied with one set of rules. A dataset whose budget skipped ``pia_uplift`` keeps its written gain row.
+
+    Raises
+    ------
+    JobError
+        A file that a finished job wrote is missing or unreadable (one line naming it).
+    """
+    runs = [
+        JobRun(
+            j["job"],
+            j["dataset"],
+            j["seed"],
+            j["command"],
+            j["status"],
+            j["seconds"],
+            j.get("error"),
+            None,
+            part.folder,
+        )
+        for j in part.manifest["jobs"]
+        if j["dataset"] == dataset
+    ]
+    base = Path("runs") / dataset.replace(":", "_").replace("/", "_")
+    seeds = sorted({r.seed for r in runs if r.seed is not None})
+    docs: dict[int, dict[str, dict]] = {s: {} for s in seeds}
+    for r in runs:
+        if r.seed is not None and r.status == "ok":
+            docs[r.seed][r.job] = _part_file(part, base / f"seed{r.seed}" / r.job / JOB_SPECS[r.job].json_name)
+    rows = ledger_rows(dataset, seeds, docs, {s: part.folder / base / f"seed{s}" for s in seeds}, runs)
+    uplift = next((r for r in runs if r.job == "pia_uplift"), None)
+    if uplift is None:
+        rows += [r for r in part.rows if r["dataset"] == dataset and r["claim"].startswith("pia_accuracy_gain")]
+        return rows, []
+    doc = _part_file(part, base / "pia_uplift" / "uplift.json") if uplift.status == "ok" else None
+    rows += uplift_rows(doc, dataset, seeds, uplift.command, uplift.error)
+    given = dict(v.partition("=")[::2] for v in (part.marker.get("options") or {}).get("baselines") or [])
+    path = given.get(dataset, "")
+    compared = comparison_rows(
+        dataset,
+        doc,
+        str(base / "pia_uplift" / "uplift.json"),
+        uplift.command,
+        read_baselines(Path(path), dataset) if path else None,
+        path,
+    )
+    return rows, compared
 
 
 def run_merge(args: argparse.Namespace) -> Path:
@@ -1309,8 +1396,9 @@ def render_markdown(
         lines += [
             "## Accuracy comparison (test NDCG@100, strong generalization)",
             "",
-            "Every row: `comparison.json`. Mean over seeds of each seed's mean over the test users, Student-t 95% "
-            "interval across seeds; Δ is the paired per-user difference from the model named, per seed (± its SE "
+            "Every row: `comparison.json`. Mean over seeds of each seed's mean over the test users, 95% "
+            "interval across seeds (training noise and the test users' sampling error, which the seeds share); Δ is "
+            "the paired per-user difference from the model named, per seed (± its SE "
             "over users) and across seeds. Rows are not ranked: read the intervals.",
             "",
             comparison_table(comparison),

@@ -59,6 +59,24 @@ def test_mean_mode_needs_two_seeds_and_uses_the_across_seed_interval():
     assert three["ci"] == pytest.approx(across_seeds([0.030, 0.031, 0.029])["ci"])
 
 
+def test_mean_mode_counts_the_sampling_error_the_seeds_share():
+    """Seeds that agree closely while each seed's own interval is wide (the same users measured each time, as the
+    ML-1M cohort probe's -0.0156, -0.0144, -0.0167 with intervals of about +-0.017): the shared sampling error
+    stays in the interval, which then contains 0, where the spread between seeds alone would exclude it."""
+    estimates = (-0.0156, -0.0144, -0.0167)
+    per_seed = [(s, _m(e, "inconclusive", [e - 0.017, e + 0.017])) for s, e in enumerate(estimates)]
+    out = combine(_claim("mean", direction=+1), per_seed, trained=True)
+    assert out["verdict"] == "inconclusive" and out["ci"][0] < 0 < out["ci"][1]
+    assert "sampling error" in out["ci_kind"]
+    z = 1.959963984540054
+    assert out["ci"] == pytest.approx(across_seeds(estimates, within_se=[0.017 / z] * 3)["ci"])
+    plain = across_seeds(estimates)["ci"]
+    assert plain[1] < 0  # what the rule said before it counted the shared error
+    # without per-seed intervals the plain across-seed interval stands
+    bare = combine(_claim("mean"), [(s, _m(e)) for s, e in enumerate(estimates)], trained=True)
+    assert bare["ci"] == pytest.approx(plain) and bare["ci_kind"].startswith("Student-t")
+
+
 def test_mean_mode_keeps_its_error_rate_on_a_null_and_finds_a_planted_effect():
     rng = np.random.default_rng(1)
     trials = 2000
@@ -289,9 +307,8 @@ def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, mon
         "per_architecture": {
             "multvae": {
                 "chosen_lambda": 0.3,
-                "across_seeds": {"ndcg@100": {"mean": 0.01, "ci": [-0.01, 0.03], "n": 2}},
-                "verdict": "inconclusive",
-                "reason": "contains 0",
+                "interior": True,
+                "capped_models": [],
                 "per_seed": [],
             }
         },
@@ -440,7 +457,7 @@ def test_the_accuracy_comparison_joins_the_uplift_and_the_baselines_file(tmp_pat
     doc = uplift_doc()
     doc["rule"] = "the uplift rule"
     for block in doc["per_architecture"].values():
-        block.update(across_seeds={"ndcg@100": {"mean": 0.016, "ci": [0.001, 0.03], "n": 3}}, verdict="supported")
+        block.update(interior=True, capped_models=[])
 
     monkeypatch.setattr(claims, "run_job", only_the_uplift_runs(doc))
     path = tmp_path / "results.json"
@@ -479,14 +496,23 @@ def test_the_accuracy_comparison_joins_the_uplift_and_the_baselines_file(tmp_pat
 
 
 def _part(tmp_path, monkeypatch, run_cli, dataset: str, name: str, extra: tuple = ()) -> Path:
-    """A finished ledger of one dataset (the uplift faked, every other job failing), with a file under runs/."""
+    """A finished ledger of one dataset: the uplift faked (its JSON written where the job would), every other job
+    failing."""
     from tests.analyses.test_comparison import uplift_doc
 
     doc = uplift_doc()
     doc["rule"] = "the uplift rule"
     for block in doc["per_architecture"].values():
-        block.update(across_seeds={"ndcg@100": {"mean": 0.016, "ci": [0.001, 0.03], "n": 2}}, verdict="supported")
-    monkeypatch.setattr(claims, "run_job", only_the_uplift_runs(doc))
+        block.update(interior=True, capped_models=[])
+    fake = only_the_uplift_runs(doc)
+
+    def writing(spec, argv, out, shown_argv=None):
+        if spec.name == "pia_uplift":
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "uplift.json").write_text(json.dumps(doc))
+        return fake(spec, argv, out, shown_argv)
+
+    monkeypatch.setattr(claims, "run_job", writing)
     out = tmp_path / name
     argv = ["--datasets", dataset, "--seeds", "0", "1", *extra, "--out", str(out), "--no-progress"]
     code, _, stderr = run_cli(claims.main, argv)
@@ -523,6 +549,34 @@ def test_ledgers_measured_in_parts_merge_into_one(tmp_path, monkeypatch, run_cli
     # the parts' failed jobs stay on record in the merged marker
     failed = json.loads((out / "COMPLETE").read_text())["failed_jobs"]
     assert "synthetic/0/cohorts" in failed and "synthetic-null/1/cohorts" in failed
+
+
+def test_a_merge_recomputes_every_row_from_the_parts_job_files(tmp_path, monkeypatch, run_cli):
+    """The merged rows come from the jobs' files under this version's rules, not from the parts' claims.json:
+    a changed job file changes the merged row, a stale row in a part's claims.json does not survive, and a
+    missing job file is one error line."""
+    from analyses.claims import uplift_rows
+
+    a = _part(tmp_path, monkeypatch, run_cli, "synthetic", "a")
+    path = a / "runs" / "synthetic" / "pia_uplift" / "uplift.json"
+    doc = json.loads(path.read_text())
+    for s, gain in zip(doc["per_architecture"]["multvae"]["per_seed"], (0.05, 0.06, 0.055), strict=True):
+        s["paired"]["ndcg@100"]["mean"] = gain
+    path.write_text(json.dumps(doc))
+    rows = json.loads((a / "claims.json").read_text())
+    (a / "claims.json").write_text(json.dumps([{**r, "estimate": 123.0} for r in rows]))  # stale, hand-edited
+    out = tmp_path / "merged"
+    code, _, stderr = run_cli(claims.main, ["--merge", str(a), "--out", str(out)])
+    assert code == 0, stderr
+    merged = {r["claim"]: r for r in json.loads((out / "claims.json").read_text())}
+    gain = merged["pia_accuracy_gain[multvae]"]
+    expected = uplift_rows(doc, "synthetic", [0, 1], gain["command"], None)[0]
+    assert gain["estimate"] == pytest.approx(0.055) and gain == json.loads(json.dumps(expected))
+    assert gain["verdict"] == "supported"
+    assert not any(r["estimate"] == 123.0 for r in merged.values())
+    path.unlink()
+    code, _, stderr = run_cli(claims.main, ["--merge", str(a), "--out", str(tmp_path / "merged2")])
+    assert code == 2 and "uplift.json" in stderr and len(stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
