@@ -1028,6 +1028,14 @@ def _part_file(part: LedgerPart, rel: Path) -> dict:
     )
 
 
+def _baselines_of(options: Mapping) -> dict[str, str]:
+    """The ``--baselines`` files of a ledger's options, by dataset (a merged ledger: those of its parts)."""
+    found = dict(v.partition("=")[::2] for v in options.get("baselines") or [])
+    for merged in options.get("merge") or []:
+        found.update(_baselines_of(merged.get("options") or {}))
+    return found
+
+
 def rows_from_jobs(part: LedgerPart, dataset: str) -> tuple[list[dict], list[dict]]:
     """The rows and accuracy comparison of ``dataset`` recomputed by this version's rules from the job files of a
     finished ledger (``runs/DATASET/...``, as :func:`run` leaves them): a ledger measured in parts reads as one
@@ -1066,8 +1074,7 @@ def rows_from_jobs(part: LedgerPart, dataset: str) -> tuple[list[dict], list[dic
         return rows, []
     doc = _part_file(part, base / "pia_uplift" / "uplift.json") if uplift.status == "ok" else None
     rows += uplift_rows(doc, dataset, seeds, uplift.command, uplift.error)
-    given = dict(v.partition("=")[::2] for v in (part.marker.get("options") or {}).get("baselines") or [])
-    path = given.get(dataset, "")
+    path = _baselines_of(part.marker.get("options") or {}).get(dataset, "")
     compared = comparison_rows(
         dataset,
         doc,

@@ -735,7 +735,7 @@ def _ci_text(est: Mapping) -> str:
     if est["ci"] is None:
         return f"{est['mean']:+.4f} (one seed: no interval)"
     low, high = est["ci"]
-    return f"{est['mean']:+.4f}, {est['level']:.0%} t-interval [{low:+.4f}, {high:+.4f}] over {est['n']} seeds"
+    return f"{est['mean']:+.4f}, {est['level']:.0%} interval [{low:+.4f}, {high:+.4f}] over {est['n']} seeds"
 
 
 def _print_architecture(part: Mapping, dataset: str) -> None:

@@ -69,7 +69,7 @@ def comparison_figure(rows: Sequence[dict], *, level: float = 0.95, title: str |
             bx.errorbar(d, np.full(len(d), yi + 0.18), xerr=se, fmt="o", color=c, markersize=3.5, capsize=2, alpha=0.8)
             _bar(bx, yi, r["delta"], r["delta_ci"], c, "D")
         ax.set_yticks(y, labels)
-        ax.set_xlabel(f"test NDCG@100 (mean over seeds, {level:.0%} t-interval)")
+        ax.set_xlabel(f"test NDCG@100 (mean over seeds, {level:.0%} interval)")
         ax.set_title("accuracy")
         bx.axvline(0.0, color="black", linewidth=0.9)
         versus = sorted({r["compared_with"] for r in rows if r["compared_with"]})

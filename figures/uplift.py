@@ -136,7 +136,7 @@ def uplift_figure(arms: Sequence[UpliftArm], *, level: float = 0.95, title: str 
                     markersize=7,
                     elinewidth=2.5,
                     capsize=5,
-                    label=f"across seeds, {level:.0%} t-interval" if i == 0 else None,
+                    label=f"across seeds, {level:.0%} interval" if i == 0 else None,
                 )
             else:
                 bx.scatter([i + 0.25], [arm.mean], marker="D", s=45, color=c, edgecolor="black", zorder=3)
