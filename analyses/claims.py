@@ -7,6 +7,8 @@ Usage::
     python -m analyses.claims --datasets ml-1m ml-100k gowalla synthetic --seeds 0 1 2 \\
         --baselines ml-1m=experiments/results_baselines_ml1m.json
     python -m analyses.claims --quick            # synthetic and synthetic-null, tiny models, seeds 0 1: minutes
+    # a ledger measured in parts (one dataset per session): merged, every row recomputed from the jobs' files
+    python -m analyses.claims --merge out/claims-ml1m out/claims-ml100k --out out/claims-all
 
 For every dataset and seed the ledger runs the jobs that measure the claims (:data:`SEED_JOBS`, each with
 ``--dataset D --seed S`` and, for the jobs of one Multi-VAE, ``--train-seed S``, so that every seed is another
@@ -912,7 +914,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEDGER",
         default=[],
         help="no jobs: join finished ledger folders (each one ledger's --out, e.g. one dataset per session) into "
-        "one, their rows, comparison and runs/ in the order given; every other option but --out is refused",
+        "one, in the order given: every row and the accuracy comparison recomputed from their job files under the "
+        "current rules, their runs/ copied; every other option but --out is refused",
     )
     add_dataset_arguments(parser, refresh=False)  # passed on to every job (tables: csv:PATH with its columns)
     return parser
