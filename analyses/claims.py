@@ -92,7 +92,7 @@ from analyses.common import (
 from analyses.comparison import comparison_rows, comparison_table, read_baselines
 from analyses.paper_figures import JOBS as REPORT_JOBS
 from analyses.paper_figures import JobSpec, lookup, run_job
-from analyses.results import across_seeds
+from analyses.results import SHARED_ERROR_CI, across_seeds
 from geometry.masking import wilson_interval
 from models.cli import end_process
 from models.data import (
@@ -262,7 +262,7 @@ def clustered_mean(values: np.ndarray, clusters: np.ndarray) -> tuple[float, flo
 def seeds_ci_kind(spread: Mapping) -> str:
     """How an :func:`analyses.results.across_seeds` interval was made, for a row's ``ci_kind``."""
     if "within_se" in spread:
-        return f"across {spread['n']} seeds with the sampling error they share (Satterthwaite)"
+        return f"{SHARED_ERROR_CI}, {spread['n']} seeds"
     return f"Student-t across {spread['n']} seeds"
 
 
@@ -291,12 +291,13 @@ def combine(claim: Claim, per_seed: Sequence[tuple[int, Measurement]], trained: 
             "reason": None,
         }
     finite = [(m.estimate, m.ci) for _, m in per_seed if m.estimate is not None and math.isfinite(m.estimate)]
-    spread = across_seeds([e for e, _ in finite], LEVEL) if finite else None
+    within = None
+    if claim.combine == "mean" and all(ci is not None for _, ci in finite):
+        # each seed's own interval is its sampling error, which seeds measuring overlapping users share
+        z = float(stats.norm.ppf(0.5 + LEVEL / 2))
+        within = [(ci[1] - ci[0]) / (2 * z) for _, ci in finite]
+    spread = across_seeds([e for e, _ in finite], LEVEL, within) if finite else None
     if claim.combine == "mean":
-        if finite and all(ci is not None for _, ci in finite):
-            # each seed's own interval is its sampling error, which seeds measuring overlapping users share
-            z = float(stats.norm.ppf(0.5 + LEVEL / 2))
-            spread = across_seeds([e for e, _ in finite], LEVEL, [(ci[1] - ci[0]) / (2 * z) for _, ci in finite])
         if spread is None or spread["ci"] is None:
             return {
                 "estimate": spread["mean"] if spread else None,
@@ -1025,6 +1026,17 @@ def merge_parts(parts: Sequence[LedgerPart]) -> tuple[list[dict], list[dict]]:
     return rows, comparison
 
 
+def dataset_folder(dataset: str) -> str:
+    """The folder name of a dataset under ``OUT/runs`` (a table's path made one name)."""
+    return dataset.replace(":", "_").replace("/", "_")
+
+
+def _job_run(job: Mapping, folder: Path) -> JobRun:
+    """A job of a ledger's ``ledger.json`` as the :class:`JobRun` the row builders read (its JSON not loaded)."""
+    fields = ("job", "dataset", "seed", "command", "status", "seconds")
+    return JobRun(*(job[k] for k in fields), job.get("error"), None, folder)
+
+
 def _part_file(part: LedgerPart, rel: Path) -> dict:
     return read_json_doc(
         part.folder / rel, f"--merge {part.folder}", f"{rel} (the merge recomputes every row from the jobs' files)"
@@ -1047,24 +1059,12 @@ def rows_from_jobs(part: LedgerPart, dataset: str) -> tuple[list[dict], list[dic
     Raises
     ------
     JobError
-        A file that a finished job wrote is missing or unreadable (one line naming it).
+        A JSON file that a finished job wrote is missing or unreadable (one line naming it).
+    OSError
+        A finished ``masking_contraction``'s ``pairs.csv`` is missing (the far-related claim reads it).
     """
-    runs = [
-        JobRun(
-            j["job"],
-            j["dataset"],
-            j["seed"],
-            j["command"],
-            j["status"],
-            j["seconds"],
-            j.get("error"),
-            None,
-            part.folder,
-        )
-        for j in part.manifest["jobs"]
-        if j["dataset"] == dataset
-    ]
-    base = Path("runs") / dataset.replace(":", "_").replace("/", "_")
+    runs = [_job_run(j, part.folder) for j in part.manifest["jobs"] if j["dataset"] == dataset]
+    base = Path("runs") / dataset_folder(dataset)
     seeds = sorted({r.seed for r in runs if r.seed is not None})
     docs: dict[int, dict[str, dict]] = {s: {} for s in seeds}
     for r in runs:
@@ -1111,16 +1111,10 @@ def run_merge(args: argparse.Namespace) -> Path:
     if any(Path(os.path.abspath(final)) == Path(os.path.abspath(f)) for f in folders):
         raise JobError(f"--out {final}: is one of the merged ledgers; write the merged one elsewhere")
     out = stage_output(final, JOB, options)
-    runs = [
-        JobRun(
-            j["job"], j["dataset"], j["seed"], j["command"], j["status"], j["seconds"], j.get("error"), None, p.folder
-        )
-        for p in parts
-        for j in p.manifest["jobs"]
-    ]
+    runs = [_job_run(j, p.folder) for p in parts for j in p.manifest["jobs"]]
     for p in parts:  # the job outputs the rows' sources name, so the merged folder stands alone
         for dataset in dict.fromkeys(r["dataset"] for r in p.rows):
-            src = p.folder / "runs" / dataset.replace(":", "_").replace("/", "_")
+            src = p.folder / "runs" / dataset_folder(dataset)
             if src.is_dir():
                 shutil.copytree(src, out / "runs" / src.name)
     seconds = sum(float(p.manifest.get("timing_seconds", {}).get("total", 0.0)) for p in parts)
@@ -1206,7 +1200,7 @@ def run(args: argparse.Namespace) -> Path:
     for dataset in datasets:
         budget = budgets.get(dataset)
         ds_seeds = seeds if budget is None else budget.seeds_of(seeds)
-        base = Path("runs") / dataset.replace(":", "_").replace("/", "_")
+        base = Path("runs") / dataset_folder(dataset)
         uplift_argv = ["--dataset", dataset, *data, "--seeds", *map(str, ds_seeds)]
         uplift_argv += ["--out", str(out / base / "pia_uplift")]
         uplift_argv += ["--quick", *QUICK_UPLIFT] if args.quick else list(FULL_UPLIFT)

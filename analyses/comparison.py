@@ -40,13 +40,12 @@ from analyses.common import (
     stage_output,
     write_json,
 )
-from analyses.results import across_seeds
+from analyses.results import SHARED_ERROR_CI, across_seeds_of
 from models.cli import end_process
 from models.io import atomic_write_bytes
 
 METRIC = "ndcg@100"
 LEVEL = 0.95
-SEEDS_CI = "across seeds with the test users' shared sampling error (Satterthwaite)"
 SAME_MODEL_TOL = 1e-9
 """Two reference models are the same when their per-seed test means agree to this (a deterministic retraining of
 one configuration reproduces them to rounding)."""
@@ -89,7 +88,7 @@ def read_baselines(path: Path, dataset: str) -> dict:
 def _interval(per_seed: Sequence[tuple[float, float]]) -> tuple[float, list[float] | None, str | None]:
     """Mean over seeds of ``(mean, se over users)`` pairs and its interval: the spread between seeds plus the
     sampling error of the test users, which every seed shares (:func:`analyses.results.across_seeds`)."""
-    spread = across_seeds([m for m, _ in per_seed], LEVEL, [se for _, se in per_seed])
+    spread = across_seeds_of(per_seed, LEVEL)
     return spread["mean"], spread["ci"], spread["reason"]
 
 
@@ -103,7 +102,7 @@ def _row(dataset: str, model: str, setting: str, per_seed: Mapping[int, tuple[fl
         "seeds": list(per_seed),
         METRIC: mean,
         "ci": ci,
-        "ci_kind": SEEDS_CI if ci is not None else reason,
+        "ci_kind": SHARED_ERROR_CI if ci is not None else reason,
         "per_seed": [{"seed": s, "mean": m, "se_over_users": se} for s, (m, se) in per_seed.items()],
         "compared_with": None,
         "delta": None,

@@ -309,3 +309,13 @@ def across_seeds(estimates: Sequence[float], level: float = 0.95, within_se: Seq
             se=total, ci=[mean - half, mean + half], df=df if math.isfinite(df) else None, within_se=math.sqrt(b)
         )
     return out
+
+
+SHARED_ERROR_CI = "across seeds with the users' sampling error they share (Satterthwaite)"
+"""How an :func:`across_seeds` interval with ``within_se`` is named in the tables and JSON that carry one."""
+
+
+def across_seeds_of(per_seed: Sequence[tuple[float, float]], level: float = 0.95) -> dict:
+    """:func:`across_seeds` of per-seed ``(mean, standard error over users)`` pairs, the users shared by the seeds
+    (the test users of one split)."""
+    return across_seeds([m for m, _ in per_seed], level, [se for _, se in per_seed])

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analyses.results import across_seeds
+from analyses.results import SHARED_ERROR_CI, across_seeds_of
 from models.baselines import result_per_user_path
 from models.evaluate import per_user_path
 from models.io import atomic_write_json
@@ -137,15 +137,10 @@ def per_user(result: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"user": str})
 
 
-INTERVAL = (
-    "95% across seeds with the test users' sampling error, which every seed shares (analyses.results.across_seeds)"
-)
-
-
 def _across(per_seed: dict[int, tuple[float, float]]) -> tuple[float, float | None, list[float] | None]:
-    """Mean over seeds of ``(mean, se over users)`` pairs, its standard error and interval: the spread between
-    seeds plus the sampling error of the test users, the same users at every seed."""
-    spread = across_seeds([v[0] for v in per_seed.values()], 0.95, [v[1] for v in per_seed.values()])
+    """Mean over seeds, its standard error and interval (:func:`analyses.results.across_seeds_of`: the spread
+    between seeds plus the sampling error of the test users, the same users at every seed)."""
+    spread = across_seeds_of(list(per_seed.values()))
     return spread["mean"], spread["se"], spread["ci"]
 
 
@@ -172,7 +167,7 @@ def summarise(rows: dict[str, dict[int, Path]], settings: dict[str, str], refere
                 cells.append(f"{mean:.4f} ± {se_users:.4f} (one fit; SE over users)")
                 continue
             mean, se, ci = _across(seeds)
-            entry["metrics"][m] = {"per_seed": seeds, "mean": mean, "se": se, "ci": ci, "interval": INTERVAL}
+            entry["metrics"][m] = {"per_seed": seeds, "mean": mean, "se": se, "ci": ci, "interval": SHARED_ERROR_CI}
             cells.append(f"{mean:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{mean:.4f}")
         diffs = {}
         for s, t in tables.items():
@@ -184,7 +179,7 @@ def summarise(rows: dict[str, dict[int, Path]], settings: dict[str, str], refere
         entry["paired"]["ndcg@100"] = {"per_seed": diffs}
         if label != reference:
             mean, se, ci = _across(diffs)
-            entry["paired"]["ndcg@100"].update({"mean": mean, "se": se, "ci": ci, "interval": INTERVAL})
+            entry["paired"]["ndcg@100"].update({"mean": mean, "se": se, "ci": ci, "interval": SHARED_ERROR_CI})
             per_seed = ", ".join(f"{v[0]:+.4f} ± {v[1]:.4f}" for v in diffs.values())
             paired = f"{mean:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]; {per_seed}" if ci else per_seed
         else:
