@@ -59,6 +59,8 @@ TESTS_FOR = {
     "geometry/kl.py": ["tests/geometry/test_kl.py", "tests/geometry/test_kl_estimator.py"],
 }
 """The test modules run against each module's mutants (default: ``tests/<package>/test_<module>.py``)."""
+EVERY_TIER = ("-m", "slow or not slow")
+"""Overrides the default ``-m 'not slow'`` of pyproject.toml, so the slow tier runs against every mutant too."""
 
 _SWAP_COMPARE = {
     ast.Lt: ast.LtE,
@@ -333,11 +335,12 @@ def _pytest(tests: list[str], timeout: float, record: Path | None = None) -> tup
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)
+            # every tier: a mutant must face the slow tests too (the default run deselects them)
             if record is None:
-                code = int(pytest.main(["-x", "-q", *tests]))
+                code = int(pytest.main(["-x", "-q", *EVERY_TIER, *tests]))
             else:
                 with LineRecorder(record) as recorder:
-                    code = int(pytest.main(["-q", *tests], plugins=[recorder]))
+                    code = int(pytest.main(["-q", *EVERY_TIER, *tests], plugins=[recorder]))
                 lines = {t: sorted(n) for t, n in recorder.lines.items()}
                 report.write_text(json.dumps({"lines": lines, "spawns": sorted(recorder.spawns)}))
         finally:

@@ -131,3 +131,22 @@ def test_a_range_runs_only_those_mutants_and_restores_the_module(tmp_path, monke
     row = mutate.run_module("mutmod.py", [str(tmp_path / "test_mutmod.py")], span=(2, 3))
     assert row["mutants"] == 2 and row["module"] == f"mutmod.py, mutants 2-3 of {len(every)}"
     assert (tmp_path / "mutmod.py").read_text() == MODULE and not (tmp_path / "mutmod.py.orig").exists()
+
+
+def test_mutants_face_the_slow_tier_that_the_default_run_leaves_out(tmp_path):
+    """A project whose default run deselects ``slow`` tests (as this one's pyproject.toml does): the only test that
+    catches the mutant is slow, and it still kills it."""
+    from tests.mutate import _pytest
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\naddopts = "-m \'not slow\'"\nmarkers = ["slow: deselected by default"]\n'
+    )
+    module, tests = tmp_path / "mutmod.py", tmp_path / "test_mutmod.py"
+    module.write_text("def double(x):\n    return 2 * x\n")
+    tests.write_text(
+        "import pytest\n\nimport mutmod\n\n\ndef test_fast():\n    assert callable(mutmod.double)\n\n\n"
+        "@pytest.mark.slow\ndef test_slow():\n    assert mutmod.double(2) == 4\n"
+    )
+    assert _pytest([str(tests)], timeout=120)[0] == "survived"
+    module.write_text("def double(x):\n    return 3 * x\n")
+    assert _pytest([str(tests)], timeout=120)[0] == "killed"

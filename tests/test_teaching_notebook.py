@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,7 @@ def test_the_notebook_is_stored_without_outputs():
     assert all(c.outputs == [] and c.execution_count is None for c in code)  # strip: jupyter nbconvert --clear-output
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend shows the figures (CI sets Agg)

@@ -128,6 +128,8 @@ REQUIRED = ("claim", "dataset", "seeds", "estimate", "ci", "verdict", "rule", "c
 
 @pytest.fixture(scope="module")
 def ledger(quick_job):
+    """The quick ledger end to end (every job on synthetic and synthetic-null, seeds 0 and 1): about 2.5 minutes on
+    2 quiet cores, so the tests reading it are in the slow tier, which CI runs (README: the test command)."""
     run = quick_job(claims.main, "claims", ["--quick"], json_name="claims.json")
     return {"out": run["out"], "rows": run["json"], "stdout": run["stdout"]}
 
@@ -138,6 +140,7 @@ def _row(rows, claim, dataset):
     return found[0]
 
 
+@pytest.mark.slow
 def test_the_ledger_writes_its_files_and_every_row_has_the_keys(ledger):
     out, rows = ledger["out"], ledger["rows"]
     for name in ("claims.json", "claims.md", "ledger.json", "claims.png", "claims.pdf", "COMPLETE"):
@@ -151,6 +154,7 @@ def test_the_ledger_writes_its_files_and_every_row_has_the_keys(ledger):
     assert all(r["claim"] in md for r in rows)
 
 
+@pytest.mark.slow
 def test_planted_claims_are_supported_on_synthetic_and_not_on_the_null(ledger):
     rows = ledger["rows"]
     planted = [c.key for c in CLAIMS if c.planted]
@@ -160,6 +164,7 @@ def test_planted_claims_are_supported_on_synthetic_and_not_on_the_null(ledger):
         assert _row(rows, key, "synthetic-null")["verdict"] != "supported", key
 
 
+@pytest.mark.slow
 def test_unit_checks_hold_on_both_datasets(ledger):
     for c in CLAIMS:
         if c.combine == "unit":
@@ -167,6 +172,7 @@ def test_unit_checks_hold_on_both_datasets(ledger):
                 assert _row(ledger["rows"], c.key, dataset)["verdict"] == "supported", (c.key, dataset)
 
 
+@pytest.mark.slow
 def test_a_row_recomputes_from_the_jobs_files(ledger):
     """The prevalence row of the first seed, from the masking_contraction pairs the job wrote."""
     out = ledger["out"]
@@ -361,6 +367,7 @@ def _stratum_share(doc: dict, stratum: str) -> tuple[float, float]:
     return tuple(wilson(round(row["share_latent_top10"] * row["pairs"]), row["pairs"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", claims.QUICK_SEEDS)
 def test_local_vs_global_near_users_stay_near_only_where_taste_is_planted(ledger, seed):
     """Input neighbours are latent neighbours far more often on the planted data (taste groups) than on the null,
@@ -374,6 +381,7 @@ def test_local_vs_global_near_users_stay_near_only_where_taste_is_planted(ledger
     assert null["cohorts"]["silhouette_taste_groups_latent"] is None  # one group: nothing to separate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", claims.QUICK_SEEDS)
 def test_sharing_radius_is_found_on_the_planted_data_and_not_on_the_null(ledger, seed):
     """The job's headline, the radius: the help of a step falls with W1 (slope interval below 0) where taste
@@ -384,6 +392,7 @@ def test_sharing_radius_is_found_on_the_planted_data_and_not_on_the_null(ledger,
     assert null["estimate"] is None and null["slope_ci"][0] < 0 < null["slope_ci"][1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", claims.QUICK_SEEDS)
 def test_masking_contraction_finds_expanding_near_pairs_only_where_near_users_share_items(ledger, seed):
     """Near pairs whose overlap exceeds half their distance (c/d > 1 / (2 rho)): a fifth of the planted near
@@ -398,6 +407,7 @@ def test_masking_contraction_finds_expanding_near_pairs_only_where_near_users_sh
     assert rows["synthetic"][0] > rows["synthetic-null"][1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", claims.QUICK_DATASETS)
 @pytest.mark.parametrize("seed", claims.QUICK_SEEDS)
 def test_kl_budget_rate_falls_when_the_kl_weight_rises(ledger, dataset, seed):
@@ -411,6 +421,7 @@ def test_kl_budget_rate_falls_when_the_kl_weight_rises(ledger, dataset, seed):
     assert large["mean_kl_high"] < small["mean_kl_low"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", claims.QUICK_DATASETS)
 @pytest.mark.parametrize("seed", claims.QUICK_SEEDS)
 def test_pia_geometry_var_b_falls_under_the_penalty(ledger, dataset, seed):
@@ -495,9 +506,18 @@ def test_the_accuracy_comparison_joins_the_uplift_and_the_baselines_file(tmp_pat
 # ------------------------------------------------------------------------------- ledgers measured in parts
 
 
-def _part(tmp_path, monkeypatch, run_cli, dataset: str, name: str, extra: tuple = ()) -> Path:
-    """A finished ledger of one dataset: the uplift faked (its JSON written where the job would), every other job
-    failing."""
+PARTS = {
+    "synthetic": ("synthetic", ()),
+    "synthetic-null": ("synthetic-null", ()),
+    "synthetic-null quick": ("synthetic-null", ("--quick",)),
+}
+"""The finished one-dataset ledgers the merge tests join: name -> (dataset, extra options)."""
+
+
+@pytest.fixture(scope="module")
+def finished_parts(tmp_path_factory, run_cli) -> dict[str, Path]:
+    """Each ledger of ``PARTS`` run once for the module: the uplift faked (its JSON written where the job would),
+    every other job failing. Tests take copies (:func:`_part`), since several edit theirs."""
     from tests.analyses.test_comparison import uplift_doc
 
     doc = uplift_doc()
@@ -512,19 +532,31 @@ def _part(tmp_path, monkeypatch, run_cli, dataset: str, name: str, extra: tuple 
             (out / "uplift.json").write_text(json.dumps(doc))
         return fake(spec, argv, out, shown_argv)
 
-    monkeypatch.setattr(claims, "run_job", writing)
-    out = tmp_path / name
-    argv = ["--datasets", dataset, "--seeds", "0", "1", *extra, "--out", str(out), "--no-progress"]
-    code, _, stderr = run_cli(claims.main, argv)
-    assert code == 0, stderr
-    return out
+    root = tmp_path_factory.mktemp("parts")
+    built = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(claims, "run_job", writing)
+        for name, (dataset, extra) in PARTS.items():
+            out = root / name.replace(" ", "-")
+            argv = ["--datasets", dataset, "--seeds", "0", "1", *extra, "--out", str(out), "--no-progress"]
+            code, _, stderr = run_cli(claims.main, argv)
+            assert code == 0, stderr
+            built[name] = out
+    return built
 
 
-def test_ledgers_measured_in_parts_merge_into_one(tmp_path, monkeypatch, run_cli):
+def _part(finished_parts: dict[str, Path], tmp_path: Path, kind: str, name: str) -> Path:
+    """A copy, at ``tmp_path / name``, of the finished ledger ``kind`` of ``PARTS``."""
+    import shutil
+
+    return Path(shutil.copytree(finished_parts[kind], tmp_path / name))
+
+
+def test_ledgers_measured_in_parts_merge_into_one(tmp_path, finished_parts, run_cli):
     from analyses.claims import verdict_table
 
-    a = _part(tmp_path, monkeypatch, run_cli, "synthetic-null", "a")
-    b = _part(tmp_path, monkeypatch, run_cli, "synthetic", "b")
+    a = _part(finished_parts, tmp_path, "synthetic-null", "a")
+    b = _part(finished_parts, tmp_path, "synthetic", "b")
     # the parts' job outputs travel with their rows (the fake jobs write none: plant one per part)
     for part, dataset in ((a, "synthetic-null"), (b, "synthetic")):
         (part / "runs" / dataset / "seed0").mkdir(parents=True, exist_ok=True)
@@ -551,13 +583,13 @@ def test_ledgers_measured_in_parts_merge_into_one(tmp_path, monkeypatch, run_cli
     assert "synthetic/0/cohorts" in failed and "synthetic-null/1/cohorts" in failed
 
 
-def test_a_merge_recomputes_every_row_from_the_parts_job_files(tmp_path, monkeypatch, run_cli):
+def test_a_merge_recomputes_every_row_from_the_parts_job_files(tmp_path, finished_parts, run_cli):
     """The merged rows come from the jobs' files under this version's rules, not from the parts' claims.json:
     a changed job file changes the merged row, a stale row in a part's claims.json does not survive, and a
     missing job file is one error line."""
     from analyses.claims import uplift_rows
 
-    a = _part(tmp_path, monkeypatch, run_cli, "synthetic", "a")
+    a = _part(finished_parts, tmp_path, "synthetic", "a")
     path = a / "runs" / "synthetic" / "pia_uplift" / "uplift.json"
     doc = json.loads(path.read_text())
     for s, gain in zip(doc["per_architecture"]["multvae"]["per_seed"], (0.05, 0.06, 0.055), strict=True):
@@ -591,12 +623,10 @@ def test_a_merge_recomputes_every_row_from_the_parts_job_files(tmp_path, monkeyp
         ("broken rows", "claims.json is not a list of ledger rows"),
     ],
 )
-def test_a_merge_that_cannot_stand_is_refused_in_one_line(case, needle, tmp_path, monkeypatch, run_cli):
-    a = _part(tmp_path, monkeypatch, run_cli, "synthetic", "a")
-    other = {
-        "same dataset twice": lambda: _part(tmp_path, monkeypatch, run_cli, "synthetic", "b"),
-        "quick with full": lambda: _part(tmp_path, monkeypatch, run_cli, "synthetic-null", "b", ("--quick",)),
-    }.get(case, lambda: _part(tmp_path, monkeypatch, run_cli, "synthetic-null", "b"))()
+def test_a_merge_that_cannot_stand_is_refused_in_one_line(case, needle, tmp_path, finished_parts, run_cli):
+    a = _part(finished_parts, tmp_path, "synthetic", "a")
+    kind = {"same dataset twice": "synthetic", "quick with full": "synthetic-null quick"}.get(case, "synthetic-null")
+    other = _part(finished_parts, tmp_path, kind, "b")
     argv = ["--merge", str(a), str(other), "--out", str(tmp_path / "merged")]
     if case == "unfinished":
         (other / "COMPLETE").unlink()

@@ -77,6 +77,7 @@ def test_quick_means_synthetic_unless_a_dataset_is_given(tmp_path, run_cli, offl
     assert "--quick: synthetic" in " ".join(masking_contraction.build_parser().format_help().split())
 
 
+@pytest.mark.slow
 def test_default_folders_differ_with_every_result_option_and_with_quick(tmp_path, run_cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runs = {
@@ -187,6 +188,7 @@ def test_a_finished_folder_records_that_it_is_complete(tmp_path, run_cli):
     assert _partials(out) == [] and stdout.rstrip().endswith(f"output folder: {out}")
 
 
+@pytest.mark.slow
 def test_a_rerun_replaces_the_finished_folder_as_a_whole(tmp_path, run_cli):
     out = tmp_path / "out"
     assert _job(run_cli, "--quick", *SMALL, "--out", str(out))[0] == 0
@@ -228,6 +230,7 @@ def _wait_until_working(proc: subprocess.Popen, out: Path, timeout: float = 120)
     pytest.fail("the job never showed its staging folder")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "exit_code", "word"),
     [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, -signal.SIGINT, "interrupted")],  # Ctrl-C: ends by SIGINT

@@ -47,6 +47,7 @@ def quick_run(quick_job) -> dict:
     return {**run, "table": run["budget"], "split": split, "models": models}
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outputs):
     check_outputs(quick_run, FIGURES)
     t = quick_run["table"]
@@ -54,6 +55,7 @@ def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outpu
     assert {c for c in COLUMN_NOTES if "*" not in c} <= set(t.columns)
 
 
+@pytest.mark.slow
 def test_kl_terms_are_non_negative_and_add_up(quick_run):
     t = quick_run["table"]
     assert (t["mean_kl"] > 0).all() and (t["mean_kl_low"] <= t["mean_kl"]).all()
@@ -77,6 +79,7 @@ def test_kl_terms_are_non_negative_and_add_up(quick_run):
     np.testing.assert_allclose(t["mutual_information_identity"], t["mean_kl"] - t["kl_aggregate"], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_distances_respect_the_kl_bounds(quick_run):
     t = quick_run["table"]
     assert (t["transport_violations"] == 0).all() and t["bound_holds"].all()
@@ -88,6 +91,7 @@ def test_distances_respect_the_kl_bounds(quick_run):
     assert ((t["active_units"] >= 0) & (t["active_units"] <= t["latent_dim"])).all()
 
 
+@pytest.mark.slow
 def test_the_sweep_moves_the_budget_the_expected_way(quick_run):
     t = quick_run["table"].set_index(["rho", "beta_cap"])
     for rho in QUICK["rhos"]:
@@ -102,6 +106,7 @@ def test_the_sweep_moves_the_budget_the_expected_way(quick_run):
     assert ((tt["val_ndcg@100"] > 0) & (tt["val_ndcg@100"] <= 1)).all()
 
 
+@pytest.mark.slow
 def test_table_equals_a_direct_computation(quick_run):
     t = quick_run["table"].set_index(["beta_cap", "rho"])
     split = quick_run["split"]
@@ -122,6 +127,7 @@ def test_table_equals_a_direct_computation(quick_run):
             assert row["mutual_information"] == pytest.approx(budget.mutual_information, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_measure_setting_masks_with_several_draws(quick_run):
     model = copy.deepcopy(quick_run["models"][(1.0, 0.5)]).double()
     X = quick_run["split"].train[:40]
@@ -181,6 +187,7 @@ def test_a_saturated_budget_is_written_as_the_flag_not_a_zero_width_interval():
     assert ok["mutual_information_low"] < ok["mutual_information"] < ok["mutual_information_high"]
 
 
+@pytest.mark.slow
 def test_information_and_aggregate_kl_are_reported_against_draws_and_users(quick_run):
     grid = quick_run["sample_size"]
     main_table = quick_run["table"].set_index(["beta_cap", "rho"])
@@ -200,6 +207,7 @@ def test_information_and_aggregate_kl_are_reported_against_draws_and_users(quick
         assert full["kl_aggregate"] == pytest.approx(row["kl_aggregate"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_saturated_settings_are_printed_and_written_as_flags(quick_run):
     rows = quick_run["json"]["table"]
     for r in rows:

@@ -53,6 +53,7 @@ def test_quick_run_writes_every_file_and_names_the_folder(quick_run, check_outpu
         assert heading in quick_run["stdout"]
 
 
+@pytest.mark.slow
 def test_default_folders_follow_the_result_options(quick_run, run_cli, tmp_path, monkeypatch, no_training):
     # a model job: other --anchors, other folder (never the other run's), the cached model reused by both
     monkeypatch.chdir(tmp_path)

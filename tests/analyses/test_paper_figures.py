@@ -113,6 +113,7 @@ def _same(cell: str, value: object) -> bool:
     return cell == str(value)
 
 
+@pytest.mark.slow
 def test_report_exists_and_the_run_says_where(quick_run):
     out, manifest = quick_run["out"], quick_run["manifest"]
     assert quick_run["stdout"].rstrip().splitlines()[-1] == f"report: {out / 'report.md'}"
@@ -127,6 +128,7 @@ def test_report_exists_and_the_run_says_where(quick_run):
     assert set(_sections(quick_run["report"])) == set(SUBSET)
 
 
+@pytest.mark.slow
 def test_every_linked_image_exists_and_every_figure_is_linked(quick_run):
     out, report = quick_run["out"], quick_run["report"]
     links = IMAGE.findall(report)
@@ -140,6 +142,7 @@ def test_every_linked_image_exists_and_every_figure_is_linked(quick_run):
         assert {Path(link).name for link in links if link.startswith(f"{job}/")} == listed
 
 
+@pytest.mark.slow
 def test_every_number_in_the_report_is_the_jobs_json_value(quick_run):
     out = quick_run["out"]
     checked = 0
@@ -174,6 +177,7 @@ def test_every_number_in_the_report_is_the_jobs_json_value(quick_run):
     assert checked > 50
 
 
+@pytest.mark.slow
 def test_report_numbers_match_the_jobs_csv_files(quick_run):
     """A second source written by the jobs themselves: the CSV tables."""
     out, sections = quick_run["out"], _sections(quick_run["report"])

@@ -219,6 +219,7 @@ def quick_run(quick_job):
     return quick_job(main, "uplift", ARGV, tables=tables, json_name="uplift.json")
 
 
+@pytest.mark.slow
 def test_every_file_is_written_and_the_folder_named(quick_run, check_outputs):
     check_outputs(quick_run, ("uplift",))
     doc = quick_run["json"]
@@ -228,6 +229,7 @@ def test_every_file_is_written_and_the_folder_named(quick_run, check_outputs):
     assert doc["options"]["lambdas"] == LAMBDAS and doc["options"]["seeds"] == SEEDS
 
 
+@pytest.mark.slow
 def test_per_seed_has_one_entry_per_seed_and_architecture(quick_run):
     doc = quick_run["json"]
     for part in doc["per_architecture"].values():
@@ -256,6 +258,7 @@ def test_per_seed_has_one_entry_per_seed_and_architecture(quick_run):
     )
 
 
+@pytest.mark.slow
 def test_lambda_is_chosen_on_validation_and_the_verdict_obeys_the_rule(quick_run):
     doc = quick_run["json"]
     for arch, part in doc["per_architecture"].items():
@@ -291,6 +294,7 @@ def test_lambda_is_chosen_on_validation_and_the_verdict_obeys_the_rule(quick_run
     assert len(ls) == len(ARCHITECTURES) * (1 + len(LAMBDAS)) and ls["chosen"].sum() == len(ARCHITECTURES)
 
 
+@pytest.mark.slow
 def test_ablation_and_reference_schedule(quick_run):
     doc = quick_run["json"]
     for part in doc["per_architecture"].values():
@@ -318,6 +322,7 @@ def test_ablation_and_reference_schedule(quick_run):
     assert set(paired["schedule"]) == {"geometry", "reference"} and "all" in set(paired["group"])
 
 
+@pytest.mark.slow
 def test_pia_geometry_finds_the_models_in_the_cache(quick_run, no_training):
     """The models the quick run trained are exactly those pia_geometry asks for (loaded, never trained again)."""
     doc = quick_run["json"]
@@ -367,6 +372,7 @@ def test_epochs_for_one_architecture_leave_the_other_alone():
     assert multvae == {k: c for k, c in reference.items() if k[0] == "multvae"}
 
 
+@pytest.mark.slow
 def test_workers_train_the_same_models_and_give_the_same_result(tmp_path, monkeypatch, run_cli):
     """--workers 2 trains the grid, baselines and clean models side by side, then the chosen lambda_A's seeds; the
     uplift is the one of --workers 1 (fresh run caches for both, so both really train), and the option leaves the

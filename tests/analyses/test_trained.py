@@ -67,6 +67,7 @@ def test_a_longer_run_continues_a_shorter_cached_one_exactly(tmp_path, monkeypat
     assert derived["changes_on_resume"] == [{"at_epoch": 2, "epochs": [2, 4]}]
 
 
+@pytest.mark.slow
 def test_train_all_in_two_processes_gives_the_models_of_one_process(tmp_path, monkeypatch, capsys):
     """Two spawned workers train what get_trained trains here, bit for bit (one thread each, as here on 2 cores),
     duplicates once; with the split given, cached models start no process and the call trains nothing."""

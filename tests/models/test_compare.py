@@ -75,6 +75,7 @@ def _models(rng, n_users: int, gains: dict[str, float]) -> list[PerUser]:
     return out
 
 
+@pytest.mark.slow
 def test_holm_keeps_the_familywise_error_on_nulls_and_finds_a_planted_gain():
     """Three models equal to the baseline in law (9 comparisons): any Holm rejection at 5% in at most about 5% of
     400 simulations (the uncorrected tests reject somewhere far more often); a gain of 0.04 (5 standard errors)

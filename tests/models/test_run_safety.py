@@ -148,6 +148,7 @@ def _paused_when(proc: subprocess.Popen, ready: Path) -> None:
     proc.send_signal(signal.SIGSTOP)
 
 
+@pytest.mark.slow
 def test_concurrent_cli_runs_into_one_folder(tmp_path):
     """Two real processes into one --out: the second (new run or --resume) exits 2 at once naming the first;
     the first's run stays whole."""
@@ -185,6 +186,7 @@ print("RUN", m.run, flush=True)
 """
 
 
+@pytest.mark.slow
 def test_two_jobs_needing_one_cached_model_train_it_once(tmp_path):
     env = {**os.environ, "VAECF_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", _CACHE_SCRIPT]
@@ -346,6 +348,7 @@ def test_disk_full_while_checkpointing_is_one_line(tmp_path, capsys, monkeypatch
 # ------------------------------------------------------------------------------------------------ signals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "code", "word"),
     [(signal.SIGINT, -signal.SIGINT, "interrupted"), (signal.SIGTERM, 143, "terminated")],  # Ctrl-C: ends by SIGINT

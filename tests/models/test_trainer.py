@@ -66,6 +66,7 @@ def test_a_run_written_with_epochs_from_zero_reads_and_resumes_numbered_from_one
     assert [json.loads(line)["epoch"] for line in (old / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_of_cli_run(tmp_path, tiny_split):
     """Kill a real `python -m models.train` process mid-run, resume it, compare with an uninterrupted run."""
     data = np.column_stack([tiny_split.train.nonzero()[0], tiny_split.train.nonzero()[1]])

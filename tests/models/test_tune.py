@@ -201,6 +201,7 @@ def test_a_pruned_trial_stops_at_the_epoch_the_pruner_says_and_its_run_can_conti
 
 
 # ------------------------------------------------------------------------------------------------ kill, resume
+@pytest.mark.slow
 def test_a_killed_study_resumes_its_interrupted_trial_from_the_run_checkpoint(tmp_path):
     space = space_file(tmp_path, SPACE.format(epochs=40))
     out = tmp_path / "study"
