@@ -129,7 +129,7 @@ def test_ci_runs_the_readme_test_command_with_both_tiers():
     """`.ci/run` runs exactly the README's test command (after its own quiet install), slow tier included."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split("**Install and run the tests**", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
-    install, _, checks = block.partition(' && ruff check . && ')
+    install, _, checks = block.partition(" && ruff check . && ")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     assert ci[-1] == "ruff check . && " + checks
     assert ci[-2] == install.replace("pip install ", "pip install -q ")
