@@ -311,7 +311,7 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
 
 def test_the_defaults_are_the_reference_hyperparameters():
     """PROTOCOL.md: Multi-VAE and Multi-DAE Adam lr 1e-3, batch 500, 200 epochs, beta = min(0.2, updates / 200,000),
-    [I-600-200-600-I]; Multi-DAE [I-200-I] with weight decay 0.01; RecVAE lr 5e-4, about 50 outer epochs of 3
+    [I-600-200-600-I]; Multi-DAE [I-200-I] with weight decay 0.01, and CDAE with Multi-DAE's schedule; RecVAE lr 5e-4, about 50 outer epochs of 3
     encoder passes, hidden 600, gamma 0.005."""
     vae = TrainConfig(model="multvae").resolved()
     assert (vae.lr, vae.epochs, vae.weight_decay, vae.hidden, vae.latent_dim) == (1e-3, 200, 0.0, (600,), 200)
@@ -320,6 +320,9 @@ def test_the_defaults_are_the_reference_hyperparameters():
     assert (vae.pia_init_std, vae.seed, vae.eval_batch_size, vae.device) == (0.01, 0, 1000, "auto")
     dae = TrainConfig(model="multdae").resolved()
     assert (dae.lr, dae.epochs, dae.weight_decay, dae.hidden, dae.latent_dim) == (1e-3, 200, 0.01, (), 200)
+    # CDAE [I-K-I] (models/cdae.py) takes Multi-DAE's schedule
+    cdae = TrainConfig(model="cdae").resolved()
+    assert (cdae.lr, cdae.epochs, cdae.weight_decay, cdae.hidden, cdae.latent_dim) == (1e-3, 200, 0.01, (), 200)
     rec = TrainConfig(model="recvae").resolved()
     assert (rec.lr, rec.epochs, rec.weight_decay, rec.hidden) == (5e-4, 50, 0.0, (600,))
     assert (rec.gamma, rec.enc_epochs, rec.latent_dim) == (0.005, 3, 200)
