@@ -254,3 +254,54 @@ def test_the_batch_path_keeps_rho_of_the_entries_and_scales_them_by_mode(tiny_sp
         # dropout: L2-normalise the full row, then inverted dropout; bernoulli: L2-normalise what is kept
         want = 1 / (rho * math.sqrt(counts[r])) if mode == "dropout" else 1 / math.sqrt(kept_counts[r])
         assert torch.allclose(w, torch.full_like(w, want)), (mode, r)
+
+
+def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path, monkeypatch):
+    """Every loss the trainer back-propagates is (sum_u [nll_u + beta KL_u] + lambda_A sum_u L_A(u)) / B + wd sum
+    ||W||^2, recomputed here from the step's own forward pass, with beta = min(cap, updates / anneal_steps) and
+    lambda_A constant without warm-up (a sign, a dropped term or swapped arguments in the loss fail it)."""
+    cap, lam, wd = 0.3, 0.7, 0.01
+    steps: list[tuple[float, float]] = []
+    last: dict = {}
+    made: list[ItemAnchors] = []
+
+    class Recorded(ItemAnchors):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    real_build, real_backward = trainer.build_model, torch.Tensor.backward
+
+    def build(config, n_items, n_users=None):
+        model = real_build(config, n_items, n_users)
+        forward = model.forward_train
+
+        def forward_train(batch, eps, compute_kl=True):
+            out = forward(batch, eps, compute_kl=compute_kl)
+            last.update(model=model, batch=batch, fwd=out)
+            return out
+
+        model.forward_train = forward_train
+        return model
+
+    def backward(loss, *args, **kwargs):
+        model, batch, fwd = last["model"], last["batch"], last["fwd"]
+        with torch.no_grad():
+            beta = min(cap, len(steps) / 1)  # anneal_steps = 1: 0 at the first update, the cap after it
+            align = pia.alignment_loss(fwd.mu, fwd.logvar, made[0].weight, batch).sum()
+            users = fwd.nll.shape[0]
+            expected = (fwd.nll.sum() + beta * fwd.kl.sum() + lam * align) / users + wd * model.weight_penalty()
+        steps.append((float(loss.detach()), float(expected)))
+        return real_backward(loss, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "build_model", build)
+    monkeypatch.setattr(pia, "ItemAnchors", Recorded)
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+    config = TrainConfig(
+        model="multvae", epochs=2, rho=0.5, beta_cap=cap, anneal_steps=1, pia=lam, weight_decay=wd, **TINY
+    )
+    train(config, tmp_path / "run", split=tiny_split, progress=False)
+    monkeypatch.undo()
+    assert len(made) == 1 and len(steps) == 2 * math.ceil(tiny_split.train.shape[0] / TINY["batch_size"])
+    got, want = np.array(steps).T
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
