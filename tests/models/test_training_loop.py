@@ -305,3 +305,33 @@ def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path
     assert len(made) == 1 and len(steps) == 2 * math.ceil(tiny_split.train.shape[0] / TINY["batch_size"])
     got, want = np.array(steps).T
     assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["tied", "separate"])
+def test_the_trainer_ties_the_anchors_to_the_decoder_exactly_when_asked(kind, tiny_split, tmp_path, monkeypatch):
+    """Through ``train`` itself (RecVAE, whose linear decoder can carry them): ``--pia-anchors tied`` makes the
+    anchors the decoder's item vectors, ``separate`` gives them a parameter of their own."""
+    made: list[ItemAnchors] = []
+    models: list[torch.nn.Module] = []
+
+    class Recorded(ItemAnchors):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    real_build = trainer.build_model
+
+    def build(config, n_items, n_users=None):
+        models.append(real_build(config, n_items, n_users))
+        return models[-1]
+
+    monkeypatch.setattr(pia, "ItemAnchors", Recorded)
+    monkeypatch.setattr(trainer, "build_model", build)
+    config = TrainConfig(model="recvae", epochs=1, pia=0.5, pia_anchors=kind, enc_epochs=1, **TINY)
+    train(config, tmp_path / "run", split=tiny_split, progress=False)
+    (anchors,), (model,) = made, models
+    if kind == "tied":
+        assert anchors.tied and anchors.weight is model.decoder_output.weight and anchors.weight_param is None
+    else:
+        assert not anchors.tied and anchors.weight is anchors.weight_param
+        assert anchors.weight_param.shape == model.decoder_output.weight.shape
