@@ -259,9 +259,11 @@ def test_the_batch_path_keeps_rho_of_the_entries_and_scales_them_by_mode(tiny_sp
 def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path, monkeypatch):
     """Every loss the trainer back-propagates is (sum_u [nll_u + beta KL_u] + lambda_A sum_u L_A(u)) / B + wd sum
     ||W||^2, recomputed here from the step's own forward pass, with beta = min(cap, updates / anneal_steps) and
-    lambda_A constant without warm-up (a sign, a dropped term or swapped arguments in the loss fail it)."""
+    lambda_A constant without warm-up (a sign, a dropped term or swapped arguments in the loss fail it); and each
+    epoch's record holds the per-user means of those terms."""
     cap, lam, wd = 0.3, 0.7, 0.01
     steps: list[tuple[float, float]] = []
+    terms: list[list[float]] = []  # per step: sum nll, sum KL, beta sum KL, sum L_A, users
     last: dict = {}
     made: list[ItemAnchors] = []
 
@@ -291,7 +293,9 @@ def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path
             align = pia.alignment_loss(fwd.mu, fwd.logvar, made[0].weight, batch).sum()
             users = fwd.nll.shape[0]
             expected = (fwd.nll.sum() + beta * fwd.kl.sum() + lam * align) / users + wd * model.weight_penalty()
+            nll, kl = float(fwd.nll.sum()), float(fwd.kl.sum())
         steps.append((float(loss.detach()), float(expected)))
+        terms.append([nll, kl, beta * kl, float(align), users])
         return real_backward(loss, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "build_model", build)
@@ -305,6 +309,13 @@ def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path
     assert len(made) == 1 and len(steps) == 2 * math.ceil(tiny_split.train.shape[0] / TINY["batch_size"])
     got, want = np.array(steps).T
     assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+    # each epoch's record in metrics.jsonl: the per-user means of the same terms over that epoch's steps
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for record, epoch in zip(records, np.split(np.array(terms), 2), strict=True):
+        nll, kl, kl_weighted, align, users = epoch.sum(axis=0)
+        assert record["nll"] == pytest.approx(nll / users) and record["kl"] == pytest.approx(kl / users)
+        assert record["pia"] == pytest.approx(align / users)
+        assert record["loss"] == pytest.approx((nll + kl_weighted + lam * align) / users)
 
 
 @pytest.mark.parametrize("kind", ["tied", "separate"])
