@@ -128,8 +128,9 @@ REQUIRED = ("claim", "dataset", "seeds", "estimate", "ci", "verdict", "rule", "c
 
 @pytest.fixture(scope="module")
 def ledger(quick_job):
-    """The quick ledger end to end (every job on synthetic and synthetic-null, seeds 0 and 1): about 2.5 minutes on
-    2 quiet cores, so the tests reading it are in the slow tier, which CI runs (README: the test command)."""
+    """The quick ledger end to end (every job on synthetic and synthetic-null, seeds 0 and 1): the longest fixture of
+    the suite (322 s of a 19.5-minute run beside a training job), so the tests reading it are in the slow tier,
+    which CI runs (README: the test command)."""
     run = quick_job(claims.main, "claims", ["--quick"], json_name="claims.json")
     return {"out": run["out"], "rows": run["json"], "stdout": run["stdout"]}
 

@@ -44,10 +44,8 @@ class Spy:
 
 def _spied(monkeypatch) -> Spy:
     spy = Spy()
-    real_build = trainer.build_model
 
-    def build(config, n_items, n_users=None):
-        model = real_build(config, n_items, n_users)
+    def wrap(model):
         forward, refresh = model.forward_train, getattr(model, "update_prior", None)
 
         def forward_train(batch, eps, compute_kl=True):
@@ -64,10 +62,40 @@ def _spied(monkeypatch) -> Spy:
         model.forward_train = forward_train
         if refresh is not None:
             model.update_prior = update_prior
+
+    _recorded_models(monkeypatch, wrap)
+    return spy
+
+
+def _recorded_anchors(monkeypatch) -> list[ItemAnchors]:
+    """The PIA anchors the trainer builds (it imports ``ItemAnchors`` from models.pia when it trains), in order;
+    each keeps its initial weight as ``initial``."""
+    made: list[ItemAnchors] = []
+
+    class Recorded(ItemAnchors):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.initial = self.weight.detach().clone()
+            made.append(self)
+
+    monkeypatch.setattr(pia, "ItemAnchors", Recorded)
+    return made
+
+
+def _recorded_models(monkeypatch, on_build=None) -> list[torch.nn.Module]:
+    """The models the trainer builds, in order; ``on_build(model)`` may wrap their methods first."""
+    built: list[torch.nn.Module] = []
+    real_build = trainer.build_model
+
+    def build(config, n_items, n_users=None):
+        model = real_build(config, n_items, n_users)
+        if on_build is not None:
+            on_build(model)
+        built.append(model)
         return model
 
     monkeypatch.setattr(trainer, "build_model", build)
-    return spy
+    return built
 
 
 def _epochs(events: list[tuple], per_epoch: int) -> list[list[tuple]]:
@@ -218,17 +246,10 @@ def test_pia_moves_separate_anchors_and_never_tied_ones(tiny_split):
 
 
 def test_training_with_pia_moves_the_separate_anchors(tmp_path, tiny_split, monkeypatch):
-    made: list[torch.Tensor] = []
-
-    class Recorded(ItemAnchors):  # the trainer's own anchors, as initialised
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self.weight.detach().clone())
-
-    monkeypatch.setattr(pia, "ItemAnchors", Recorded)  # the trainer imports it from models.pia when it trains
+    made = _recorded_anchors(monkeypatch)
     config = TrainConfig(model="multvae", epochs=1, pia=0.5, **TINY)
     train(config, tmp_path / "run", split=tiny_split, progress=False)
-    (start,) = made
+    start = made[0].initial
     trained = load_verified(tmp_path / "run" / "checkpoint.pt")["anchors"]["weight_param"]
     assert trained.shape == start.shape and float((trained - start).abs().max()) > 1e-4
     # without PIA the same run builds no anchors at all
@@ -265,17 +286,9 @@ def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path
     steps: list[tuple[float, float]] = []
     terms: list[list[float]] = []  # per step: sum nll, sum KL, beta sum KL, sum L_A, users
     last: dict = {}
-    made: list[ItemAnchors] = []
+    real_backward = torch.Tensor.backward
 
-    class Recorded(ItemAnchors):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    real_build, real_backward = trainer.build_model, torch.Tensor.backward
-
-    def build(config, n_items, n_users=None):
-        model = real_build(config, n_items, n_users)
+    def wrap(model):
         forward = model.forward_train
 
         def forward_train(batch, eps, compute_kl=True):
@@ -284,7 +297,6 @@ def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path
             return out
 
         model.forward_train = forward_train
-        return model
 
     def backward(loss, *args, **kwargs):
         model, batch, fwd = last["model"], last["batch"], last["fwd"]
@@ -298,8 +310,8 @@ def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path
         terms.append([nll, kl, beta * kl, float(align), users])
         return real_backward(loss, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "build_model", build)
-    monkeypatch.setattr(pia, "ItemAnchors", Recorded)
+    _recorded_models(monkeypatch, wrap)
+    made = _recorded_anchors(monkeypatch)
     monkeypatch.setattr(torch.Tensor, "backward", backward)
     config = TrainConfig(
         model="multvae", epochs=2, rho=0.5, beta_cap=cap, anneal_steps=1, pia=lam, weight_decay=wd, **TINY
@@ -322,22 +334,7 @@ def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path
 def test_the_trainer_ties_the_anchors_to_the_decoder_exactly_when_asked(kind, tiny_split, tmp_path, monkeypatch):
     """Through ``train`` itself (RecVAE, whose linear decoder can carry them): ``--pia-anchors tied`` makes the
     anchors the decoder's item vectors, ``separate`` gives them a parameter of their own."""
-    made: list[ItemAnchors] = []
-    models: list[torch.nn.Module] = []
-
-    class Recorded(ItemAnchors):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    real_build = trainer.build_model
-
-    def build(config, n_items, n_users=None):
-        models.append(real_build(config, n_items, n_users))
-        return models[-1]
-
-    monkeypatch.setattr(pia, "ItemAnchors", Recorded)
-    monkeypatch.setattr(trainer, "build_model", build)
+    made, models = _recorded_anchors(monkeypatch), _recorded_models(monkeypatch)
     config = TrainConfig(model="recvae", epochs=1, pia=0.5, pia_anchors=kind, enc_epochs=1, **TINY)
     train(config, tmp_path / "run", split=tiny_split, progress=False)
     (anchors,), (model,) = made, models
