@@ -49,6 +49,7 @@ TESTS_FOR = {
         "tests/models/test_training_loop.py",
         "tests/models/test_cdae.py",  # CDAE's configuration checks live in TrainConfig.validate
         "tests/models/test_run_safety.py",  # the run folder's checks: resume, restart, stale temp files, locks
+        "tests/models/test_precision.py",  # the precision a run records in config.json
     ],
     "models/vae.py": ["tests/models/test_vae.py", "tests/models/test_training_loop.py"],
     "models/recvae.py": ["tests/models/test_recvae.py", "tests/models/test_training_loop.py"],

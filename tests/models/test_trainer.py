@@ -66,6 +66,58 @@ def test_a_run_written_with_epochs_from_zero_reads_and_resumes_numbered_from_one
     assert [json.loads(line)["epoch"] for line in (old / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+def test_a_finished_legacy_run_keeps_its_best_epoch_numbered_from_one(tmp_path, tiny_split):
+    """A finished run resumed with nothing left to train returns its own best epoch: a one-based run's as it is, and
+    one written with epochs from 0 moved to the one-based numbering (not left at its old number, nor moved by more
+    than one)."""
+    config = TrainConfig(model="multvae", epochs=3, seed=4, **TINY)
+    run = tmp_path / "run"
+    done = train(config, run, split=tiny_split, progress=False)
+    assert train(config, run, split=tiny_split, progress=False, resume=True).best_epoch == done.best_epoch  # as is
+    ckpt = load_verified(run / "checkpoint.pt")
+    ckpt["history"] = [{**h, "epoch": h["epoch"] - 1} for h in ckpt["history"]]
+    ckpt["best_epoch"] -= 1
+    save_verified(run / "checkpoint.pt", ckpt)
+    again = train(config, run, split=tiny_split, progress=False, resume=True)
+    assert again.best_epoch == done.best_epoch and [h["epoch"] for h in again.history] == [1, 2, 3]
+
+
+def _half_run(tmp_path, tiny_split, **changes) -> tuple[TrainConfig, Path]:
+    """One epoch of a two-epoch run: a folder to resume."""
+    config = TrainConfig(model="multvae", epochs=2, seed=1, **{**TINY, **changes})
+    train(config, tmp_path / "run", split=tiny_split, progress=False, stop_after_epochs=1)
+    return config, tmp_path / "run"
+
+
+def test_resume_with_other_settings_names_each_change_from_the_runs_value_to_the_new(tmp_path, tiny_split):
+    config, run = _half_run(tmp_path, tiny_split)
+    with pytest.raises(ConfigError, match=r"trained with other settings \(rho 0\.5 -> 0\.3\); resume with"):
+        train(dataclasses.replace(config, rho=0.3), run, split=tiny_split, progress=False, resume=True)
+
+
+@pytest.mark.parametrize("damage", ["extra optimiser", "renamed weights"])
+def test_a_checkpoint_that_does_not_fit_is_refused_with_its_reason_cut_to_120_characters(tmp_path, tiny_split, damage):
+    """A checkpoint with one optimiser state more than the model's phases (``zip`` is strict: the extra state is
+    not dropped silently), or a state dict whose weights carry other names, is a damaged file; the loader's
+    reason, whitespace folded, is quoted up to its first 120 characters."""
+    from models.io import DamagedFile
+
+    config, run = _half_run(tmp_path, tiny_split)
+    ckpt = load_verified(run / "checkpoint.pt")
+    if damage == "extra optimiser":
+        ckpt["optimizers"].append(ckpt["optimizers"][0])
+    else:
+        ckpt["model"] = {f"old.{k}": v for k, v in ckpt["model"].items()}  # every key missing, every key unknown
+    save_verified(run / "checkpoint.pt", ckpt)
+    with pytest.raises(DamagedFile, match="does not fit this model") as caught:
+        train(config, run, split=tiny_split, progress=False, resume=True)
+    reason = re.search(r"does not fit this model \((.*)\); restore it", str(caught.value)).group(1)
+    if damage == "extra optimiser":
+        assert "longer" in reason  # zip(strict=True)'s own words
+    else:
+        assert reason.startswith("Error(s) in loading state_dict") and len(reason) == 120
+
+
 @pytest.mark.slow
 def test_resume_after_kill_of_cli_run(tmp_path, tiny_split):
     """Kill a real `python -m models.train` process mid-run, resume it, compare with an uninterrupted run."""
@@ -307,6 +359,12 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a["anchors"]["weight_param"], b["anchors"]["weight_param"], rtol=1e-4, atol=1e-5)
     assert a["history"][-1]["val_ndcg@100"] == pytest.approx(b["history"][-1]["val_ndcg@100"], abs=1e-4)
+    # each epoch's record is over every training user, not rank 0's half of each batch: the ranks' sums and counts
+    # are all-reduced before the per-user means
+    assert len(a["history"]) == len(b["history"]) == 2
+    for ddp, single in zip(a["history"], b["history"], strict=True):
+        for key in ("nll", "kl", "pia", "loss"):
+            assert ddp[key] == pytest.approx(single[key], rel=1e-4), (ddp["epoch"], key)
 
 
 def test_the_defaults_are_the_reference_hyperparameters():
@@ -479,14 +537,31 @@ def test_the_split_fingerprint_sees_every_array_of_every_matrix(tiny_split):
 
 
 @pytest.mark.parametrize(("batch_size", "noted"), [(30, False), (34, True)])
-def test_fewer_than_ten_updates_an_epoch_are_announced(tmp_path, tiny_split, capsys, batch_size, noted):
-    """300 training users: batch 30 makes 10 updates an epoch (no note), batch 34 makes 9 (the note)."""
+def test_fewer_than_ten_updates_an_epoch_are_announced(tmp_path, tiny_split, capsys, monkeypatch, batch_size, noted):
+    """300 training users: batch 30 makes 10 updates an epoch (no note), batch 34 makes 9 (the note). Multi-DAE has
+    no beta, so the note says nothing of its schedule; a second run of the same data in the process (a tuning
+    study's next trial) is not noted again."""
+    import models.trainer
+
+    monkeypatch.setattr(models.trainer, "_NOTED", set())
     assert tiny_split.train.shape[0] == 300
     config = TrainConfig(
         model="multdae", epochs=1, seed=0, device="cpu", hidden=(), latent_dim=8, batch_size=batch_size
     )
     train(config, tmp_path / "run", split=tiny_split, progress=False)
-    assert ("(fewer than 10)" in capsys.readouterr().err) == noted
+    err = capsys.readouterr().err
+    assert ("(fewer than 10)" in err) == noted and "schedule of beta" not in err
+    train(config, tmp_path / "again", split=tiny_split, progress=False)
+    assert "(fewer than 10)" not in capsys.readouterr().err
+
+
+def test_the_suggested_batch_size_is_at_least_one(tmp_path, tiny_split):
+    """9 training users make one update an epoch at any batch size; 9 // 10 is 0, the suggestion is batch 1."""
+    nine = dataclasses.replace(tiny_split, train=tiny_split.train[:9])
+    config = TrainConfig(model="multdae", epochs=1, seed=0, device="cpu", hidden=(), latent_dim=8, batch_size=64)
+    train(config, tmp_path / "run", split=nine, progress=False)
+    derived = json.loads((tmp_path / "run" / "config.json").read_text())["derived"]
+    assert derived["few_updates"] == {"updates_per_epoch": 1, "suggested_batch_size": 1}
 
 
 def test_a_run_folders_lock_is_its_lock_file_named_for_the_folder(tmp_path):
