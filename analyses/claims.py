@@ -141,13 +141,15 @@ class Budget:
     ``--anneal-epochs`` of every training job (beta reaches its cap at the same share of training as the default
     50 of 200); ``uplift``: whether ``pia_uplift`` runs (its rule needs at least 2 seeds, so with one it could only
     say inconclusive: its row says why it was not run, and the PIA jobs use the lambda_A that an earlier dataset
-    of the same ledger chose for Multi-VAE).
+    of the same ledger chose for Multi-VAE); ``kl_users``: ``--users`` of ``kl_budget``, a random sample of the
+    training users (its KL budget, pair bounds and transport check grow as (users x mask draws)^2).
     """
 
     seeds: int | None = None
     epochs: int | None = None
     anneal_epochs: int | None = None
     uplift: bool = True
+    kl_users: int | None = None
     why: str = ""
 
     def seeds_of(self, seeds: Sequence[int]) -> list[int]:
@@ -158,6 +160,10 @@ class Budget:
         argv = [] if self.epochs is None else ["--epochs", str(self.epochs)]
         return argv + ([] if self.anneal_epochs is None else ["--anneal-epochs", str(self.anneal_epochs)])
 
+    def job_options(self, job: str) -> list[str]:
+        """Options of ``job`` beyond training: ``--users`` of ``kl_budget``."""
+        return ["--users", str(self.kl_users)] if job == "kl_budget" and self.kl_users is not None else []
+
 
 BUDGETS: Mapping[str, Budget] = {
     "gowalla": Budget(
@@ -165,8 +171,10 @@ BUDGETS: Mapping[str, Budget] = {
         epochs=50,
         anneal_epochs=12,
         uplift=False,
-        why="23,858 training users x 40,981 items: about 55 s per Multi-VAE epoch on 2 cores (the measured GEMM "
-        "floor of benchmarks/RESULTS_train.md scaled to 40,981 items), so one seed, 50 epochs and no lambda_A search",
+        kl_users=10_000,
+        why="23,858 training users x 40,981 items: 40-44 s per Multi-VAE epoch on 2 quiet cores (measured), so one "
+        "seed, 50 epochs and no lambda_A search; kl_budget on 10,000 of the training users (all 23,858 x 5 mask "
+        "draws would take about an hour per rho < 1 setting: benchmarks/RESULTS_geometry.md scaled by K^2)",
     )
 }
 """Per-dataset budgets of the full ledger (``--quick`` ignores them). Claims decided across seeds are inconclusive
@@ -866,6 +874,7 @@ def job_argv(
         argv += ["--lambda-a", f"{lam:g}"]
     if job in TRAINED_JOBS and budget is not None:
         argv += budget.train_options()
+    argv += [] if budget is None else budget.job_options(job)
     argv += list(JOB_OPTIONS.get(job, ()))
     return argv + (["--quick"] if quick else []) + ([] if progress else ["--no-progress"])
 

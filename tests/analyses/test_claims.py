@@ -322,7 +322,7 @@ def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, mon
     }
 
     monkeypatch.setattr(claims, "run_job", only_the_uplift_runs(uplift_doc, calls))
-    budget = claims.Budget(seeds=1, epochs=7, anneal_epochs=2, uplift=False, why="too large for the test")
+    budget = claims.Budget(seeds=1, epochs=7, anneal_epochs=2, uplift=False, kl_users=50, why="too large for the test")
     monkeypatch.setattr(claims, "BUDGETS", {"synthetic": budget})
     out = tmp_path / "ledger"
     argv = ["--datasets", "synthetic-null", "synthetic", "--seeds", "0", "1", "--out", str(out), "--no-progress"]
@@ -346,6 +346,8 @@ def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, mon
         )
         if name in claims.PIA_JOBS:  # the lambda_A chosen on the earlier dataset
             assert a[a.index("--lambda-a") + 1] == "0.3"
+        # kl_budget's users sampled by the budget; no other job takes --users from it
+        assert (a[a.index("--users") + 1] == "50") if name == "kl_budget" else "--users" not in a
     assert len(on["pia_uplift"]) == 1
     rows = json.loads((out / "claims.json").read_text())
     gain = [r for r in rows if r["dataset"] == "synthetic" and r["claim"].startswith("pia_accuracy_gain")]
@@ -353,6 +355,7 @@ def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, mon
     assert "lambda_A 0.3 chosen on synthetic-null" in gain[0]["reason"]
     assert all(r["seeds"] in ([], [0]) for r in rows if r["dataset"] == "synthetic")
     assert json.loads((out / "ledger.json").read_text())["budgets"]["synthetic"]["epochs"] == 7
+    assert all("--users" not in a for a in null_jobs)  # the unbudgeted dataset: every training user
 
 
 # --------------------------------------------- each job's headline number: planted structure against the null
