@@ -62,6 +62,8 @@ intervals per claim and dataset, coloured by verdict) and ``COMPLETE``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import shlex
@@ -82,6 +84,7 @@ from analyses.common import (
     display_path,
     job_parser,
     mark_output,
+    options_hash,
     read_json_doc,
     result_options,
     run_main,
@@ -91,7 +94,7 @@ from analyses.common import (
 )
 from analyses.comparison import comparison_rows, comparison_table, read_baselines
 from analyses.paper_figures import JOBS as REPORT_JOBS
-from analyses.paper_figures import JobSpec, lookup, run_job
+from analyses.paper_figures import JobResult, JobSpec, command_line, figure_stems, lookup, run_job
 from analyses.results import SHARED_ERROR_CI, across_seeds
 from geometry.masking import wilson_interval
 from models.cli import end_process
@@ -959,6 +962,84 @@ class JobRun:
     error: str | None
     doc: dict | None
     folder: Path
+    resumed: bool = False
+
+
+RESUME_FILE = "resume.json"
+"""The journal of a ledger's staging folder: its options hash, the code it ran and the jobs it finished."""
+CODE_PACKAGES = ("analyses", "geometry", "models", "figures")
+
+
+def code_fingerprint() -> str:
+    """SHA-256 (16 hex digits) of every ``.py`` file of the toolkit's packages, names and contents: a resumed ledger
+    keeps a finished job only when the code that ran it is the code running now."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+class ResumeJournal:
+    """What a ledger run has finished, kept in its staging folder (``RESUME_FILE``) so that the same command, run
+    again after a kill, a failure or the end of a session, reuses each finished job instead of running it again.
+
+    A staging folder is taken over only when its journal has the same options hash (the same command's results)
+    and the same :func:`code_fingerprint`; a job is reused only when its recorded command is the one it would run
+    now and its folder is a finished output (``COMPLETE``). Models come from the run cache either way.
+    """
+
+    def __init__(self, options: Mapping[str, object]) -> None:
+        self.head = {"options_hash": options_hash(options), "code": code_fingerprint()}
+        self.jobs: dict[str, dict] = {}
+        self.path: Path | None = None
+
+    def matches(self, staging: Path) -> bool:
+        """Whether ``staging`` is an interrupted run of this ledger under this code."""
+        try:
+            doc = json.loads((staging / RESUME_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and all(doc.get(k) == v for k, v in self.head.items())
+
+    def open(self, staging: Path) -> int:
+        """Read the journal of a taken-over staging folder (or start one); the number of finished jobs in it."""
+        self.path = staging / RESUME_FILE
+        if self.path.is_file() and self.matches(staging):
+            self.jobs = dict(json.loads(self.path.read_text()).get("jobs") or {})
+        self._write()
+        return len(self.jobs)
+
+    def _write(self) -> None:
+        assert self.path is not None
+        write_json(self.path, {**self.head, "jobs": self.jobs})
+
+    def finished(self, spec: JobSpec, where: Path, command: str) -> JobResult | None:
+        """The recorded result of the job writing ``where`` with ``command``, if it finished in an earlier run."""
+        entry = self.jobs.get(self._key(where))
+        if entry is None or entry.get("command") != command or not (where / COMPLETE_MARKER).is_file():
+            return None
+        try:
+            doc = json.loads((where / spec.json_name).read_text())
+        except (OSError, ValueError):
+            return None
+        seconds = float(entry["seconds"])
+        return JobResult(spec.name, command, where, "ok", 0, None, seconds, doc, figure_stems(doc, where))
+
+    def record(self, result: JobResult) -> None:
+        if result.status == "ok":
+            self.jobs[self._key(result.out)] = {"command": result.command, "seconds": round(result.seconds, 3)}
+            self._write()
+
+    def close(self) -> None:
+        """The ledger finished: its folder carries no journal."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    def _key(self, where: Path) -> str:
+        assert self.path is not None
+        return Path(where).relative_to(self.path.parent).as_posix()
 
 
 @dataclass
@@ -1175,7 +1256,10 @@ def run(args: argparse.Namespace) -> Path:
         options["data"] = data
     tag = "-".join(datasets) + "-seeds" + "-".join(map(str, seeds))
     final = args.out or default_out_dir(JOB, datasets[0] if len(datasets) == 1 else "all", tag, options)
-    out = stage_output(final, JOB, options)
+    journal = ResumeJournal(options)
+    out = stage_output(final, JOB, options, resume_from=journal.matches)
+    if (kept := journal.open(out)) > 0:
+        print(f"note: resuming an interrupted run of this ledger: {kept} finished job(s) kept", file=sys.stderr)
     progress = not args.no_progress
     runs: list[JobRun] = []
     rows: list[dict] = []
@@ -1193,14 +1277,26 @@ def run(args: argparse.Namespace) -> Path:
         spec = JOB_SPECS[job]
         shown_argv = [str(shown) if a == str(where) else a for a in argv]
         print(f"[{done}/{total_jobs}] {dataset} seed {seed if seed is not None else 'all'}: {job}", file=sys.stderr)
-        result = run_job(spec, argv, where, shown_argv=shown_argv)
-        print(
-            f"    {result.status} in {result.seconds:.1f} s" + (f" ({result.error})" if result.error else ""),
-            file=sys.stderr,
-            flush=True,
-        )
+        kept = journal.finished(spec, where, command_line(spec.module, shown_argv))
+        if kept is None:
+            shutil.rmtree(where, ignore_errors=True)  # what an interrupted run left of this job
+            result = run_job(spec, argv, where, shown_argv=shown_argv)
+            journal.record(result)
+            said = f"    {result.status} in {result.seconds:.1f} s" + (f" ({result.error})" if result.error else "")
+        else:
+            result, said = kept, f"    ok, finished by the interrupted run in {kept.seconds:.1f} s (kept)"
+        print(said, file=sys.stderr, flush=True)
         record = JobRun(
-            job, dataset, seed, result.command, result.status, result.seconds, result.error, result.doc, where
+            job,
+            dataset,
+            seed,
+            result.command,
+            result.status,
+            result.seconds,
+            result.error,
+            result.doc,
+            where,
+            resumed=kept is not None,
         )
         runs.append(record)
         return record
@@ -1285,12 +1381,14 @@ def run(args: argparse.Namespace) -> Path:
                 "seconds": round(r.seconds, 2),
                 "error": r.error,
                 "command": r.command,
+                "resumed": r.resumed,
             }
             for r in runs
         ],
         "verdicts": {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS},
     }
     save_result(out, "ledger.json", manifest, files, {"total": seconds})
+    journal.close()
     mark_output(failed_jobs=[f"{r.dataset}/{r.seed}/{r.job}" for r in runs if r.status != "ok"])
     print(render_table(rows))
     print(f"\ndone in {seconds:.1f} s; claims: {display_path(final / 'claims.md')}")

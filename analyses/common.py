@@ -274,8 +274,16 @@ class OutputFolder:
         The options that decide the results (:func:`result_options`).
     """
 
-    def __init__(self, final: Path, job: str, options: Mapping[str, object]) -> None:
+    def __init__(
+        self,
+        final: Path,
+        job: str,
+        options: Mapping[str, object],
+        resume_from: Callable[[Path], bool] | None = None,
+    ) -> None:
         self.final = Path(final)
+        self.resume_from = resume_from
+        self.resumed = False
         self.job = job
         self.options = dict(options)
         self.hash = options_hash(self.options)
@@ -324,7 +332,8 @@ class OutputFolder:
             self._clean_up_after_killed_runs()
             # said before the staging folder appears: whoever sees the folder (a test, a user's Ctrl-C) has the note
             self._note_replacement()
-            self.staging.mkdir()
+            if not self.resumed:
+                self.staging.mkdir()
         except OSError as exc:
             self.release()
             raise _out_error(self.final, exc) from None
@@ -344,7 +353,14 @@ class OutputFolder:
                     note = f"note: restored the finished folder {self.final} (a replacement of it was interrupted)"
                     print(note, file=sys.stderr)
                     break
-        for leftover in [*glob.glob(self._sibling("partial")), *glob.glob(self._sibling("old"))]:
+        partials = sorted((Path(p) for p in glob.glob(self._sibling("partial"))), key=_mtime, reverse=True)
+        if self.resume_from is not None:
+            taken = next((p for p in partials if p.is_dir() and self.resume_from(p)), None)
+            if taken is not None:  # the newest interrupted run of the same work: its finished parts are kept
+                os.rename(taken, self.staging)
+                self.resumed = True
+                partials.remove(taken)
+        for leftover in [*partials, *glob.glob(self._sibling("old"))]:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def _note_replacement(self) -> None:
@@ -390,14 +406,28 @@ class OutputFolder:
             self.release()
 
     def discard(self) -> None:
-        """Delete the staging folder (the job failed or was interrupted) and give the lock back."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        """Delete the staging folder (the job failed or was interrupted) and give the lock back; a resumable job's
+        staging folder is kept for the next run of the same command (``resume_from``)."""
+        if self.resume_from is None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        elif self.staging.exists():
+            print(
+                f"note: kept what this run finished in {display_path(self.staging)}; the same command resumes it",
+                file=sys.stderr,
+            )
         self.release()
 
     def release(self) -> None:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -460,10 +490,15 @@ def output_session(command: str | None = None) -> Iterator[list[OutputFolder]]:
         _COMMANDS.pop()
 
 
-def stage_output(final: Path, job: str, options: Mapping[str, object]) -> Path:
+def stage_output(
+    final: Path, job: str, options: Mapping[str, object], resume_from: Callable[[Path], bool] | None = None
+) -> Path:
     """Check ``final`` (``--out``), lock it and return the staging folder the job writes into (module docstring).
 
     Call it after the option checks and before loading data, inside :func:`run_main` (or :func:`output_session`).
+    ``resume_from``: for a job that can resume its own staging folder (the claims ledger). The newest staging
+    folder left by a killed, failed or interrupted run of ``final`` for which it returns True becomes this run's
+    staging folder (the others are deleted), and this run's is kept when it fails or is interrupted.
 
     Raises
     ------
@@ -474,7 +509,7 @@ def stage_output(final: Path, job: str, options: Mapping[str, object]) -> Path:
     """
     if not _SESSIONS:
         raise RuntimeError("stage_output() runs inside run_main() or output_session()")
-    folder = OutputFolder(final, job, options)
+    folder = OutputFolder(final, job, options, resume_from)
     if _COMMANDS[-1] is not None:
         folder.command = _COMMANDS[-1]
     staging = folder.open()

@@ -358,6 +358,73 @@ def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, mon
     assert all("--users" not in a for a in null_jobs)  # the unbudgeted dataset: every training user
 
 
+def _interrupting_run_job(calls: list, stop_at: int | None, uplift_doc: dict):
+    """A stand-in for ``analyses.claims.run_job`` that finishes pia_uplift (its folder, JSON and marker written as a
+    job writes them), fails the other jobs, and raises KeyboardInterrupt (Ctrl-C) at call number ``stop_at``."""
+    from analyses.paper_figures import JobResult, command_line
+
+    def fake_run_job(spec, argv, out, shown_argv=None):
+        calls.append((spec.name, argv))
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        command = command_line(spec.module, shown_argv or argv)
+        if spec.name != "pia_uplift":
+            return JobResult(spec.name, command, out, "failed", 2, "not run in this test", 0.1, None)
+        out.mkdir(parents=True)
+        (out / "uplift.json").write_text(json.dumps(uplift_doc))
+        (out / "COMPLETE").write_text(json.dumps({"complete": True, "job": "pia_uplift"}))
+        return JobResult(spec.name, command, out, "ok", 0, None, 12.5, uplift_doc)
+
+    return fake_run_job
+
+
+def test_an_interrupted_ledger_resumes_its_finished_jobs_under_the_same_command_and_code(
+    tmp_path, monkeypatch, run_cli
+):
+    """Ctrl-C during the second job: the ledger keeps its staging folder; the same command takes it over and runs
+    only the jobs that had not finished (pia_uplift's result read back from its folder, its time kept). Under
+    other options (another seed list) or other code, an interrupted run's jobs are never reused."""
+    uplift_doc = {
+        "rule": "r",
+        "per_architecture": {"multvae": {"chosen_lambda": 0.3, "interior": True, "capped_models": [], "per_seed": []}},
+    }
+    out = tmp_path / "ledger"
+    argv = ["--datasets", "synthetic", "--seeds", "0", "1", "--out", str(out), "--no-progress"]
+    calls: list[tuple[str, list]] = []
+    monkeypatch.setattr(claims, "run_job", _interrupting_run_job(calls, 2, uplift_doc))
+    code, _, stderr = run_cli(claims.main, argv)
+    assert code == 130 and [n for n, _ in calls] == ["pia_uplift", claims.SEED_JOBS[0]], stderr
+    assert "the same command resumes it" in stderr and not out.exists()
+    (kept,) = tmp_path.glob(".ledger.partial-*")
+    assert list(json.loads((kept / claims.RESUME_FILE).read_text())["jobs"]) == ["runs/synthetic/pia_uplift"]
+
+    calls.clear()
+    monkeypatch.setattr(claims, "run_job", _interrupting_run_job(calls, None, uplift_doc))
+    code, _, stderr = run_cli(claims.main, argv)
+    assert code == 0, stderr
+    assert "1 finished job(s) kept" in stderr and [n for n, _ in calls] == list(claims.SEED_JOBS) * 2
+    # the kept uplift JSON was read back: the PIA jobs take the lambda_A it chose
+    assert all(a[a.index("--lambda-a") + 1] == "0.3" for n, a in calls if n in claims.PIA_JOBS)
+    jobs = json.loads((out / "ledger.json").read_text())["jobs"]
+    assert [(j["job"], j["resumed"], j["seconds"]) for j in jobs][0] == ("pia_uplift", True, 12.5)
+    assert not any(j["resumed"] for j in jobs[1:])
+    assert not (out / claims.RESUME_FILE).exists() and not list(tmp_path.glob(".ledger.partial-*"))
+
+    for change in ("options", "code"):
+        calls.clear()
+        monkeypatch.setattr(claims, "run_job", _interrupting_run_job(calls, 2, uplift_doc))
+        assert run_cli(claims.main, argv)[0] == 130
+        calls.clear()
+        monkeypatch.setattr(claims, "run_job", _interrupting_run_job(calls, None, uplift_doc))
+        if change == "code":
+            monkeypatch.setattr(claims, "code_fingerprint", lambda: "0" * 16)
+            again = argv
+        else:
+            again = [*argv[:3], "2", *argv[5:]]  # seeds 0 2
+        code, _, stderr = run_cli(claims.main, again)
+        assert code == 0 and calls[0][0] == "pia_uplift" and "kept" not in stderr, (change, stderr)
+
+
 # --------------------------------------------- each job's headline number: planted structure against the null
 
 
