@@ -406,7 +406,7 @@ def test_an_interrupted_ledger_resumes_its_finished_jobs_under_the_same_command_
     # the kept uplift JSON was read back: the PIA jobs take the lambda_A it chose
     assert all(a[a.index("--lambda-a") + 1] == "0.3" for n, a in calls if n in claims.PIA_JOBS)
     jobs = json.loads((out / "ledger.json").read_text())["jobs"]
-    assert [(j["job"], j["resumed"], j["seconds"]) for j in jobs][0] == ("pia_uplift", True, 12.5)
+    assert (jobs[0]["job"], jobs[0]["resumed"], jobs[0]["seconds"]) == ("pia_uplift", True, 12.5)
     assert not any(j["resumed"] for j in jobs[1:])
     assert not (out / claims.RESUME_FILE).exists() and not list(tmp_path.glob(".ledger.partial-*"))
 

@@ -46,6 +46,10 @@ def test_a_bf16_run_keeps_float32_weights_and_records_its_precision(tmp_path, ti
     # the float32 run of the same settings is another model: another cache key; fp32 leaves the key as before
     assert config_key(config) != config_key(TrainConfig(model="multvae", epochs=2, pia=0.3, **TINY))
     assert "precision" not in TrainConfig(**TINY).to_json()
+    # the steps ran under bf16 autocast: the float32 run of the same settings records other losses (a little)
+    train(TrainConfig(model="multvae", epochs=2, pia=0.3, **TINY), tmp_path / "fp32", split=tiny_split, progress=False)
+    exact = read_history(tmp_path / "fp32")
+    assert all(0 < abs(a["nll"] - b["nll"]) < 2e-2 * b["nll"] for a, b in zip(history, exact, strict=True))
 
 
 def test_auto_takes_bf16_only_with_native_units_and_a_measured_speedup(monkeypatch):
