@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -94,21 +96,60 @@ def fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _dropped_signal(info: object) -> int | None:
+    """The signal whose exception CPython dropped as "unraisable" (``info``: :func:`sys.unraisablehook`'s
+    argument), or None for any other exception."""
+    exc_type = getattr(info, "exc_type", None)
+    if exc_type is None or threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers run in the main thread only: a drop elsewhere is not theirs
+    if issubclass(exc_type, Terminated):
+        return signal.SIGTERM
+    return signal.SIGINT if issubclass(exc_type, KeyboardInterrupt) else None
+
+
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` in the main thread (restored afterwards)."""
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread, and a SIGTERM or Ctrl-C whose
+    exception CPython dropped is sent again (both restored afterwards).
+
+    A signal's Python handler runs wherever the main thread is when the signal comes, finalisers included
+    (``__del__``, weakref callbacks, which the garbage collector may start at any allocation). CPython does not
+    let an exception leave a finaliser: it prints "Exception ignored in ..." with a traceback and the program goes
+    on, so the interrupt would be lost and the run would go on to its end. While inside, :data:`sys.unraisablehook`
+    catches such a drop, prints nothing, and a timer thread sends the same signal to the process again a
+    millisecond later, when the main thread is back in ordinary code. The signal goes through whatever handler is
+    then in place, so a block that defers signals (:func:`analyses.common._signals_deferred`) still defers it.
+    Timers still pending at the exit are cancelled: the work they would interrupt has ended.
+    """
 
     def handler(signum: int, frame: object) -> NoReturn:
         raise Terminated(signum)
+
+    timers: list[threading.Timer] = []
+
+    def resend(info: object) -> None:
+        signum = _dropped_signal(info)
+        if signum is None:
+            previous_hook(info)
+            return
+        timer = threading.Timer(0.001, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. a test runner's worker): leave signals alone
         yield
         return
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = resend
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
+        for timer in timers:
+            timer.cancel()
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -111,6 +111,34 @@ def test_ctrl_c_ends_the_process_by_sigint_wherever_it_lands(tmp_path, where):
     assert proc.stderr.strip() == "interrupted (Ctrl-C): the probe stopped; finished files are intact"
 
 
+# CPython prints and then drops an exception raised inside a finaliser (``__del__``, a weakref callback), and a
+# signal's handler runs wherever the main thread is, finalisers included: in CI a job given SIGTERM there printed
+# the traceback and went on working for two more minutes
+_IN_A_FINALISER = "\n    ".join(
+    [
+        "class Dropped:",
+        "    def __del__(self):",
+        "        os.kill(os.getpid(), signal.{name})",
+        "        for _ in range(1000): pass",
+        "Dropped()",
+        "for _ in range(10**7): pass",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "line"),
+    [
+        ("SIGINT", -signal.SIGINT, "interrupted (Ctrl-C): the probe stopped; finished files are intact"),
+        ("SIGTERM", EXIT_SIGTERM, "terminated (SIGTERM): the probe stopped; finished files are intact"),
+    ],
+)
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_run_with_one_line(tmp_path, name, code, line):
+    proc = _run_probe(tmp_path, _IN_A_FINALISER.format(name=name))
+    assert proc.returncode == code and proc.stderr.strip() == line, (proc.returncode, proc.stderr)
+    assert proc.stdout == "written before the interrupt\n"
+
+
 def test_other_exit_codes_end_the_process_with_that_code(tmp_path):
     proc = _run_probe(tmp_path, "raise ValueError('--rho must lie in (0, 1]')")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --rho must lie in (0, 1]", proc.stderr
