@@ -22,8 +22,10 @@ Not part of CI (a module takes tens of minutes): run it in a clone of its own (i
 checkout it lives in, and a job running from that checkout meanwhile would import a mutant), and record the table
 in ``docs/testing.md``. ``--list`` shows the mutants, numbered, without running anything; ``--range FIRST-LAST``
 runs only those numbers, so that a long module (``models/trainer.py``: 417 mutants) can be measured in slices
-across sessions. The module is restored even when the run is interrupted by Ctrl-C or SIGTERM (a ``finally``
-block; a SIGKILL leaves ``<module>.orig`` beside it to copy back).
+across sessions; ``--lines 118,158-164`` runs only the mutants on those lines, to confirm that the survivors of
+an earlier run (listed by line) are killed now, while the module is unchanged. The module is restored even when
+the run is interrupted by Ctrl-C or SIGTERM (a ``finally`` block; a SIGKILL leaves ``<module>.orig`` beside it to
+copy back).
 """
 
 from __future__ import annotations
@@ -382,17 +384,36 @@ def parse_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
-def run_module(module: str, tests: list[str], select: bool = True, span: tuple[int, int] = (1, 0)) -> dict:
+def parse_lines(text: str) -> frozenset[int]:
+    """``118,158-164`` -> the line numbers 118 and 158 to 164 (inclusive)."""
+    lines: set[int] = set()
+    for part in text.split(","):
+        try:
+            lo, hi = parse_range(part if "-" in part else f"{part}-{part}")
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected line numbers such as 118,158-164, got {text!r}") from None
+        if not hi:
+            raise argparse.ArgumentTypeError(f"a line range needs its last line, got {part!r} in {text!r}")
+        lines.update(range(lo, hi + 1))
+    return frozenset(lines)
+
+
+def run_module(
+    module: str,
+    tests: list[str],
+    select: bool = True,
+    span: tuple[int, int] = (1, 0),
+    lines: frozenset[int] | None = None,
+) -> dict:
     """Mutate ``module`` and run ``tests`` against each mutant numbered within ``span`` (1-based, inclusive; 0 as
-    the end: all), so that a long module can be measured in slices across sessions."""
+    the end: all), so that a long module can be measured in slices across sessions; with ``lines``, only the
+    mutants on one of those lines."""
     path = ROOT / module
     every = mutants(path)
     first, last = span[0], span[1] or len(every)
-    found = every[first - 1 : last]
-    print(
-        f"{module}: {len(every)} mutants, running {first}-{first + len(found) - 1}, tests {' '.join(tests)}",
-        file=sys.stderr,
-    )
+    numbered = [(k, m) for k, m in enumerate(every, 1) if first <= k <= last and (lines is None or m.line in lines)]
+    on = "" if lines is None else f" on lines {','.join(map(str, sorted(lines)))} ({len(numbered)} mutants)"
+    print(f"{module}: {len(every)} mutants, running {first}-{last}{on}, tests {' '.join(tests)}", file=sys.stderr)
     status, base, coverage = _pytest(tests, timeout=3600, record=path if select else None)
     if status != "survived":
         raise SystemExit(f"error: the tests of {module} do not pass unmutated ({status}); fix them first")
@@ -401,7 +422,7 @@ def run_module(module: str, tests: list[str], select: bool = True, span: tuple[i
     shutil.copy2(path, backup)
     results: list[tuple[Mutant, str]] = []
     try:
-        for k, m in enumerate(found, first):
+        for k, m in numbered:
             chosen = coverage.tests_for(m.span, tests) if coverage is not None else tests
             path.write_text(m.source)
             outcome, seconds, _ = _pytest(chosen, limit)
@@ -418,6 +439,8 @@ def run_module(module: str, tests: list[str], select: bool = True, span: tuple[i
     survivors = [(m.line, m.what) for m, o in results if o == "survived"]
     score = killed / len(results) if results else float("nan")
     shown = module if (first, last) == (1, len(every)) else f"{module}, mutants {first}-{last} of {len(every)}"
+    if lines is not None:
+        shown += f", on lines {','.join(map(str, sorted(lines)))}"
     return {"module": shown, "mutants": len(results), "killed": killed, "score": score, "survivors": survivors}
 
 
@@ -437,6 +460,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the mutants numbered FIRST to LAST (1-based, as --list and the log number them; '101-': to "
         "the end), to measure a long module in slices",
     )
+    parser.add_argument(
+        "--lines",
+        type=parse_lines,
+        metavar="LINES",
+        help="run only the mutants on these lines (e.g. 118,158-164), as the log lists survivors: the "
+        "survivors of an earlier run, listed by line, while the module is unchanged",
+    )
     args = parser.parse_args(argv)
     rows = []
     if not args.list:
@@ -452,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         package, name = Path(module).parent.name, Path(module).stem
         tests = args.tests or TESTS_FOR.get(module, [f"tests/{package}/test_{name}.py"])
-        rows.append(run_module(module, tests, select=not args.all_tests, span=args.range))
+        rows.append(run_module(module, tests, select=not args.all_tests, span=args.range, lines=args.lines))
     if rows:
         print("| module | mutants | killed | score | survivors (line: mutation) |\n|---|---:|---:|---:|---|")
         for r in rows:

@@ -133,6 +133,23 @@ def test_a_range_runs_only_those_mutants_and_restores_the_module(tmp_path, monke
     assert (tmp_path / "mutmod.py").read_text() == MODULE and not (tmp_path / "mutmod.py.orig").exists()
 
 
+def test_lines_run_only_the_mutants_on_those_lines(tmp_path, monkeypatch):
+    from tests import mutate
+
+    assert mutate.parse_lines("7") == {7} and mutate.parse_lines("2,6-7") == {2, 6, 7}
+    for bad in ("", "a", "3-", "0", "5-4", "2,,3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            mutate.parse_lines(bad)
+    (tmp_path / "mutmod.py").write_text(MODULE)
+    (tmp_path / "test_mutmod.py").write_text(TESTS)
+    monkeypatch.setattr(mutate, "ROOT", tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    on_7 = [m for m in mutants(tmp_path / "mutmod.py") if m.line == 7]
+    row = mutate.run_module("mutmod.py", [str(tmp_path / "test_mutmod.py")], lines=frozenset({7}))
+    assert len(on_7) == 2 and row["mutants"] == 2 and row["module"].endswith("on lines 7")
+    assert (tmp_path / "mutmod.py").read_text() == MODULE
+
+
 def test_mutants_face_the_slow_tier_that_the_default_run_leaves_out(tmp_path):
     """A project whose default run deselects ``slow`` tests (as this one's pyproject.toml does): the only test that
     catches the mutant is slow, and it still kills it."""
