@@ -995,19 +995,24 @@ class ResumeJournal:
         self.jobs: dict[str, dict] = {}
         self.path: Path | None = None
 
-    def matches(self, staging: Path) -> bool:
-        """Whether ``staging`` is an interrupted run of this ledger under this code."""
+    def _journal(self, staging: Path) -> dict | None:
+        """The journal in ``staging`` if it is an interrupted run of this ledger under this code, else None."""
         try:
             doc = json.loads((staging / RESUME_FILE).read_text())
         except (OSError, ValueError):
-            return False
-        return isinstance(doc, dict) and all(doc.get(k) == v for k, v in self.head.items())
+            return None
+        ours = isinstance(doc, dict) and all(doc.get(k) == v for k, v in self.head.items())
+        return doc if ours and isinstance(doc.get("jobs", {}), dict) else None
+
+    def matches(self, staging: Path) -> bool:
+        """Whether ``staging`` is an interrupted run of this ledger under this code."""
+        return self._journal(staging) is not None
 
     def open(self, staging: Path) -> int:
         """Read the journal of a taken-over staging folder (or start one); the number of finished jobs in it."""
         self.path = staging / RESUME_FILE
-        if self.path.is_file() and self.matches(staging):
-            self.jobs = dict(json.loads(self.path.read_text()).get("jobs") or {})
+        doc = self._journal(staging)
+        self.jobs = dict(doc.get("jobs") or {}) if doc is not None else {}
         self._write()
         return len(self.jobs)
 

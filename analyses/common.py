@@ -29,7 +29,10 @@ Every job (``python -m analyses.<name>``) follows the same contract:
   the time) and renames the staging folder into place; a previous finished ``OUT`` is first moved aside
   (``.OUT.name.old-PID``) and then deleted. If the job fails or is interrupted, the staging folder is deleted, so
   ``OUT`` is either the previous finished folder or the new one, never a mix of two runs. **A folder is finished
-  if and only if it holds** ``COMPLETE``; every job lists it among its files.
+  if and only if it holds** ``COMPLETE``; every job lists it among its files. The one exception is a job that
+  resumes its own work (the claims ledger, ``stage_output(..., resume_from=...)``): its staging folder is kept
+  when it fails or is interrupted, and the next run of the same command takes it over; ``OUT`` itself is still
+  only ever replaced by a finished folder.
 * **Default folders never mix settings.** :func:`default_out_dir` names the folder
   ``out/JOB/DATASET-TAG[-quick]-HASH``: a readable tag (e.g. ``rho0.5``) and the first 8 hex digits of the
   SHA-256 of every option that can change the results (:func:`result_options`; resolved values, so an option
