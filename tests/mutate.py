@@ -174,16 +174,36 @@ def _dropped_calls(tree: ast.Module) -> Iterator[tuple[tuple[int, int], str, obj
                     yield (stmt.lineno, stmt.end_lineno or stmt.lineno), "call dropped", drop
 
 
+_HEADERS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _header_ids(node: ast.AST) -> set[int]:
+    """The parts of a ``def`` or ``class`` statement evaluated when the statement itself runs (decorators, default
+    values, bases, keywords), not when its body does."""
+    if not isinstance(node, _HEADERS):
+        return set()
+    parts = [*node.decorator_list, *getattr(node, "bases", []), *getattr(node, "keywords", [])]
+    if not isinstance(node, ast.ClassDef):
+        parts.append(node.args)
+    return {id(part) for part in parts}
+
+
 def _statement_spans(tree: ast.Module) -> dict[int, tuple[int, int]]:
-    """``id(node) -> (first, last line)`` of the innermost statement that holds the node."""
+    """``id(node) -> (first, last line)`` of the innermost statement that holds the node; ``(0, 0)`` (no line:
+    every test) for module-level code.
+
+    A ``def`` or ``class`` header (``@dataclass(frozen=True)``, a default value) belongs to the statement around
+    the definition, which runs it, not to the definition's own lines: the tests that call a method of a module-level
+    class do not cover its decorator, since a test that only meets the decorator's effect (assigning to a frozen
+    instance goes through generated code) executes no line of the class."""
     spans: dict[int, tuple[int, int]] = {}
 
-    def visit(node: ast.AST, span: tuple[int, int]) -> None:
-        if isinstance(node, ast.stmt):
-            span = (node.lineno, node.end_lineno or node.lineno)
+    def visit(node: ast.AST, outer: tuple[int, int]) -> None:
+        span = (node.lineno, node.end_lineno or node.lineno) if isinstance(node, ast.stmt) else outer
         spans[id(node)] = span
+        header = _header_ids(node)
         for child in ast.iter_child_nodes(node):
-            visit(child, span)
+            visit(child, outer if id(child) in header else span)
 
     visit(tree, (0, 0))
     return spans

@@ -116,6 +116,20 @@ def test_a_mutant_knows_the_statement_that_holds_it(tmp_path):
     assert spans[(7, "2 -> 3")] == (7, 7)
 
 
+def test_a_decorator_or_default_belongs_to_the_code_around_its_definition(tmp_path):
+    # run at import for a module-level class or function (every test); by the outer function for a nested one
+    path = tmp_path / "m.py"
+    path.write_text(
+        "@dataclass(frozen=True)\nclass C:\n    x: int = 0\n\n    def f(self, k=1):\n        return k\n\n\n"
+        "def g():\n    def h(y=5):\n        return y\n\n    return h()\n"
+    )
+    spans = {(m.line, m.what): m.span for m in mutants(path)}
+    assert spans[(1, "True -> False")] == (0, 0)  # the decorator: not the class's lines 2-6
+    assert spans[(3, "0 -> 1")] == (3, 3)  # a field default is a statement of the class body
+    assert spans[(5, "1 -> 2")] == (2, 6)  # a method's default: evaluated when the class body runs
+    assert spans[(10, "5 -> 6")] == (9, 13)  # a nested function's default: when g runs
+
+
 def test_a_range_runs_only_those_mutants_and_restores_the_module(tmp_path, monkeypatch):
     from tests import mutate
 
