@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -779,14 +780,33 @@ CLAIMS: tuple[Claim, ...] = (
 TRAINED_JOBS = frozenset({"local_vs_global", "kl_budget", "sharing_radius", "pia_geometry", "cohorts"})
 
 
-def uplift_rows(doc: dict | None, dataset: str, seeds: Sequence[int], command: str, error: str | None) -> list[dict]:
-    """The PIA accuracy-gain rows (one per architecture) from ``pia_uplift``'s JSON, its verdict and rule."""
+def uplift_architectures(argv: Sequence[str]) -> list[str]:
+    """The architectures a ``pia_uplift`` command line compares (its ``--models``, else the job's default)."""
+    from analyses.pia_uplift import ARCHITECTURES
+
+    if "--models" not in argv:
+        return list(ARCHITECTURES)
+    after = list(argv[list(argv).index("--models") + 1 :])
+    return list(itertools.takewhile(lambda a: not a.startswith("-"), after))
+
+
+def uplift_rows(
+    doc: dict | None,
+    dataset: str,
+    seeds: Sequence[int],
+    command: str,
+    error: str | None,
+    architectures: Sequence[str] = (),
+) -> list[dict]:
+    """The PIA accuracy-gain rows (one per architecture) from ``pia_uplift``'s JSON, its verdict and rule; without
+    the JSON (the job failed, or a budget skipped it), one ``inconclusive`` row per architecture of
+    ``architectures`` saying why, so that every dataset has the same claims."""
     statement = "PIA raises test NDCG@100 over a like-for-like masked baseline (paired per user, across seeds)"
     if doc is None:
         return [
             {
-                "claim": "pia_accuracy_gain",
-                "statement": statement,
+                "claim": f"pia_accuracy_gain[{arch}]",
+                "statement": statement + f" ({arch})",
                 "kind": "empirical",
                 "dataset": dataset,
                 "seeds": list(seeds),
@@ -801,6 +821,7 @@ def uplift_rows(doc: dict | None, dataset: str, seeds: Sequence[int], command: s
                 "per_seed": [],
                 "planted": None,
             }
+            for arch in architectures
         ]
     from analyses.pia_uplift import uplift_verdict
 
@@ -1167,11 +1188,18 @@ def rows_from_jobs(part: LedgerPart, dataset: str) -> tuple[list[dict], list[dic
             docs[r.seed][r.job] = _part_file(part, base / f"seed{r.seed}" / r.job / JOB_SPECS[r.job].json_name)
     rows = ledger_rows(dataset, seeds, docs, {s: part.folder / base / f"seed{s}" for s in seeds}, runs)
     uplift = next((r for r in runs if r.job == "pia_uplift"), None)
-    if uplift is None:
-        rows += [r for r in part.rows if r["dataset"] == dataset and r["claim"].startswith("pia_accuracy_gain")]
+    archs = uplift_architectures(shlex.split(uplift.command)) if uplift is not None else []
+    if uplift is None:  # a budget skipped it: the written rows, one per architecture as a run writes them now
+        for row in (r for r in part.rows if r["dataset"] == dataset and r["claim"].startswith("pia_accuracy_gain")):
+            if row["claim"] != "pia_accuracy_gain":
+                rows.append(row)
+                continue
+            error = str(row.get("reason") or "").removeprefix("not measured: ")
+            archs = uplift_architectures(shlex.split(row["command"]))
+            rows += uplift_rows(None, dataset, row["seeds"], row["command"], error, archs)
         return rows, []
     doc = _part_file(part, base / "pia_uplift" / "uplift.json") if uplift.status == "ok" else None
-    rows += uplift_rows(doc, dataset, seeds, uplift.command, uplift.error)
+    rows += uplift_rows(doc, dataset, seeds, uplift.command, uplift.error, archs)
     path = _baselines_of(part.marker.get("options") or {}).get(dataset, "")
     compared = comparison_rows(
         dataset,
@@ -1356,14 +1384,15 @@ def run(args: argparse.Namespace) -> Path:
             )
         except (KeyError, TypeError, IndexError) as exc:  # an uplift JSON of another layout: the claims still stand
             print(f"note: no accuracy comparison on {dataset}: unexpected pia_uplift JSON ({exc!r})", file=sys.stderr)
+        archs = uplift_architectures(uplift_argv)
         if uplift is not None:
-            rows += uplift_rows(uplift.doc, dataset, ds_seeds, uplift.command, uplift.error)
+            rows += uplift_rows(uplift.doc, dataset, ds_seeds, uplift.command, uplift.error, archs)
         else:
             shown = [
                 str(final / base / "pia_uplift") if a == str(out / base / "pia_uplift") else a for a in uplift_argv
             ]
             rows += uplift_rows(
-                None, dataset, ds_seeds, shlex.join(["python", "-m", "analyses.pia_uplift", *shown]), skipped
+                None, dataset, ds_seeds, shlex.join(["python", "-m", "analyses.pia_uplift", *shown]), skipped, archs
             )
     seconds = time.perf_counter() - start
     write_json(out / "claims.json", rows)

@@ -351,8 +351,11 @@ def test_a_dataset_budget_limits_seeds_and_epochs_and_lends_lambda(tmp_path, mon
     assert len(on["pia_uplift"]) == 1
     rows = json.loads((out / "claims.json").read_text())
     gain = [r for r in rows if r["dataset"] == "synthetic" and r["claim"].startswith("pia_accuracy_gain")]
-    assert len(gain) == 1 and gain[0]["verdict"] == "inconclusive" and "too large for the test" in gain[0]["reason"]
-    assert "lambda_A 0.3 chosen on synthetic-null" in gain[0]["reason"]
+    # one row per architecture pia_uplift would have compared, as on every other dataset
+    assert [r["claim"] for r in gain] == ["pia_accuracy_gain[multvae]", "pia_accuracy_gain[recvae]"]
+    for row in gain:
+        assert row["verdict"] == "inconclusive" and "too large for the test" in row["reason"]
+        assert "lambda_A 0.3 chosen on synthetic-null" in row["reason"] and row["estimate"] is None
     assert all(r["seeds"] in ([], [0]) for r in rows if r["dataset"] == "synthetic")
     assert json.loads((out / "ledger.json").read_text())["budgets"]["synthetic"]["epochs"] == 7
     assert all("--users" not in a for a in null_jobs)  # the unbudgeted dataset: every training user
@@ -623,6 +626,18 @@ def _part(finished_parts: dict[str, Path], tmp_path: Path, kind: str, name: str)
     return Path(shutil.copytree(finished_parts[kind], tmp_path / name))
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--dataset", "x", "--seeds", "0"], ["multvae", "recvae"]),
+        (["--models", "recvae", "--seeds", "0"], ["recvae"]),
+        (["--quick", "--models", "multvae"], ["multvae"]),
+    ],
+)
+def test_the_uplift_architectures_are_read_from_its_command_line(argv, expected):
+    assert claims.uplift_architectures(argv) == expected
+
+
 def test_ledgers_measured_in_parts_merge_into_one(tmp_path, finished_parts, run_cli):
     from analyses.claims import verdict_table
 
@@ -652,6 +667,28 @@ def test_ledgers_measured_in_parts_merge_into_one(tmp_path, finished_parts, run_
     # the parts' failed jobs stay on record in the merged marker
     failed = json.loads((out / "COMPLETE").read_text())["failed_jobs"]
     assert "synthetic/0/cohorts" in failed and "synthetic-null/1/cohorts" in failed
+
+
+def test_a_merge_writes_a_budget_skipped_gain_per_architecture_even_from_an_older_single_row(
+    tmp_path, monkeypatch, run_cli
+):
+    budget = claims.Budget(seeds=1, epochs=7, anneal_epochs=2, uplift=False, kl_users=50, why="too large here")
+    monkeypatch.setattr(claims, "BUDGETS", {"synthetic": budget})
+    monkeypatch.setattr(claims, "run_job", only_the_uplift_runs(None))
+    part = tmp_path / "part"
+    argv = ["--datasets", "synthetic", "--seeds", "0", "--out", str(part), "--no-progress"]
+    assert run_cli(claims.main, argv)[0] == 0
+    rows = json.loads((part / "claims.json").read_text())
+    gains = [r for r in rows if r["claim"].startswith("pia_accuracy_gain")]
+    assert [r["claim"] for r in gains] == ["pia_accuracy_gain[multvae]", "pia_accuracy_gain[recvae]"]
+    # the single row an earlier version wrote for the skipped job
+    older = {**gains[0], "claim": "pia_accuracy_gain", "statement": gains[0]["statement"].removesuffix(" (multvae)")}
+    (part / "claims.json").write_text(json.dumps([r for r in rows if r not in gains] + [older]))
+    out = tmp_path / "merged"
+    code, _, stderr = run_cli(claims.main, ["--merge", str(part), "--out", str(out)])
+    assert code == 0, stderr
+    merged = [r for r in json.loads((out / "claims.json").read_text()) if r["claim"].startswith("pia_accuracy")]
+    assert merged == gains
 
 
 def test_a_merge_recomputes_every_row_from_the_parts_job_files(tmp_path, finished_parts, run_cli):
