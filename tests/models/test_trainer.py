@@ -250,6 +250,10 @@ def test_lambda_schedule_and_beta():
     assert LambdaSchedule(0.4).value(0) == 0.4
     with pytest.raises(ValueError, match="lambda_A must be >= 0"):
         LambdaSchedule(-0.1)
+    # a schedule is a value: frozen, so the trainer cannot change it in the middle of a run, and hashable
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sched.lambda_a = 1.0  # type: ignore[misc]
+    assert hash(sched) == hash(LambdaSchedule(0.4, warmup_epochs=4))
     c = TrainConfig(beta_cap=0.2, anneal_steps=1000)
     assert beta_at(c, 100, 10) == pytest.approx(0.1)
     assert beta_at(c, 10_000, 10) == pytest.approx(0.2)
