@@ -130,34 +130,36 @@ def test_a_decorator_or_default_belongs_to_the_code_around_its_definition(tmp_pa
     assert spans[(10, "5 -> 6")] == (9, 13)  # a nested function's default: when g runs
 
 
-def test_a_range_runs_only_those_mutants_and_restores_the_module(tmp_path, monkeypatch):
+@pytest.fixture
+def mutmod(tmp_path, monkeypatch):
+    """``tests.mutate`` with ``MODULE`` and its ``TESTS`` as the checkout it mutates."""
     from tests import mutate
 
-    assert mutate.parse_range("2-3") == (2, 3) and mutate.parse_range("101-") == (101, 0)
-    for bad in ("3", "0-2", "5-4", "a-b"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            mutate.parse_range(bad)
     (tmp_path / "mutmod.py").write_text(MODULE)
     (tmp_path / "test_mutmod.py").write_text(TESTS)
     monkeypatch.setattr(mutate, "ROOT", tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
+    return mutate
+
+
+def test_a_range_runs_only_those_mutants_and_restores_the_module(tmp_path, mutmod):
+    mutate = mutmod
+    assert mutate.parse_range("2-3") == (2, 3) and mutate.parse_range("101-") == (101, 0)
+    for bad in ("3", "0-2", "5-4", "a-b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            mutate.parse_range(bad)
     every = mutants(tmp_path / "mutmod.py")
     row = mutate.run_module("mutmod.py", [str(tmp_path / "test_mutmod.py")], span=(2, 3))
     assert row["mutants"] == 2 and row["module"] == f"mutmod.py, mutants 2-3 of {len(every)}"
     assert (tmp_path / "mutmod.py").read_text() == MODULE and not (tmp_path / "mutmod.py.orig").exists()
 
 
-def test_lines_run_only_the_mutants_on_those_lines(tmp_path, monkeypatch):
-    from tests import mutate
-
+def test_lines_run_only_the_mutants_on_those_lines(tmp_path, mutmod):
+    mutate = mutmod
     assert mutate.parse_lines("7") == {7} and mutate.parse_lines("2,6-7") == {2, 6, 7}
     for bad in ("", "a", "3-", "0", "5-4", "2,,3"):
         with pytest.raises(argparse.ArgumentTypeError):
             mutate.parse_lines(bad)
-    (tmp_path / "mutmod.py").write_text(MODULE)
-    (tmp_path / "test_mutmod.py").write_text(TESTS)
-    monkeypatch.setattr(mutate, "ROOT", tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
     on_7 = [m for m in mutants(tmp_path / "mutmod.py") if m.line == 7]
     row = mutate.run_module("mutmod.py", [str(tmp_path / "test_mutmod.py")], lines=frozenset({7}))
     assert len(on_7) == 2 and row["mutants"] == 2 and row["module"].endswith("on lines 7")
