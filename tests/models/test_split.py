@@ -565,6 +565,21 @@ def test_an_item_with_exactly_min_sc_users_is_kept():
     assert split.report["after_filtering"] == {"users": 6, "items": 6, "interactions": 33}
 
 
+def test_each_filter_reports_only_what_it_dropped():
+    # users 0-5 rate items 0-4; user 6 rates only items 7 and 8, which no one else rates
+    user = np.concatenate([np.repeat(np.arange(6), 5), [6, 6]])
+    item = np.concatenate([np.tile(np.arange(5), 6), [7, 8]])
+    # no item filter: it reports nothing dropped; the user filter drops user 6 (2 positives < 5)
+    split = build_split(raw_of(user, item), SplitConfig(min_rating=None, min_sc=0, min_uc=5, n_heldout=1), "p")
+    assert split.report["item_filter"] == {"min_users_per_item": 0, "rows_dropped": 0, "items_dropped": 0}
+    assert split.report["user_filter"] == {"min_positives_per_user": 5, "users_dropped": 1, "rows_dropped": 2}
+    # items 7 and 8 dropped by the item filter take all of user 6's rows: the user filter drops no one
+    split = build_split(raw_of(user, item), SplitConfig(min_rating=None, min_sc=2, min_uc=5, n_heldout=1), "p")
+    assert split.report["item_filter"] == {"min_users_per_item": 2, "rows_dropped": 2, "items_dropped": 2}
+    assert split.report["user_filter"] == {"min_positives_per_user": 5, "users_dropped": 0, "rows_dropped": 0}
+    assert split.report["after_filtering"] == {"users": 6, "items": 5, "interactions": 30}
+
+
 def test_a_fractional_n_heldout_rounds_its_share_of_the_users():
     # 0.2 of 18 users is 3.6: 4 users per held-out set (round, not int), 10 to train
     raw = raw_of(np.repeat(np.arange(18), 5), np.tile(np.arange(5), 18))
