@@ -52,6 +52,27 @@ def test_a_bf16_run_keeps_float32_weights_and_records_its_precision(tmp_path, ti
     assert all(0 < abs(a["nll"] - b["nll"]) < 2e-2 * b["nll"] for a, b in zip(history, exact, strict=True))
 
 
+def test_a_resumed_auto_run_keeps_the_precision_it_chose_without_deciding_again(tmp_path, tiny_split, monkeypatch):
+    import models.trainer as trainer_module
+
+    asked: list[str] = []
+
+    def decide(requested: str, device: torch.device, chosen: str) -> tuple[str, dict]:
+        asked.append(requested)
+        return chosen, {"requested": requested, "chosen": chosen}
+
+    config = TrainConfig(model="multvae", epochs=2, precision="auto", **TINY)
+    monkeypatch.setattr(trainer_module, "resolve_precision", lambda r, d: decide(r, d, "bf16"))
+    train(config, tmp_path / "run", split=tiny_split, progress=False, stop_after_epochs=1)
+    assert asked == ["auto"]
+    # the machine would now choose float32 (another machine, or a slower measurement): the run stays bf16
+    monkeypatch.setattr(trainer_module, "resolve_precision", lambda r, d: decide(r, d, "fp32"))
+    train(config, tmp_path / "run", split=tiny_split, progress=False, resume=True)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert asked == ["auto"] and saved["derived"]["precision"]["chosen"] == "bf16"
+    assert len(read_history(tmp_path / "run")) == 2
+
+
 def test_auto_takes_bf16_only_with_native_units_and_a_measured_speedup(monkeypatch):
     cpu = torch.device("cpu")
     rates = {torch.float32: 40.0, torch.bfloat16: 200.0}

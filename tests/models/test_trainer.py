@@ -340,10 +340,17 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, split) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        config = TrainConfig(model="multvae", epochs=2, pia=0.3, seed=5, device="cpu", **TINY)
-        train(config, Path(out), split=split, progress=False)
+        config = TrainConfig(model="multvae", epochs=3, pia=0.3, seed=5, device="cpu", **TINY)
+        state = train(config, Path(out), split=split, progress=False, on_epoch=_stop_after_two)
+        # what each rank ends with: rank 0 decides the best epoch and the stop, and the others must agree
+        shown = {"epoch": state.epoch, "best_epoch": state.best_epoch, "best_value": state.best_value}
+        (Path(out).parent / f"rank{rank}.json").write_text(json.dumps(shown))
     finally:
         dist.destroy_process_group()
+
+
+def _stop_after_two(record: dict) -> bool:
+    return record["epoch"] >= 2
 
 
 def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
@@ -355,8 +362,13 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp"), tiny_split), nprocs=2, join=True)
-    config = TrainConfig(model="multvae", epochs=2, pia=0.3, seed=5, device="cpu", **TINY)
-    train(config, tmp_path / "single", split=tiny_split, progress=False)
+    config = TrainConfig(model="multvae", epochs=3, pia=0.3, seed=5, device="cpu", **TINY)
+    single = train(config, tmp_path / "single", split=tiny_split, progress=False, on_epoch=_stop_after_two)
+    # both ranks stopped where rank 0's on_epoch said, after epoch 2 of 3, with rank 0's best epoch and value
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0]["epoch"] == single.epoch == 2
+    assert ranks[0]["best_epoch"] == single.best_epoch
+    assert ranks[0]["best_value"] == pytest.approx(single.best_value, abs=1e-4)
     a = load_verified(tmp_path / "ddp" / "checkpoint.pt")
     b = load_verified(tmp_path / "single" / "checkpoint.pt")
     for key in a["model"]:
@@ -369,6 +381,69 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
     for ddp, single in zip(a["history"], b["history"], strict=True):
         for key in ("nll", "kl", "pia", "loss"):
             assert ddp[key] == pytest.approx(single[key], rel=1e-4), (ddp["epoch"], key)
+
+
+def test_on_epoch_sees_each_record_and_stops_the_run_when_it_returns_true(tmp_path, tiny_split):
+    from models.trainer import read_history, run_progress
+
+    seen: list[dict] = []
+
+    def on_epoch(record: dict) -> bool:
+        seen.append(dict(record))
+        return record["epoch"] >= 2
+
+    config = TrainConfig(model="multvae", epochs=4, seed=3, **TINY)
+    started = time.perf_counter()
+    state = train(config, tmp_path / "run", split=tiny_split, progress=False, on_epoch=on_epoch)
+    elapsed = time.perf_counter() - started
+    history = read_history(tmp_path / "run")
+    assert [r["epoch"] for r in seen] == [1, 2] and state.epoch == 2 and seen == history
+    # each epoch's wall time, in seconds to the millisecond, within the call's
+    assert all(0 < r["seconds"] <= elapsed and r["seconds"] == round(r["seconds"], 3) for r in history)
+    stopped = run_progress(tmp_path / "run")
+    assert stopped == {"epochs_done": 2, "epochs_planned": 4, "finished": False, "best_epoch": state.best_epoch}
+    train(config, tmp_path / "run", split=tiny_split, progress=False, resume=True)
+    assert run_progress(tmp_path / "run")["finished"] is True and len(read_history(tmp_path / "run")) == 4
+
+
+def test_a_later_epoch_that_only_ties_the_best_validation_value_does_not_replace_it(tmp_path, tiny_split, monkeypatch):
+    import models.trainer as trainer_module
+
+    class Tied:
+        def summary(self) -> dict:
+            return {m: {"mean": 0.25} for m in trainer_module.VALIDATION_METRICS}
+
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *args, **kwargs: Tied())
+    state = train(
+        TrainConfig(model="multvae", epochs=3, seed=3, **TINY), tmp_path / "run", split=tiny_split, progress=False
+    )
+    assert state.best_epoch == 1 and load_verified(tmp_path / "run" / "best.pt")["epoch"] == 1
+
+
+def test_the_anchors_of_a_pia_runs_best_epoch_are_loaded_and_a_run_without_pia_has_none(tmp_path, tiny_split):
+    from models.trainer import load_anchors
+
+    train(TrainConfig(model="multvae", epochs=1, pia=0.3, **TINY), tmp_path / "pia", split=tiny_split, progress=False)
+    anchors = load_anchors(tmp_path / "pia")
+    stored = load_verified(tmp_path / "pia" / "best.pt")["anchors"]
+    assert anchors.dtype == np.float64 and anchors.shape == (tiny_split.n_items, TINY["latent_dim"])
+    np.testing.assert_array_equal(anchors, stored.double().numpy())
+    train(TrainConfig(model="multvae", epochs=1, **TINY), tmp_path / "plain", split=tiny_split, progress=False)
+    assert load_anchors(tmp_path / "plain") is None
+
+
+def test_a_best_model_that_does_not_fit_its_configuration_is_refused_with_its_reason_cut(tmp_path, tiny_split):
+    from models.io import DamagedFile
+
+    _, run = _half_run(tmp_path, tiny_split)
+    best = load_verified(run / "best.pt")
+    best["model"] = {f"old.{k}": v for k, v in best["model"].items()}
+    save_verified(run / "best.pt", best)
+    with pytest.raises(DamagedFile, match=r"does not fit the model of config\.json") as caught:
+        load_trained(run)
+    message = str(caught.value)
+    reason = re.search(r"does not fit the model of config.json \((.*)\); resume the run", message).group(1)
+    assert message.startswith(f"{run / 'best.pt'}: ") and len(reason) == 120
 
 
 def test_the_defaults_are_the_reference_hyperparameters():
