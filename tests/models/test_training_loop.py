@@ -277,11 +277,23 @@ def test_the_batch_path_keeps_rho_of_the_entries_and_scales_them_by_mode(tiny_sp
         assert torch.allclose(w, torch.full_like(w, want)), (mode, r)
 
 
-def test_each_step_back_propagates_the_documented_objective(tiny_split, tmp_path, monkeypatch):
+def _one_training_user():
+    """A split of three users (one to train, one to validate, one to test), five items each."""
+    from models.readers import RawInteractions
+    from models.split import SplitConfig, build_split
+
+    raw = RawInteractions(user=np.repeat(np.arange(3), 5), item=np.tile(np.arange(5), 3), rating=None, sources=("t",))
+    return build_split(raw, SplitConfig(min_rating=None, n_heldout=1), "one-user")
+
+
+@pytest.mark.parametrize("users", ["many", "one"])
+def test_each_step_back_propagates_the_documented_objective(users, tiny_split, tmp_path, monkeypatch):
     """Every loss the trainer back-propagates is (sum_u [nll_u + beta KL_u] + lambda_A sum_u L_A(u)) / B + wd sum
     ||W||^2, recomputed here from the step's own forward pass, with beta = min(cap, updates / anneal_steps) and
     lambda_A constant without warm-up (a sign, a dropped term or swapped arguments in the loss fail it); and each
-    epoch's record holds the per-user means of those terms."""
+    epoch's record holds the per-user means of those terms (also over a single training user)."""
+    if users == "one":
+        tiny_split = _one_training_user()
     cap, lam, wd = 0.3, 0.7, 0.01
     steps: list[tuple[float, float]] = []
     terms: list[list[float]] = []  # per step: sum nll, sum KL, beta sum KL, sum L_A, users
