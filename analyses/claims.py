@@ -1188,7 +1188,6 @@ def rows_from_jobs(part: LedgerPart, dataset: str) -> tuple[list[dict], list[dic
             docs[r.seed][r.job] = _part_file(part, base / f"seed{r.seed}" / r.job / JOB_SPECS[r.job].json_name)
     rows = ledger_rows(dataset, seeds, docs, {s: part.folder / base / f"seed{s}" for s in seeds}, runs)
     uplift = next((r for r in runs if r.job == "pia_uplift"), None)
-    archs = uplift_architectures(shlex.split(uplift.command)) if uplift is not None else []
     if uplift is None:  # a budget skipped it: the written rows, one per architecture as a run writes them now
         for row in (r for r in part.rows if r["dataset"] == dataset and r["claim"].startswith("pia_accuracy_gain")):
             if row["claim"] != "pia_accuracy_gain":
@@ -1199,6 +1198,7 @@ def rows_from_jobs(part: LedgerPart, dataset: str) -> tuple[list[dict], list[dic
             rows += uplift_rows(None, dataset, row["seeds"], row["command"], error, archs)
         return rows, []
     doc = _part_file(part, base / "pia_uplift" / "uplift.json") if uplift.status == "ok" else None
+    archs = uplift_architectures(shlex.split(uplift.command))
     rows += uplift_rows(doc, dataset, seeds, uplift.command, uplift.error, archs)
     path = _baselines_of(part.marker.get("options") or {}).get(dataset, "")
     compared = comparison_rows(
