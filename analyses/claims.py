@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -781,13 +780,12 @@ TRAINED_JOBS = frozenset({"local_vs_global", "kl_budget", "sharing_radius", "pia
 
 
 def uplift_architectures(argv: Sequence[str]) -> list[str]:
-    """The architectures a ``pia_uplift`` command line compares (its ``--models``, else the job's default)."""
-    from analyses.pia_uplift import ARCHITECTURES
+    """The architectures a ``pia_uplift`` command line compares, in the job's order, read by the job's own parser
+    (``--models``, else its default; words it does not know, such as ``python -m ...``, are left aside)."""
+    from analyses.pia_uplift import ARCHITECTURES, build_parser
 
-    if "--models" not in argv:
-        return list(ARCHITECTURES)
-    after = list(argv[list(argv).index("--models") + 1 :])
-    return list(itertools.takewhile(lambda a: not a.startswith("-"), after))
+    models = build_parser().parse_known_args(list(argv))[0].models
+    return [m for m in ARCHITECTURES if m in models]
 
 
 def uplift_rows(

@@ -632,6 +632,8 @@ def _part(finished_parts: dict[str, Path], tmp_path: Path, kind: str, name: str)
         (["--dataset", "x", "--seeds", "0"], ["multvae", "recvae"]),
         (["--models", "recvae", "--seeds", "0"], ["recvae"]),
         (["--quick", "--models", "multvae"], ["multvae"]),
+        (["--models", "recvae", "multvae"], ["multvae", "recvae"]),  # the job's own order
+        (["python", "-m", "analyses.pia_uplift", "--models=recvae", "--out", "o"], ["recvae"]),  # a recorded command
     ],
 )
 def test_the_uplift_architectures_are_read_from_its_command_line(argv, expected):
