@@ -535,6 +535,25 @@ def test_each_range_check_sits_at_its_boundary(field, allowed, refused):
 @pytest.mark.parametrize(
     ("changes", "needle"),
     [
+        ({"epochs": 0}, r"epochs \(--epochs\) must be > 0"),
+        ({"pia": 0.1, "pia_anchors": "tied"}, "linear decoder"),
+    ],
+)
+def test_train_refuses_an_impossible_configuration_before_it_makes_the_run_folder(
+    tmp_path, tiny_split, changes, needle
+):
+    """train() itself validates (library callers do not go through the CLI's checks): without that, zero epochs
+    ran and wrote a run, and tied anchors on Multi-VAE failed deep inside with another error (a mutation run
+    dropped the call and nothing noticed)."""
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=needle):
+        train(TrainConfig(model="multvae", **{**TINY, **changes}), out, split=tiny_split, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
         ({"data": {"sep": "\t"}}, "--sep applies to csv:PATH and lists:PATH sources only, not ml-1m"),
         ({"data": {"min_uc": -1}}, "min_uc must be an integer >= 1, got -1"),
         ({"dataset": "csv:x.csv", "data": {"user_col": ""}}, "--user-col must not be empty"),
