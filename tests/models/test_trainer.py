@@ -333,6 +333,10 @@ def test_config_file_values_are_overridden_by_flags(tmp_path):
         config_from_args(parse_args(["--config", str(bad), "--out", "x"]))
 
 
+# weight decay too: each rank adds 1/world of the L2 penalty, so the all-reduced gradient holds it once
+DDP = {"model": "multvae", "epochs": 3, "pia": 0.3, "weight_decay": 0.05, "seed": 5, "device": "cpu", **TINY}
+
+
 def _ddp_worker(rank: int, world: int, port: int, out: str, split) -> None:
     import torch.distributed as dist
 
@@ -340,7 +344,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, split) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        config = TrainConfig(model="multvae", epochs=3, pia=0.3, seed=5, device="cpu", **TINY)
+        config = TrainConfig(**DDP)
         state = train(config, Path(out), split=split, progress=False, on_epoch=_stop_after_two)
         # what each rank ends with: rank 0 decides the best epoch and the stop, and the others must agree
         shown = {"epoch": state.epoch, "best_epoch": state.best_epoch, "best_value": state.best_value}
@@ -362,7 +366,7 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp"), tiny_split), nprocs=2, join=True)
-    config = TrainConfig(model="multvae", epochs=3, pia=0.3, seed=5, device="cpu", **TINY)
+    config = TrainConfig(**DDP)
     single = train(config, tmp_path / "single", split=tiny_split, progress=False, on_epoch=_stop_after_two)
     # both ranks stopped where rank 0's on_epoch said, after epoch 2 of 3, with rank 0's best epoch and value
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
