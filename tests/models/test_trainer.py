@@ -387,6 +387,62 @@ def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
             assert ddp[key] == pytest.approx(single[key], rel=1e-4), (ddp["epoch"], key)
 
 
+def _ddp_leave_worker(rank: int, world: int, port: int, out: str, split) -> None:
+    import torch.distributed as dist
+
+    import models.trainer as trainer_module
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    shown: dict = {}
+    if rank == 1:
+        # a rank that would decide otherwise (another device, another library): it must take rank 0's choice
+        trainer_module.resolve_precision = lambda precision, device: ("bf16", {"requested": "auto", "chosen": "bf16"})
+    decide = trainer_module._run_precision
+
+    def recorded_precision(*args, **kwargs):
+        chosen = decide(*args, **kwargs)
+        shown["precision"] = chosen[0]
+        return chosen
+
+    trainer_module._run_precision = recorded_precision
+    if rank == 0:
+        # rank 0 writes the run's files slowly: the other rank must not return before they are written
+        save = trainer_module.save_verified
+
+        def slow_save(*args, **kwargs):
+            time.sleep(1.5)
+            save(*args, **kwargs)
+            shown["saved"] = time.time()
+
+        trainer_module.save_verified = slow_save
+    try:
+        config = TrainConfig(model="multvae", epochs=1, seed=5, device="cpu", precision="auto", **TINY)
+        train(config, Path(out), split=split, progress=False)
+        shown["returned"] = time.time()
+        (Path(out).parent / f"leave{rank}.json").write_text(json.dumps(shown))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_data_parallel_ranks_take_rank_0s_precision_and_return_after_its_files_are_written(tmp_path, tiny_split):
+    """The precision an ``auto`` run chose on rank 0 is broadcast to the others, and the final barrier keeps a rank
+    from returning (and tearing its process group down) while rank 0 still writes the run's files: a mutation run
+    skipped the broadcast and the barrier and no test noticed."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_leave_worker, args=(2, port, str(tmp_path / "ddp"), tiny_split), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"leave{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["precision"] == ranks[1]["precision"] == "fp32"
+    assert ranks[1]["returned"] >= ranks[0]["saved"]
+
+
 def test_on_epoch_sees_each_record_and_stops_the_run_when_it_returns_true(tmp_path, tiny_split):
     from models.trainer import read_history, run_progress
 
