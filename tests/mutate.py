@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import os
 import shutil
 import signal
@@ -244,7 +245,6 @@ each child imports the mutated file afresh)."""
 
 
 def _preload() -> None:
-    import importlib
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     for name in HEAVY:
@@ -276,30 +276,37 @@ class LineRecorder:
             self._sinks[-1].add(frame.f_lineno)
         return self._local
 
+    # where a child process starts: subprocess's Popen, and multiprocessing's (every start method; what
+    # torch.multiprocessing.spawn uses): a child's lines run where no trace of this process sees them
+    _STARTS = (("subprocess", "Popen", "_execute_child"), ("multiprocessing.process", "BaseProcess", "start"))
+
     def __enter__(self) -> LineRecorder:
-        import subprocess
         import threading
 
-        self._popen = subprocess.Popen._execute_child
+        self._originals = []
         recorder = self
+        for module, owner, name in self._STARTS:
+            cls = getattr(importlib.import_module(module), owner)
+            original = getattr(cls, name)
+            self._originals.append((cls, name, original))
 
-        def execute_child(popen, *args, **kwargs):
-            if recorder._test is not None:
-                recorder.spawns.add(recorder._test)
-            return recorder._popen(popen, *args, **kwargs)
+            def start(*args, _original=original, **kwargs):
+                if recorder._test is not None:
+                    recorder.spawns.add(recorder._test)
+                return _original(*args, **kwargs)
 
-        subprocess.Popen._execute_child = execute_child
+            setattr(cls, name, start)
         threading.settrace(self._global)
         sys.settrace(self._global)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import subprocess
         import threading
 
         sys.settrace(None)
         threading.settrace(None)
-        subprocess.Popen._execute_child = self._popen
+        for cls, name, original in self._originals:
+            setattr(cls, name, original)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):

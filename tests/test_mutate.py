@@ -53,7 +53,8 @@ def half(x):
     return 0
 """
 
-TESTS = """import subprocess
+TESTS = """import multiprocessing
+import subprocess
 import sys
 
 import pytest
@@ -80,12 +81,21 @@ def test_uses_it_again(two):
 
 def test_spawns():
     subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+
+def test_starts_a_process():
+    process = multiprocessing.get_context("spawn").Process(target=sys.exit, args=(0,))
+    process.start()
+    process.join()
+    assert process.exitcode == 0
 """
 
 
 def test_the_recording_picks_the_tests_that_run_a_mutants_line(tmp_path):
     """Per test the lines of the module it runs, a module fixture's lines for every test that asks for it (the
-    second test never runs ``half`` itself), subprocess starters always, and every test for unrun lines."""
+    second test never runs ``half`` itself), tests that start a subprocess or a process of ``multiprocessing`` (as
+    ``torch.multiprocessing.spawn`` does: its lines run where no trace sees them) always, and every test for unrun
+    lines."""
     from tests.mutate import _pytest
 
     module, tests = tmp_path / "mutmod.py", tmp_path / "test_mutmod.py"
@@ -94,14 +104,15 @@ def test_the_recording_picks_the_tests_that_run_a_mutants_line(tmp_path):
     status, _, coverage = _pytest([str(tests)], timeout=120, record=module)
     assert status == "survived" and coverage is not None
     names = {t.split("::")[-1]: t for t in coverage.lines}
-    assert set(names) == {"test_double", "test_uses_the_fixture", "test_uses_it_again", "test_spawns"}
+    starters = ("test_spawns", "test_starts_a_process")
+    assert set(names) == {"test_double", "test_uses_the_fixture", "test_uses_it_again", *starters}
     assert coverage.lines[names["test_double"]] == {2}
     assert coverage.lines[names["test_uses_the_fixture"]] == coverage.lines[names["test_uses_it_again"]] == {6, 7}
-    assert coverage.spawns == {names["test_spawns"]}
+    assert coverage.spawns == {names[n] for n in starters}
     every = [str(tests)]
-    assert coverage.tests_for((2, 2), every) == [names["test_double"], names["test_spawns"]]
+    assert coverage.tests_for((2, 2), every) == [names[n] for n in ("test_double", *starters)]
     assert coverage.tests_for((7, 7), every) == [
-        names[n] for n in ("test_uses_the_fixture", "test_uses_it_again", "test_spawns")
+        names[n] for n in ("test_uses_the_fixture", "test_uses_it_again", *starters)
     ]
     assert coverage.tests_for((8, 8), every) is every  # ``return 0``: no test runs it
     assert coverage.tests_for((1, 1), every) is every  # a def line runs at import only
