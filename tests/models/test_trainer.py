@@ -337,12 +337,30 @@ def test_config_file_values_are_overridden_by_flags(tmp_path):
 DDP = {"model": "multvae", "epochs": 3, "pia": 0.3, "weight_decay": 0.05, "seed": 5, "device": "cpu", **TINY}
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str, split) -> None:
+def _join_gloo(rank: int, world: int, port: int) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _on_two_gloo_ranks(worker, out: Path, split) -> None:
+    """``worker(rank, 2, port, out, split)`` in two processes of one gloo group on this machine (a free port)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(2, port, str(out), split), nprocs=2, join=True)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, split) -> None:
+    import torch.distributed as dist
+
+    _join_gloo(rank, world, port)
     try:
         config = TrainConfig(**DDP)
         state = train(config, Path(out), split=split, progress=False, on_epoch=_stop_after_two)
@@ -358,14 +376,7 @@ def _stop_after_two(record: dict) -> bool:
 
 
 def test_data_parallel_gloo_matches_single_process(tmp_path, tiny_split):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp"), tiny_split), nprocs=2, join=True)
+    _on_two_gloo_ranks(_ddp_worker, tmp_path / "ddp", tiny_split)
     config = TrainConfig(**DDP)
     single = train(config, tmp_path / "single", split=tiny_split, progress=False, on_epoch=_stop_after_two)
     # both ranks stopped where rank 0's on_epoch said, after epoch 2 of 3, with rank 0's best epoch and value
@@ -392,9 +403,7 @@ def _ddp_leave_worker(rank: int, world: int, port: int, out: str, split) -> None
 
     import models.trainer as trainer_module
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    _join_gloo(rank, world, port)
     shown: dict = {}
     if rank == 1:
         # a rank that would decide otherwise (another device, another library): it must take rank 0's choice
@@ -430,14 +439,7 @@ def test_data_parallel_ranks_take_rank_0s_precision_and_return_after_its_files_a
     """The precision an ``auto`` run chose on rank 0 is broadcast to the others, and the final barrier keeps a rank
     from returning (and tearing its process group down) while rank 0 still writes the run's files: a mutation run
     skipped the broadcast and the barrier and no test noticed."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_leave_worker, args=(2, port, str(tmp_path / "ddp"), tiny_split), nprocs=2, join=True)
+    _on_two_gloo_ranks(_ddp_leave_worker, tmp_path / "ddp", tiny_split)
     ranks = [json.loads((tmp_path / f"leave{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["precision"] == ranks[1]["precision"] == "fp32"
     assert ranks[1]["returned"] >= ranks[0]["saved"]
