@@ -421,7 +421,7 @@ def _ddp_leave_worker(rank: int, world: int, port: int, out: str, split) -> None
         save = trainer_module.save_verified
 
         def slow_save(*args, **kwargs):
-            time.sleep(1.5)
+            time.sleep(0.5)
             save(*args, **kwargs)
             shown["saved"] = time.time()
 
