@@ -245,7 +245,6 @@ each child imports the mutated file afresh)."""
 
 
 def _preload() -> None:
-
     os.environ.setdefault("MPLBACKEND", "Agg")
     for name in HEAVY:
         importlib.import_module(name)

@@ -404,29 +404,30 @@ def _ddp_leave_worker(rank: int, world: int, port: int, out: str, split) -> None
     import models.trainer as trainer_module
 
     _join_gloo(rank, world, port)
-    shown: dict = {}
-    if rank == 1:
-        # a rank that would decide otherwise (another device, another library): it must take rank 0's choice
-        trainer_module.resolve_precision = lambda precision, device: ("bf16", {"requested": "auto", "chosen": "bf16"})
-    decide = trainer_module._run_precision
-
-    def recorded_precision(*args, **kwargs):
-        chosen = decide(*args, **kwargs)
-        shown["precision"] = chosen[0]
-        return chosen
-
-    trainer_module._run_precision = recorded_precision
-    if rank == 0:
-        # rank 0 writes the run's files slowly: the other rank must not return before they are written
-        save = trainer_module.save_verified
-
-        def slow_save(*args, **kwargs):
-            time.sleep(0.5)
-            save(*args, **kwargs)
-            shown["saved"] = time.time()
-
-        trainer_module.save_verified = slow_save
     try:
+        shown: dict = {}
+        # the ranks would decide differently (another device or library on each; fixed here, so that a machine
+        # whose own auto choice is bf16 changes nothing): each must end with rank 0's choice
+        mine = "fp32" if rank == 0 else "bf16"
+        trainer_module.resolve_precision = lambda precision, device: (mine, {"requested": "auto", "chosen": mine})
+        decide = trainer_module._run_precision
+
+        def recorded_precision(*args, **kwargs):
+            chosen = decide(*args, **kwargs)
+            shown["precision"] = chosen[0]
+            return chosen
+
+        trainer_module._run_precision = recorded_precision
+        if rank == 0:
+            # rank 0 writes the run's files slowly: the other rank must not return before they are written
+            save = trainer_module.save_verified
+
+            def slow_save(*args, **kwargs):
+                time.sleep(0.5)
+                save(*args, **kwargs)
+                shown["saved"] = time.time()
+
+            trainer_module.save_verified = slow_save
         config = TrainConfig(model="multvae", epochs=1, seed=5, device="cpu", precision="auto", **TINY)
         train(config, Path(out), split=split, progress=False)
         shown["returned"] = time.time()
